@@ -1,0 +1,27 @@
+// Registration table of the torch reference backend.
+#include "kernels.h"
+
+#include "kiln/sdk/plugin.h"
+
+namespace kiln::backends::torch_ref {
+namespace {
+
+// Below every hand-written backend: `auto` prefers anything faster, torch is the fallback.
+constexpr int kPriority = -100;
+
+template <class Op>
+void add(sdk::Registrar& r, typename Op::Result (*fn)(const typename Op::Args&)) {
+  for (auto device : {c10::DeviceType::CPU, c10::DeviceType::CUDA}) {
+    r.add_kernel<Op>({.backend = "torch", .device = device, .priority = kPriority, .run = fn});
+  }
+}
+
+void register_torch_backend(sdk::Registrar& r) {
+  add<ops::RmsNormOp>(r, &rms_norm);
+  add<ops::RopeOp>(r, &rope);
+}
+
+} // namespace
+} // namespace kiln::backends::torch_ref
+
+KILN_PLUGIN("torch", backend, "0.1.0", kiln::backends::torch_ref::register_torch_backend)

@@ -1,0 +1,32 @@
+// Op `rms_norm`: root-mean-square normalisation over the last dimension (HF RMSNorm order).
+//
+//   y = (x_f32 * rsqrt(mean(x_f32^2, -1) + eps)).to(x.dtype) * weight
+//
+// The statistics are computed in float32 whatever x's dtype; the normalised value is cast back to
+// x's dtype BEFORE the weight multiply (that order is HF's and changes bf16 rounding).
+#pragma once
+
+#include "kiln/sdk/export.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace kiln::ops {
+
+struct RmsNormArgs {
+  at::Tensor x;       ///< [..., D]; float32, bfloat16 or float16
+  at::Tensor weight;  ///< [D]; same dtype as x (or float32)
+  double eps = 1e-6;
+  c10::Device device() const { return x.device(); }
+  c10::ScalarType dtype() const { return x.scalar_type(); }
+};
+
+struct RmsNormOp {
+  static constexpr const char* kName = "rms_norm";
+  using Args = RmsNormArgs;
+  using Result = at::Tensor;  ///< [..., D], x's dtype (promoted with weight's as HF does)
+};
+
+/// Differentiable in x and weight.
+KILN_SDK_API at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+} // namespace kiln::ops

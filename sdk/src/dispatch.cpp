@@ -1,0 +1,243 @@
+#include "kiln/sdk/dispatch.h"
+
+#include "kiln/sdk/error.h"
+#include "kiln/sdk/log.h"
+#include "kiln/sdk/names.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+namespace kiln::sdk {
+namespace {
+
+std::string join(const std::vector<std::string>& items, std::string_view sep = ", ") {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += sep;
+    out += item;
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+std::string resolution_key(std::string_view op, c10::DeviceType device, c10::ScalarType dtype) {
+  return fmt::format("{}|{}|{}", op, device_name(device), dtype_name(dtype));
+}
+
+} // namespace
+
+Dispatcher& Dispatcher::global() {
+  static Dispatcher* instance = new Dispatcher();  // never destroyed: plugins outlive main()
+  return *instance;
+}
+
+void Dispatcher::check_new_kernel(const KernelInfo& info) const {
+  std::lock_guard lock(mutex_);
+  if (info.op.empty() || info.backend.empty()) {
+    internal_error("kernel registration: op and backend names must not be empty (plugin '{}')",
+                   info.plugin);
+  }
+  for (const auto& policy : policies_) {
+    if (policy->name() == info.backend) {
+      user_error("kernel {}/{}/{} from plugin '{}': backend name '{}' is already a policy name",
+                 info.op, info.backend, device_name(info.device), info.plugin, info.backend);
+    }
+  }
+  for (const auto& k : kernels_) {
+    if (k->info.op == info.op && k->info.backend == info.backend && k->info.device == info.device) {
+      user_error(
+          "duplicate kernel {}/{}/{} from plugin '{}': already registered by plugin '{}'; "
+          "kernels are never overridden, remove one of the plugins or rename its backend",
+          info.op, info.backend, device_name(info.device), info.plugin, k->info.plugin);
+    }
+  }
+}
+
+void Dispatcher::check_new_policy(std::string_view name) const {
+  std::lock_guard lock(mutex_);
+  if (name.empty()) internal_error("policy registration: the policy name must not be empty");
+  for (const auto& policy : policies_) {
+    if (policy->name() == name) user_error("duplicate policy '{}': already registered", name);
+  }
+  for (const auto& k : kernels_) {
+    if (k->info.backend == name) {
+      user_error("policy '{}': the name is already a backend name (plugin '{}')", name,
+                 k->info.plugin);
+    }
+  }
+}
+
+void Dispatcher::add_kernel(KernelRecord record) {
+  if (!record.impl || record.supports == nullptr || record.run_discard == nullptr) {
+    internal_error("kernel {}/{} from plugin '{}' has no implementation", record.info.op,
+                   record.info.backend, record.info.plugin);
+  }
+  check_new_kernel(record.info);
+  std::lock_guard lock(mutex_);
+  kernels_.push_back(std::make_unique<KernelRecord>(std::move(record)));
+}
+
+void Dispatcher::add_policy(std::shared_ptr<Policy> policy) {
+  if (!policy) internal_error("add_policy: null policy");
+  check_new_policy(policy->name());
+  std::lock_guard lock(mutex_);
+  policies_.push_back(std::move(policy));
+}
+
+void Dispatcher::configure(DispatchConfig config) {
+  std::lock_guard lock(mutex_);
+  std::set<std::string, std::less<>> names;
+  for (const auto& k : kernels_) names.insert(k->info.backend);
+  for (const auto& p : policies_) names.insert(p->name());
+  auto check = [&](const std::string& name, const std::string& where) {
+    if (names.count(name) == 0) {
+      user_error("unknown backend '{}' ({}); registered backends and policies: {}", name, where,
+                 join({names.begin(), names.end()}));
+    }
+  };
+  check(config.default_backend, "backend.default");
+  for (const auto& [op, backend] : config.ops) check(backend, fmt::format("backend.ops.{}", op));
+  config_ = std::move(config);
+  resolved_.clear();
+  warned_.clear();
+}
+
+DispatchConfig Dispatcher::config() const {
+  std::lock_guard lock(mutex_);
+  return config_;
+}
+
+const KernelRecord& Dispatcher::select(const OpCall& call) {
+  std::vector<const KernelRecord*> candidates;
+  std::shared_ptr<Policy> policy;
+  std::shared_ptr<Policy> fallback;
+  std::string requested;
+  bool strict = false;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& k : kernels_) {
+      if (k->info.op == call.op && k->info.device == call.device) candidates.push_back(k.get());
+    }
+    std::stable_sort(candidates.begin(), candidates.end(), [](const auto* a, const auto* b) {
+      return a->info.priority != b->info.priority ? a->info.priority > b->info.priority
+                                                  : a->info.backend < b->info.backend;
+    });
+    auto it = config_.ops.find(call.op);
+    requested = it != config_.ops.end() ? it->second : config_.default_backend;
+    strict = config_.strict;
+    for (const auto& p : policies_) {
+      if (p->name() == requested) policy = p;
+      if (p->name() == "auto") fallback = p;
+    }
+  }
+
+  auto available = [&] {
+    std::vector<std::string> names;
+    for (const auto* k : candidates) names.push_back(k->info.backend);
+    return join(names);
+  };
+  auto describe = [&] {
+    return fmt::format("op '{}' on {} ({})", call.op, device_name(call.device),
+                       dtype_name(call.dtype));
+  };
+
+  const KernelRecord* chosen = nullptr;
+  std::string note;
+  if (policy) {
+    chosen = policy->select(call, candidates);
+    if (chosen == nullptr) {
+      user_error("{}: policy '{}' found no eligible kernel; registered for this op and device: {}",
+                 describe(), requested, available());
+    }
+  } else {
+    for (const auto* k : candidates) {
+      if (k->info.backend == requested) {
+        if (call.supports(*k)) chosen = k;
+        note = chosen ? "" : fmt::format("backend '{}' does not support these arguments", requested);
+        break;
+      }
+    }
+    if (chosen == nullptr && note.empty()) {
+      note = fmt::format("backend '{}' has no kernel for it", requested);
+    }
+    if (chosen == nullptr) {
+      if (strict) {
+        user_error("{}: {} and backend.strict = true; registered for this op and device: {}",
+                   describe(), note, available());
+      }
+      if (fallback) chosen = fallback->select(call, candidates);
+      if (chosen == nullptr) {
+        for (const auto* k : candidates) {
+          if (call.supports(*k)) {
+            chosen = k;
+            break;
+          }
+        }
+      }
+      if (chosen == nullptr) {
+        user_error("{}: {}, and no other registered kernel accepts the call; registered: {}",
+                   describe(), note, available());
+      }
+      note += fmt::format("; fell back to '{}'", chosen->info.backend);
+    }
+  }
+
+  std::lock_guard lock(mutex_);
+  const std::string key = resolution_key(call.op, call.device, call.dtype);
+  auto it = std::find_if(resolved_.begin(), resolved_.end(), [&](const Resolution& r) {
+    return resolution_key(r.op, r.device, r.dtype) == key;
+  });
+  if (it == resolved_.end()) {
+    resolved_.push_back(Resolution{std::string(call.op), call.device, call.dtype, requested,
+                                   chosen->info.backend, note});
+  } else if (it->chosen.find(chosen->info.backend) == std::string::npos) {
+    it->chosen += "," + chosen->info.backend;  // shape-dependent choice: list every backend used
+  }
+  if (!policy && note.find("fell back") != std::string::npos && !warned_[key]) {
+    warned_[key] = true;
+    log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);
+  }
+  return *chosen;
+}
+
+std::vector<KernelInfo> Dispatcher::kernels() const {
+  std::lock_guard lock(mutex_);
+  std::vector<KernelInfo> out;
+  for (const auto& k : kernels_) out.push_back(k->info);
+  std::sort(out.begin(), out.end(), [](const KernelInfo& a, const KernelInfo& b) {
+    return std::tie(a.op, a.backend, a.device) < std::tie(b.op, b.backend, b.device);
+  });
+  return out;
+}
+
+std::vector<std::string> Dispatcher::backends() const {
+  std::lock_guard lock(mutex_);
+  std::set<std::string> names;
+  for (const auto& k : kernels_) names.insert(k->info.backend);
+  return {names.begin(), names.end()};
+}
+
+std::vector<std::string> Dispatcher::policies() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> names;
+  for (const auto& p : policies_) names.push_back(p->name());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::vector<Resolution> Dispatcher::resolved() const {
+  std::lock_guard lock(mutex_);
+  return resolved_;
+}
+
+void Dispatcher::reset_for_testing() {
+  std::lock_guard lock(mutex_);
+  kernels_.clear();
+  policies_.clear();
+  config_ = DispatchConfig{};
+  resolved_.clear();
+  warned_.clear();
+}
+
+} // namespace kiln::sdk
