@@ -10,6 +10,14 @@
 
 namespace kiln::ops {
 
+std::span<const std::string_view> op_names() {
+  static constexpr std::string_view kNames[] = {
+      "rms_norm",    "gated_rms_norm", "rope",          "attention",      "indexer_topk",
+      "sparse_mla",  "moe_route",      "moe_experts",   "causal_conv1d",  "mamba2_scan",
+      "linear_cross_entropy"};
+  return kNames;
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   KILN_CHECK_USER(x.defined() && weight.defined(), "rms_norm: x and weight must be defined");
   KILN_CHECK_USER(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
