@@ -28,8 +28,15 @@ function(kiln_add_plugin name)
     CUDA_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON
     INSTALL_RPATH "$ORIGIN/../..")
-  # Static archives linked into a plugin must not leak their symbols either.
-  target_link_options(${target} PRIVATE "LINKER:--exclude-libs,ALL" "LINKER:--no-undefined")
+  # Exactly one exported symbol, whatever the compiler emits with default visibility (typeinfo
+  # of std templates, weak inline functions) and whatever static archives bring along.
+  set(version_script "${CMAKE_CURRENT_BINARY_DIR}/kiln-plugin-exports.map")
+  if(NOT EXISTS "${version_script}")
+    file(WRITE "${version_script}" "{\n  global: kiln_plugin_info;\n  local: *;\n};\n")
+  endif()
+  target_link_options(${target} PRIVATE "LINKER:--version-script=${version_script}"
+    "LINKER:--exclude-libs,ALL" "LINKER:--no-undefined")
+  set_property(TARGET ${target} APPEND PROPERTY LINK_DEPENDS "${version_script}")
   target_compile_definitions(${target} PRIVATE KILN_PLUGIN_TARGET_NAME="${name}")
 
   if(ARG_OUTPUT_DIRECTORY)

@@ -28,7 +28,7 @@ std::string resolution_key(std::string_view op, c10::DeviceType device, c10::Sca
 } // namespace
 
 Dispatcher& Dispatcher::global() {
-  static Dispatcher* instance = new Dispatcher();  // never destroyed: plugins outlive main()
+  static Dispatcher* instance = new Dispatcher(); // never destroyed: plugins outlive main()
   return *instance;
 }
 
@@ -154,7 +154,8 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     for (const auto* k : candidates) {
       if (k->info.backend == requested) {
         if (call.supports(*k)) chosen = k;
-        note = chosen ? "" : fmt::format("backend '{}' does not support these arguments", requested);
+        note =
+            chosen ? "" : fmt::format("backend '{}' does not support these arguments", requested);
         break;
       }
     }
@@ -192,7 +193,7 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     resolved_.push_back(Resolution{std::string(call.op), call.device, call.dtype, requested,
                                    chosen->info.backend, note});
   } else if (it->chosen.find(chosen->info.backend) == std::string::npos) {
-    it->chosen += "," + chosen->info.backend;  // shape-dependent choice: list every backend used
+    it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
   if (!policy && note.find("fell back") != std::string::npos && !warned_[key]) {
     warned_[key] = true;

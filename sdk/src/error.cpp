@@ -5,6 +5,8 @@ namespace kiln {
 Error::Error(ErrorKind kind, std::string message)
     : std::runtime_error(message), kind_(kind), message_(std::move(message)) {}
 
+Error::~Error() = default;
+
 Error Error::with_context(std::string line) const {
   Error copy = *this;
   copy.context_.push_back(std::move(line));

@@ -7,7 +7,9 @@
 
 namespace kiln::sdk {
 
-std::string version() { return KILN_VERSION_STRING; }
+std::string version() {
+  return KILN_VERSION_STRING;
+}
 
 Fingerprint host_fingerprint() {
   return Fingerprint{KILN_BUILD_TORCH_VERSION, KILN_BUILD_CXX11_ABI, KILN_BUILD_CUDA_VERSION,

@@ -19,7 +19,7 @@ class AutoPolicy final : public sdk::Policy {
   const sdk::KernelRecord* select(const sdk::OpCall& call,
                                   std::span<const sdk::KernelRecord* const> candidates) override {
     const sdk::KernelRecord* reference = nullptr;
-    for (const auto* kernel : candidates) {  // already in descending priority
+    for (const auto* kernel : candidates) { // already in descending priority
       if (!call.supports(*kernel)) continue;
       if (kernel->info.backend == "torch") {
         reference = kernel;
@@ -31,7 +31,9 @@ class AutoPolicy final : public sdk::Policy {
   }
 };
 
-void register_auto_policy(sdk::Registrar& r) { r.add_policy(std::make_shared<AutoPolicy>()); }
+void register_auto_policy(sdk::Registrar& r) {
+  r.add_policy(std::make_shared<AutoPolicy>());
+}
 
 } // namespace
 } // namespace kiln::policies

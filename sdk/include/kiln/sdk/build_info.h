@@ -36,8 +36,8 @@
   "Clang " KILN_STRINGIFY(__clang_major__) "." KILN_STRINGIFY(__clang_minor__) "." KILN_STRINGIFY( \
       __clang_patchlevel__)
 #elif defined(__GNUC__)
-#define KILN_BUILD_COMPILER                                                                        \
-  "GNU " KILN_STRINGIFY(__GNUC__) "." KILN_STRINGIFY(__GNUC_MINOR__) "." KILN_STRINGIFY(           \
+#define KILN_BUILD_COMPILER                                                              \
+  "GNU " KILN_STRINGIFY(__GNUC__) "." KILN_STRINGIFY(__GNUC_MINOR__) "." KILN_STRINGIFY( \
       __GNUC_PATCHLEVEL__)
 #else
 #define KILN_BUILD_COMPILER "unknown"

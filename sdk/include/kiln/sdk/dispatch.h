@@ -29,9 +29,9 @@ namespace kiln::sdk {
 
 /// Backend selection, usually from a recipe's [backend] section.
 struct DispatchConfig {
-  std::string default_backend = "auto";                  ///< a backend or a policy name
-  std::map<std::string, std::string, std::less<>> ops;   ///< per-op override: op -> backend/policy
-  bool strict = false;                                   ///< no fallback: missing kernel = error
+  std::string default_backend = "auto";                ///< a backend or a policy name
+  std::map<std::string, std::string, std::less<>> ops; ///< per-op override: op -> backend/policy
+  bool strict = false;                                 ///< no fallback: missing kernel = error
 };
 
 /// One pending op call, as a policy sees it. Valid only during Policy::select.
@@ -39,10 +39,12 @@ struct OpCall {
   std::string_view op;
   c10::DeviceType device = c10::DeviceType::CPU;
   c10::ScalarType dtype = c10::ScalarType::Float;
-  const void* args = nullptr;  ///< the op's Args; use through supports()/run() below
+  const void* args = nullptr; ///< the op's Args; use through supports()/run() below
 
   /// Whether `kernel` accepts these arguments.
-  bool supports(const KernelRecord& kernel) const { return kernel.supports(kernel.impl.get(), args); }
+  bool supports(const KernelRecord& kernel) const {
+    return kernel.supports(kernel.impl.get(), args);
+  }
   /// Runs `kernel` on these arguments and discards the result (for timing).
   void run(const KernelRecord& kernel) const { kernel.run_discard(kernel.impl.get(), args); }
 };
@@ -67,9 +69,9 @@ struct Resolution {
   std::string op;
   c10::DeviceType device;
   c10::ScalarType dtype;
-  std::string requested;  ///< backend or policy asked for
-  std::string chosen;     ///< backend whose kernel ran
-  std::string note;       ///< why, when it differs from the request (fallback, policy choice)
+  std::string requested; ///< backend or policy asked for
+  std::string chosen;    ///< backend whose kernel ran
+  std::string note;      ///< why, when it differs from the request (fallback, policy choice)
 };
 
 /// The process-wide kernel and policy registry, and the dispatcher over it. The host fills it
@@ -97,10 +99,10 @@ class KILN_SDK_API Dispatcher {
   /// Picks the kernel for a call (see the file comment). Throws kiln::Error when nothing can run.
   const KernelRecord& select(const OpCall& call);
 
-  std::vector<KernelInfo> kernels() const;      ///< every registered kernel, sorted
-  std::vector<std::string> backends() const;    ///< backend names with at least one kernel
-  std::vector<std::string> policies() const;    ///< policy names
-  std::vector<Resolution> resolved() const;     ///< resolutions so far, in first-use order
+  std::vector<KernelInfo> kernels() const;   ///< every registered kernel, sorted
+  std::vector<std::string> backends() const; ///< backend names with at least one kernel
+  std::vector<std::string> policies() const; ///< policy names
+  std::vector<Resolution> resolved() const;  ///< resolutions so far, in first-use order
 
   /// Removes every kernel and policy and resets the config (tests only: kernels of unloaded
   /// plugins must never stay registered, and plugins are never unloaded in kiln itself).

@@ -23,6 +23,7 @@ enum class ErrorKind { kUser, kInternal };
 class KILN_SDK_API Error : public std::runtime_error {
  public:
   Error(ErrorKind kind, std::string message);
+  ~Error() override; // out of line: the typeinfo lives in libkiln-sdk.so only
 
   ErrorKind kind() const noexcept { return kind_; }
   /// The innermost message, without context.
@@ -54,9 +55,9 @@ template <class... Args>
 }
 
 /// Checks a condition that user input controls.
-#define KILN_CHECK_USER(cond, ...)                                                                 \
-  do {                                                                                             \
-    if (!(cond)) ::kiln::user_error(__VA_ARGS__);                                                  \
+#define KILN_CHECK_USER(cond, ...)                \
+  do {                                            \
+    if (!(cond)) ::kiln::user_error(__VA_ARGS__); \
   } while (0)
 
 } // namespace kiln

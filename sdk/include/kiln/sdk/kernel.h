@@ -20,12 +20,12 @@ namespace kiln::sdk {
 
 /// What identifies a kernel and orders it. Plain data, copied freely.
 struct KernelInfo {
-  std::string op;              ///< op name, e.g. "rms_norm" (an Op::kName)
-  std::string backend;         ///< backend name, e.g. "torch", "cuda"
+  std::string op;      ///< op name, e.g. "rms_norm" (an Op::kName)
+  std::string backend; ///< backend name, e.g. "torch", "cuda"
   c10::DeviceType device = c10::DeviceType::CPU;
-  int priority = 0;            ///< higher runs first under the default `auto` policy
-  std::string version = "1";   ///< the kernel's own version: part of autotuning cache keys
-  std::string plugin;          ///< set by the host: the plugin that registered it
+  int priority = 0;          ///< higher runs first under the default `auto` policy
+  std::string version = "1"; ///< the kernel's own version: part of autotuning cache keys
+  std::string plugin;        ///< set by the host: the plugin that registered it
 };
 
 /// A typed kernel as a backend writes it. `run` must not be empty. `supports` decides, per call,
@@ -46,8 +46,8 @@ struct Kernel {
 /// pointers that stay valid for the process lifetime.
 struct KernelRecord {
   KernelInfo info;
-  std::shared_ptr<const void> impl;                      ///< a Kernel<Op> for info.op
-  bool (*supports)(const void* impl, const void* args);  ///< typed `supports` behind void*
+  std::shared_ptr<const void> impl;                        ///< a Kernel<Op> for info.op
+  bool (*supports)(const void* impl, const void* args);    ///< typed `supports` behind void*
   void (*run_discard)(const void* impl, const void* args); ///< runs and drops the result (timing)
 };
 

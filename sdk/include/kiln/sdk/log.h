@@ -31,10 +31,16 @@ void log(LogLevel level, fmt::format_string<Args...> format, Args&&... args) {
   log_message(level, fmt::format(format, std::forward<Args>(args)...));
 }
 template <class... Args>
-void log_debug(fmt::format_string<Args...> f, Args&&... a) { log(LogLevel::kDebug, f, std::forward<Args>(a)...); }
+void log_debug(fmt::format_string<Args...> f, Args&&... a) {
+  log(LogLevel::kDebug, f, std::forward<Args>(a)...);
+}
 template <class... Args>
-void log_info(fmt::format_string<Args...> f, Args&&... a) { log(LogLevel::kInfo, f, std::forward<Args>(a)...); }
+void log_info(fmt::format_string<Args...> f, Args&&... a) {
+  log(LogLevel::kInfo, f, std::forward<Args>(a)...);
+}
 template <class... Args>
-void log_warn(fmt::format_string<Args...> f, Args&&... a) { log(LogLevel::kWarn, f, std::forward<Args>(a)...); }
+void log_warn(fmt::format_string<Args...> f, Args&&... a) {
+  log(LogLevel::kWarn, f, std::forward<Args>(a)...);
+}
 
 } // namespace kiln

@@ -21,15 +21,15 @@ namespace kiln::sdk {
 
 /// A model's configuration as HF writes it (`config.json`), plus where it came from.
 struct ModelConfig {
-  nlohmann::json json;                ///< the parsed config.json (unknown fields kept)
-  std::filesystem::path source;       ///< the file it came from, empty for inline configs
+  nlohmann::json json;          ///< the parsed config.json (unknown fields kept)
+  std::filesystem::path source; ///< the file it came from, empty for inline configs
 };
 
 /// How the host wants the model built.
 struct ModelOptions {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   c10::ScalarType dtype = c10::ScalarType::Float;
-  uint64_t seed = 0;  ///< for random initialisation
+  uint64_t seed = 0; ///< for random initialisation
 };
 
 /// Inputs of a causal-LM forward pass.
@@ -37,15 +37,15 @@ struct ModelOptions {
 /// [N + 1] (document boundaries; attention never crosses them).
 struct ForwardInput {
   at::Tensor input_ids;
-  at::Tensor position_ids;  ///< optional; [B, S] or [T]; defaults to 0.. per sequence/document
-  at::Tensor cu_seqlens;    ///< optional; THD only
-  int64_t logits_to_keep = 0;  ///< 0: logits for every position; k: only the last k
+  at::Tensor position_ids;    ///< optional; [B, S] or [T]; defaults to 0.. per sequence/document
+  at::Tensor cu_seqlens;      ///< optional; THD only
+  int64_t logits_to_keep = 0; ///< 0: logits for every position; k: only the last k
 };
 
 /// Outputs of a forward pass. `logits` [B, S', V] or [T', V].
 struct ForwardOutput {
   at::Tensor logits;
-  std::map<std::string, at::Tensor> extra;  ///< family-specific outputs (e.g. MTP logits)
+  std::map<std::string, at::Tensor> extra; ///< family-specific outputs (e.g. MTP logits)
 };
 
 /// A built model. Owned by whoever created it (the host holds it in a shared_ptr); its code lives
@@ -64,11 +64,11 @@ class KILN_SDK_API Model {
 /// A model family as a plugin registers it. The registry copies it and keeps it for the process
 /// lifetime; `create` may be called many times, from the host's thread.
 struct ModelFamily {
-  std::string name;                        ///< permanent registry name, e.g. "glm4_moe"
-  std::vector<std::string> aliases;        ///< older names still accepted
-  std::vector<std::string> architectures;  ///< HF `architectures` entries, e.g. "Glm4MoeForCausalLM"
-  std::vector<std::string> model_types;    ///< HF `model_type` values, e.g. "glm4_moe"
-  std::string description;                 ///< one line for `kiln plugins`
+  std::string name;                       ///< permanent registry name, e.g. "glm4_moe"
+  std::vector<std::string> aliases;       ///< older names still accepted
+  std::vector<std::string> architectures; ///< HF `architectures` entries, e.g. "Glm4MoeForCausalLM"
+  std::vector<std::string> model_types;   ///< HF `model_type` values, e.g. "glm4_moe"
+  std::string description;                ///< one line for `kiln plugins`
   /// Builds a model with random initialisation from a config. Throws kiln::Error on a bad config.
   std::function<std::shared_ptr<Model>(const ModelConfig&, const ModelOptions&)> create;
 };

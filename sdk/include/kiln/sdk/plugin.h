@@ -37,10 +37,10 @@ typedef enum kiln_plugin_kind {
 typedef int (*kiln_register_fn)(void* registrar, char* error, size_t error_size);
 
 /// The descriptor (no typedef: its tag and the entry function share the name `kiln_plugin_info`,
-/// so C and C++ code alike write `struct kiln_plugin_info`). The first three fields are frozen forever so that any host can read any
-/// plugin's ABI version; later fields belong to ABI major 1. All strings are static,
-/// NUL-terminated and owned by the plugin; they stay valid while the plugin is loaded (for the
-/// process lifetime).
+/// so C and C++ code alike write `struct kiln_plugin_info`). The first three fields are frozen
+/// forever so that any host can read any plugin's ABI version; later fields belong to ABI major 1.
+/// All strings are static, NUL-terminated and owned by the plugin; they stay valid while the plugin
+/// is loaded (for the process lifetime).
 struct kiln_plugin_info {
   uint32_t struct_size; ///< sizeof(kiln_plugin_info) as the plugin was built
   uint16_t abi_major;   ///< KILN_SDK_ABI_MAJOR of the SDK the plugin was built with
@@ -107,22 +107,22 @@ int guarded_register(void* registrar, char* error, size_t error_size) noexcept {
 /// `kind` is one of model, backend, policy. `fn` is `void fn(kiln::sdk::Registrar&)`; it may
 /// throw (kiln::Error or any std::exception): the host then reports the message and skips the
 /// whole plugin.
-#define KILN_PLUGIN(name_, kind_, version_, fn_)                                                   \
-  KILN_PLUGIN_EXPORT const struct kiln_plugin_info* kiln_plugin_info(void) {                                \
-    static const struct kiln_plugin_info info = {                                                  \
-        sizeof(struct kiln_plugin_info),                                                           \
-        KILN_SDK_ABI_MAJOR,                                                                        \
-        KILN_SDK_ABI_MINOR,                                                                        \
-        KILN_BUILD_TORCH_VERSION,                                                                  \
-        KILN_BUILD_CXX11_ABI,                                                                      \
-        KILN_BUILD_CUDA_VERSION,                                                                   \
-        KILN_BUILD_COMPILER,                                                                       \
-        name_,                                                                                     \
-        static_cast<uint32_t>(KILN_PLUGIN_KIND_##kind_),                                           \
-        version_,                                                                                  \
-        &::kiln::sdk::detail::guarded_register<fn_>,                                               \
-    };                                                                                             \
-    return &info;                                                                                  \
+#define KILN_PLUGIN(name_, kind_, version_, fn_)                             \
+  KILN_PLUGIN_EXPORT const struct kiln_plugin_info* kiln_plugin_info(void) { \
+    static const struct kiln_plugin_info info = {                            \
+        sizeof(struct kiln_plugin_info),                                     \
+        KILN_SDK_ABI_MAJOR,                                                  \
+        KILN_SDK_ABI_MINOR,                                                  \
+        KILN_BUILD_TORCH_VERSION,                                            \
+        KILN_BUILD_CXX11_ABI,                                                \
+        KILN_BUILD_CUDA_VERSION,                                             \
+        KILN_BUILD_COMPILER,                                                 \
+        name_,                                                               \
+        static_cast<uint32_t>(KILN_PLUGIN_KIND_##kind_),                     \
+        version_,                                                            \
+        &::kiln::sdk::detail::guarded_register<fn_>,                         \
+    };                                                                       \
+    return &info;                                                            \
   }
 
 #define KILN_PLUGIN_KIND_model KILN_PLUGIN_KIND_MODEL

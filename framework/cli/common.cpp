@@ -1,0 +1,58 @@
+#include "common.h"
+
+#include "kiln/sdk/error.h"
+#include "kiln/sdk/names.h"
+#include "kiln/sdk/plugin.h"
+#include "kiln/sdk/version.h"
+
+#include <fmt/format.h>
+#include "kiln/sdk/log.h"
+
+namespace kiln::cli {
+
+std::string version_line() {
+  const auto host = sdk::host_fingerprint();
+  return fmt::format("kiln {} (SDK ABI {}.{}, LibTorch {}, cxx11_abi={}, CUDA {}, {})",
+                     sdk::version(), KILN_SDK_ABI_MAJOR, KILN_SDK_ABI_MINOR, host.torch_version,
+                     host.cxx11_abi, cuda_version_name(host.cuda_version), host.compiler);
+}
+
+po::options_description plugin_options() {
+  po::options_description options("plugin options");
+  options.add_options()("plugin", po::value<std::vector<std::string>>()->composing(),
+                        "load this plugin file first (repeatable)")("verbose,v", po::bool_switch(),
+                                                                    "log debug messages");
+  return options;
+}
+
+std::vector<core::PluginRecord> load_plugins(const po::variables_map& vm,
+                                             const std::vector<std::filesystem::path>& recipe_dirs,
+                                             bool quiet_failures) {
+  if (vm.count("verbose") && vm["verbose"].as<bool>()) set_log_level(LogLevel::kDebug);
+  core::PluginSearch search;
+  if (vm.count("plugin")) {
+    for (const auto& file : vm["plugin"].as<std::vector<std::string>>())
+      search.files.push_back(file);
+  }
+  search.recipe_dirs = recipe_dirs;
+  const LogLevel level = log_level();
+  if (quiet_failures) set_log_level(std::max(level, LogLevel::kError));
+  auto records = core::PluginHost::global().load(search);
+  set_log_level(level);
+  return records;
+}
+
+po::variables_map parse(const std::vector<std::string>& args,
+                        const po::options_description& options,
+                        const po::positional_options_description& positional) {
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    user_error("{}; see `kiln help`", e.what());
+  }
+  return vm;
+}
+
+} // namespace kiln::cli

@@ -1,0 +1,49 @@
+// What every `kiln` subcommand shares: the command table, plugin options, loading plugins.
+#pragma once
+
+#include "core/plugin_host.h"
+
+#include <boost/program_options.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kiln::cli {
+
+namespace po = boost::program_options;
+
+/// One subcommand. `run` gets the arguments after the command name and returns the exit code;
+/// it throws kiln::Error for user errors.
+struct Command {
+  const char* name;
+  const char* summary; ///< one line for `kiln help`
+  void (*usage)();     ///< prints the full help of the command
+  int (*run)(const std::vector<std::string>& args);
+};
+
+const std::vector<Command>& commands();
+
+/// "kiln 0.1.0 (SDK ABI 1.0, LibTorch 2.11.0, cxx11_abi=1, CUDA 13.0, GNU 12.2.0)".
+std::string version_line();
+
+/// --plugin FILE (repeatable) and --verbose, shared by the commands that load plugins.
+po::options_description plugin_options();
+
+/// Applies --verbose and loads plugins: --plugin files, KILN_PLUGIN_PATH, `recipe_dirs`, the
+/// default directory. Returns the records of this load.
+std::vector<core::PluginRecord> load_plugins(const po::variables_map& vm,
+                                             const std::vector<std::filesystem::path>& recipe_dirs,
+                                             bool quiet_failures = false);
+
+/// Parses `args` with `options`; positional names given in order. Unknown options are errors.
+po::variables_map parse(const std::vector<std::string>& args,
+                        const po::options_description& options,
+                        const po::positional_options_description& positional);
+
+int cmd_plugins(const std::vector<std::string>& args);
+void usage_plugins();
+int cmd_recipe(const std::vector<std::string>& args);
+void usage_recipe();
+
+} // namespace kiln::cli

@@ -1,0 +1,176 @@
+// The `kiln` executable as a user runs it: output text and exit codes.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code = -1;
+  std::string out; // stdout and stderr together
+};
+
+Result run(const std::string& args, const std::string& env = "") {
+  const std::string command = env + " " + KILN_CLI + " " + args + " 2>&1";
+  Result r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    r.out.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+size_t count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t pos = text.find(what); pos != std::string::npos; pos = text.find(what, pos + 1)) ++n;
+  return n;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("kiln-cli-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path write(const std::string& name, const std::string& text) {
+    const fs::path p = dir_ / name;
+    std::ofstream(p) << text;
+    return p;
+  }
+
+  fs::path dir_;
+};
+
+const fs::path kCases = KILN_TEST_PLUGIN_CASES;
+
+TEST_F(CliTest, VersionPrintsFingerprint) {
+  const auto r = run("--version");
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out.rfind("kiln 0.1.0 (SDK ABI 1.0, LibTorch ", 0), 0) << r.out;
+}
+
+TEST_F(CliTest, PluginsListsTorchAndAuto) {
+  const auto r = run("plugins");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("loaded   backend torch"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("loaded   policy  auto"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("backends: torch; policies: auto"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, BrokenPluginDirectoryGivesOneLinePerFile) {
+  const fs::path bad = dir_ / "bad";
+  fs::create_directories(bad);
+  fs::copy_file(kCases / "abimajor/libkiln-backend-testabimajor.so",
+                bad / "libkiln-backend-testabimajor.so");
+  fs::copy_file(kCases / "noentry/libkiln-backend-noentry.so", bad / "libkiln-backend-noentry.so");
+  std::ofstream(bad / "libkiln-model-junk.so") << "hello\n";
+
+  const auto r = run("plugins", "KILN_PLUGIN_PATH=" + bad.string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(count(r.out, "FAILED"), 3u) << r.out;
+  EXPECT_EQ(count(r.out,
+                  "built for kiln SDK ABI 2.0, this host speaks ABI 1.0; rebuild the "
+                  "plugin against this kiln's SDK"),
+            1u)
+      << r.out;
+  EXPECT_EQ(count(r.out, "no entry symbol 'kiln_plugin_info'"), 1u) << r.out;
+  EXPECT_EQ(count(r.out, "not an ELF shared library (the file starts with 'hello.')"), 1u) << r.out;
+  EXPECT_NE(r.out.find("loaded   backend torch"), std::string::npos) << "the rest keeps working";
+
+  // Other commands report each bad file as one warning line and carry on.
+  const fs::path recipe =
+      write("r.toml", "[model]\nfamily = \"toy\"\n[model.config]\nvocab_size = 11\n");
+  const auto check = run("recipe check " + recipe.string() + " --plugin " +
+                             (kCases / "toy/libkiln-model-toy.so").string(),
+                         "KILN_PLUGIN_PATH=" + bad.string());
+  EXPECT_EQ(check.code, 0) << check.out;
+  EXPECT_EQ(count(check.out, "warning: "), 3u) << check.out;
+  EXPECT_NE(check.out.find(recipe.string() + ": ok"), std::string::npos) << check.out;
+}
+
+TEST_F(CliTest, PluginsVerboseListsRegistrations) {
+  const auto r =
+      run("plugins --verbose --plugin " + (kCases / "good/libkiln-backend-testgood.so").string());
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("loaded   backend testgood     1.2.3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("provides kernel rms_norm/testgood/cpu"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, MissingPluginFileIsAUserError) {
+  const auto r = run("plugins --plugin /nonexistent/libkiln-backend-x.so");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.out, "error: --plugin /nonexistent/libkiln-backend-x.so: no such file\n");
+}
+
+TEST_F(CliTest, RecipeCheckReportsUnknownKeyWithPositionAndSuggestion) {
+  const fs::path recipe = write("bad.toml", "[run]\nname = \"x\"\nsede = 3\n");
+  const auto r = run("recipe check " + recipe.string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_EQ(r.out, "error: " + recipe.string() +
+                       ":3:1: unknown key 'run.sede' (did you mean 'run.seed'?)\n");
+}
+
+TEST_F(CliTest, RecipeCheckRejectsUnknownFamily) {
+  const fs::path recipe =
+      write("fam.toml", "[model]\nfamily = \"tyo\"\n[model.config]\nvocab_size = 11\n");
+  const auto r = run("recipe check " + recipe.string() + " --plugin " +
+                     (kCases / "toy/libkiln-model-toy.so").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown model family 'tyo' (model.family) (did you mean 'toy'?)"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(CliTest, RecipeCheckRejectsUnknownBackend) {
+  const fs::path recipe = write("be.toml",
+                                "[model]\nfamily = \"toy\"\n[model.config]\nvocab_size = "
+                                "11\n[backend]\ndefault = \"cdua\"\n");
+  const auto r = run("recipe check " + recipe.string() + " --plugin " +
+                     (kCases / "toy/libkiln-model-toy.so").string());
+  EXPECT_EQ(r.code, 2) << r.out;
+  EXPECT_NE(r.out.find("unknown backend 'cdua' (backend.default); registered backends and "
+                       "policies: auto, torch"),
+            std::string::npos)
+      << r.out;
+}
+
+TEST_F(CliTest, RecipeShowAppliesOverrides) {
+  const auto r = run(std::string("recipe show ") + KILN_SOURCE_DIR +
+                     "/recipes/quickstart.toml --model.dtype bfloat16 --set run.seed=7");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("dtype = \"bfloat16\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("seed = 7"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, UnknownCommandIsAUserError) {
+  const auto r = run("trian");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.out.find("error: unknown command 'trian'"), std::string::npos) << r.out;
+}
+
+TEST_F(CliTest, HelpForEachCommand) {
+  for (const char* c : {"plugins", "recipe", "help"}) {
+    const auto r = run(std::string("help ") + c);
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_NE(r.out.find("usage: kiln"), std::string::npos) << r.out;
+  }
+}
+
+} // namespace

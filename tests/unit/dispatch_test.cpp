@@ -1,0 +1,165 @@
+// The dispatcher's selection rules: per-op override > default backend > policy, strict, fallback.
+#include "kiln/sdk/dispatch.h"
+#include "core/plugin_host.h"
+#include "kiln/sdk/error.h"
+#include "kiln/sdk/log.h"
+#include "kiln/sdk/ops.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+namespace kiln::sdk {
+namespace {
+
+// A fake backend kernel that tags its output so the test sees which one ran.
+Kernel<ops::RmsNormOp> tagged(std::string backend, float tag, int priority = 0,
+                              std::function<bool(const ops::RmsNormArgs&)> supports = {}) {
+  return {.backend = std::move(backend),
+          .device = c10::DeviceType::CPU,
+          .priority = priority,
+          .run = [tag](const ops::RmsNormArgs& a) { return at::full_like(a.x, tag); },
+          .supports = std::move(supports)};
+}
+
+float run_rms_norm(const at::Tensor& x) {
+  return ops::rms_norm(x, at::ones({x.size(-1)}, x.options()), 1e-6).flatten()[0].item().toFloat();
+}
+
+class DispatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto& d = Dispatcher::global();
+    d.reset_for_testing();
+    core::PluginHost::global().reset_for_testing();
+    // The real auto policy, from its plugin file.
+    const auto r = core::PluginHost::global().load_file(
+        std::filesystem::path(KILN_BUILTIN_PLUGIN_DIR) / "libkiln-policy-auto.so", "test");
+    ASSERT_EQ(r.status, core::PluginStatus::kLoaded) << r.reason;
+    d.add_kernel(make_kernel_record(tagged("torch", 1.0f, -100)));
+    d.add_kernel(make_kernel_record(tagged("fast", 2.0f, 10, [](const ops::RmsNormArgs& a) {
+      return a.x.scalar_type() == at::kFloat;
+    })));
+    d.add_kernel(make_kernel_record(tagged("other", 3.0f, 0)));
+    set_log_sink([this](LogLevel, std::string_view m) { logged_.emplace_back(m); });
+  }
+  void TearDown() override { set_log_sink(nullptr); }
+
+  std::vector<std::string> logged_;
+};
+
+TEST_F(DispatchTest, AutoPrefersHighestPriorityEligibleKernel) {
+  Dispatcher::global().configure({.default_backend = "auto"});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 2.0f);
+}
+
+TEST_F(DispatchTest, AutoSkipsKernelsWhoseSupportsFails) {
+  Dispatcher::global().configure({.default_backend = "auto"});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4}, at::kBFloat16)), 3.0f); // "fast" is float32 only
+}
+
+TEST_F(DispatchTest, AutoKeepsTorchLastWhateverItsPriority) {
+  auto& d = Dispatcher::global();
+  d.reset_for_testing();
+  core::PluginHost::global().reset_for_testing();
+  core::PluginHost::global().load_file(
+      std::filesystem::path(KILN_BUILTIN_PLUGIN_DIR) / "libkiln-policy-auto.so", "test");
+  d.add_kernel(make_kernel_record(tagged("torch", 1.0f, 1000)));
+  d.add_kernel(make_kernel_record(tagged("slowish", 5.0f, -5)));
+  d.configure({.default_backend = "auto"});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 5.0f);
+}
+
+TEST_F(DispatchTest, DefaultBackendIsUsed) {
+  Dispatcher::global().configure({.default_backend = "other"});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 3.0f);
+}
+
+TEST_F(DispatchTest, PerOpOverrideWinsOverDefault) {
+  Dispatcher::global().configure({.default_backend = "other", .ops = {{"rms_norm", "torch"}}});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 1.0f);
+}
+
+TEST_F(DispatchTest, StrictMakesUnsupportedCallAnError) {
+  Dispatcher::global().configure({.default_backend = "fast", .strict = true});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 2.0f);
+  try {
+    run_rms_norm(at::randn({2, 4}, at::kBFloat16));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(
+        e.message(),
+        "op 'rms_norm' on cpu (bfloat16): backend 'fast' does not support these arguments and "
+        "backend.strict = true; registered for this op and device: fast, other, torch");
+  }
+}
+
+TEST_F(DispatchTest, StrictMakesMissingKernelAnError) {
+  Dispatcher::global().configure({.default_backend = "other", .strict = true});
+  const at::Tensor x = at::randn({1, 2, 2, 4});
+  const at::Tensor cs = at::randn({1, 2, 2});
+  try {
+    ops::rope(x, cs, cs, ops::RopeStyle::kHalf);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(),
+              "op 'rope' on cpu (float32): backend 'other' has no kernel for it and backend.strict "
+              "= true; registered for this op and device: (none)");
+  }
+}
+
+TEST_F(DispatchTest, NonStrictFallsBackThroughAutoAndWarnsOnce) {
+  Dispatcher::global().configure({.default_backend = "fast"});
+  const at::Tensor x = at::randn({2, 4}, at::kBFloat16);
+  EXPECT_EQ(run_rms_norm(x), 3.0f);
+  EXPECT_EQ(run_rms_norm(x), 3.0f);
+  ASSERT_EQ(logged_.size(), 1u);
+  EXPECT_EQ(
+      logged_[0],
+      "op 'rms_norm' on cpu (bfloat16): backend 'fast' does not support these arguments; fell "
+      "back to 'other' (set backend.strict = true to make this an error)");
+}
+
+TEST_F(DispatchTest, UnknownBackendInConfigListsRegistered) {
+  try {
+    Dispatcher::global().configure({.default_backend = "cdua"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kUser);
+    EXPECT_EQ(e.message(),
+              "unknown backend 'cdua' (backend.default); registered backends and policies: auto, "
+              "fast, other, torch");
+  }
+  EXPECT_THROW(Dispatcher::global().configure({.ops = {{"rope", "nope"}}}), Error);
+}
+
+TEST_F(DispatchTest, ResolvedTableRecordsEveryBackendUsed) {
+  Dispatcher::global().configure({.default_backend = "auto"});
+  run_rms_norm(at::randn({2, 4}));
+  run_rms_norm(at::randn({2, 4}, at::kBFloat16));
+  const auto resolved = Dispatcher::global().resolved();
+  ASSERT_EQ(resolved.size(), 2u);
+  EXPECT_EQ(resolved[0].dtype, at::kFloat);
+  EXPECT_EQ(resolved[0].requested, "auto");
+  EXPECT_EQ(resolved[0].chosen, "fast");
+  EXPECT_EQ(resolved[1].chosen, "other");
+}
+
+TEST_F(DispatchTest, DuplicateKernelIsAnError) {
+  auto record = make_kernel_record(tagged("other", 9.0f));
+  record.info.plugin = "second";
+  try {
+    Dispatcher::global().add_kernel(record);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("duplicate kernel rms_norm/other/cpu from plugin 'second'"),
+              std::string::npos)
+        << e.message();
+  }
+}
+
+TEST_F(DispatchTest, PolicyAndBackendNamesCannotClash) {
+  EXPECT_THROW(Dispatcher::global().add_kernel(make_kernel_record(tagged("auto", 1.0f))), Error);
+}
+
+} // namespace
+} // namespace kiln::sdk
