@@ -3,11 +3,13 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/model.h"
 #include "kiln/sdk/registrar.h"
+#include "kiln/sdk/weights.h"
 
 namespace kiln::sdk {
 
 Policy::~Policy() = default;
 Model::~Model() = default;
 Registrar::~Registrar() = default;
+WeightSource::~WeightSource() = default;
 
 } // namespace kiln::sdk

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "kiln/sdk/export.h"
+#include "kiln/sdk/weights.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -56,9 +57,24 @@ class KILN_SDK_API Model {
   /// The family's registry name.
   virtual std::string family() const = 0;
   virtual ForwardOutput forward(const ForwardInput& input) = 0;
-  /// Trainable parameters keyed by their HF checkpoint names. The tensors are the live parameters
+  /// Trainable parameters keyed by a stable name (HF names where one tensor maps to one HF
+  /// tensor; stacked expert tensors get the module path). The tensors are the live parameters
   /// (shared storage), not copies.
   virtual std::vector<std::pair<std::string, at::Tensor>> named_parameters() = 0;
+
+  /// Copies every weight from `source` by its HF checkpoint name, converting dtypes by HF's rules.
+  /// Missing, unexpected or wrongly shaped tensors are a kiln::Error that lists them.
+  virtual void load_weights(const WeightSource& source) = 0;
+
+  /// The weights in the exact HF hub layout (per-expert tensors, HF names, HF dtypes), in a stable
+  /// order. Tensors may share storage with the parameters; the caller must not modify them.
+  virtual std::vector<std::pair<std::string, at::Tensor>> state_dict() = 0;
+
+  /// The config.json to save beside state_dict() (HF keys, unknown input keys kept).
+  virtual nlohmann::json config_json() const = 0;
+
+  /// The LM head weight [V, H] (for chunked losses that never build [T, V] logits).
+  virtual at::Tensor lm_head_weight() = 0;
 };
 
 /// A model family as a plugin registers it. The registry copies it and keeps it for the process
