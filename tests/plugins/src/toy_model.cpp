@@ -32,6 +32,20 @@ class ToyModel final : public kiln::sdk::Model {
             {"lm_head.weight", head_}};
   }
 
+  void load_weights(const kiln::sdk::WeightSource& source) override {
+    for (auto& [name, param] : named_parameters()) param.copy_(source.load(name));
+  }
+
+  std::vector<std::pair<std::string, at::Tensor>> state_dict() override {
+    return named_parameters();
+  }
+
+  nlohmann::json config_json() const override {
+    return {{"model_type", "toy"}, {"vocab_size", embed_.size(0)}, {"hidden_size", embed_.size(1)}};
+  }
+
+  at::Tensor lm_head_weight() override { return head_; }
+
  private:
   at::Tensor embed_, norm_, head_;
 };
