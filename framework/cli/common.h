@@ -45,5 +45,7 @@ int cmd_plugins(const std::vector<std::string>& args);
 void usage_plugins();
 int cmd_recipe(const std::vector<std::string>& args);
 void usage_recipe();
+int cmd_logits(const std::vector<std::string>& args);
+void usage_logits();
 
 } // namespace kiln::cli

@@ -63,6 +63,8 @@ const std::vector<Command>& commands() {
        &cmd_plugins},
       {"recipe", "check a recipe or show it resolved (recipe check|show FILE)", &usage_recipe,
        &cmd_recipe},
+      {"logits", "logits, loss and gradient norms of a checkpoint on given ids", &usage_logits,
+       &cmd_logits},
       {"help", "show help for a command", &usage_help, &cmd_help},
   };
   return table;

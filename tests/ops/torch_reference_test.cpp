@@ -2,6 +2,7 @@
 // per dtype tolerance; rms_norm's gradient against finite differences of the float64 formula; and
 // the HF rounding order of bf16 rms_norm, bit for bit.
 #include "kernels.h"
+#include "op_test_util.h"
 
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/kernel.h"
@@ -20,33 +21,8 @@ namespace {
 
 namespace ref = backends::torch_ref;
 
-// Tolerances for outputs of magnitude ~1: float32 is exact to a few ulps; bfloat16 has an 8-bit
-// mantissa (relative step 2^-8) and the kernels round a handful of times.
-struct Tolerance {
-  double rtol;
-  double atol;
-};
-Tolerance tolerance(at::ScalarType dtype) {
-  return dtype == at::kBFloat16 ? Tolerance{2e-2, 2e-2} : Tolerance{1e-5, 1e-5};
-}
-
-::testing::AssertionResult close(const at::Tensor& actual, const at::Tensor& expected,
-                                 Tolerance tol) {
-  if (actual.sizes() != expected.sizes()) {
-    return ::testing::AssertionFailure()
-           << "shape " << actual.sizes() << " vs " << expected.sizes();
-  }
-  const at::Tensor a = actual.to(at::kDouble);
-  const at::Tensor e = expected.to(at::kDouble);
-  const at::Tensor excess = (a - e).abs() - (tol.atol + tol.rtol * e.abs());
-  const double worst = excess.max().item<double>();
-  if (worst <= 0) return ::testing::AssertionSuccess();
-  const int64_t at_index = excess.flatten().argmax().item<int64_t>();
-  return ::testing::AssertionFailure()
-         << "exceeds atol " << tol.atol << " + rtol " << tol.rtol << " by " << worst
-         << " at flat index " << at_index << ": " << a.flatten()[at_index].item<double>() << " vs "
-         << e.flatten()[at_index].item<double>();
-}
+using test::close;
+using test::tolerance;
 
 // ---- naive float64 formulas ---------------------------------------------------------------------
 
@@ -296,6 +272,14 @@ class TorchReferenceDispatchTest : public ::testing::Test {
     d.add_kernel(
         sdk::make_kernel_record<ops::RmsNormOp>({.backend = "torch", .run = &ref::rms_norm}));
     d.add_kernel(sdk::make_kernel_record<ops::RopeOp>({.backend = "torch", .run = &ref::rope}));
+    d.add_kernel(
+        sdk::make_kernel_record<ops::AttentionOp>({.backend = "torch", .run = &ref::attention}));
+    d.add_kernel(
+        sdk::make_kernel_record<ops::MoeRouteOp>({.backend = "torch", .run = &ref::moe_route}));
+    d.add_kernel(
+        sdk::make_kernel_record<ops::MoeExpertsOp>({.backend = "torch", .run = &ref::moe_experts}));
+    d.add_kernel(sdk::make_kernel_record<ops::LinearCrossEntropyOp>(
+        {.backend = "torch", .run = &ref::linear_cross_entropy}));
     d.configure({.default_backend = "torch", .strict = true});
   }
   void TearDown() override { sdk::Dispatcher::global().reset_for_testing(); }
@@ -312,6 +296,43 @@ TEST_F(TorchReferenceDispatchTest, EntryPointsRunTheReferenceKernels) {
   const auto resolved = sdk::Dispatcher::global().resolved();
   ASSERT_EQ(resolved.size(), 2u);
   EXPECT_EQ(resolved[0].chosen, "torch");
+}
+
+TEST_F(TorchReferenceDispatchTest, ModelOpEntryPointsValidateAndRunTheReferenceKernels) {
+  at::manual_seed(7);
+  // attention, THD with two documents
+  ops::AttentionArgs attn;
+  attn.q = at::randn({7, 4, 8});
+  attn.k = at::randn({7, 2, 8});
+  attn.v = at::randn({7, 2, 8});
+  attn.cu_seqlens = at::tensor({0, 3, 7}, at::kInt);
+  attn.max_seqlen = 4;
+  attn.softmax_scale = 0.35;
+  EXPECT_TRUE(at::equal(ops::attention(attn), ref::attention(attn)));
+
+  ops::MoeRouteArgs route;
+  route.logits = at::randn({5, 8});
+  route.e_score_correction_bias = at::randn({8});
+  route.top_k = 2;
+  route.n_group = 2;
+  route.topk_group = 1;
+  const ops::MoeRouteResult routed = ops::moe_route(route);
+  EXPECT_TRUE(at::equal(routed.indices, ref::moe_route(route).indices));
+
+  const at::Tensor x = at::randn({5, 16});
+  const at::Tensor w_up = at::randn({8, 12, 16});
+  const at::Tensor w_down = at::randn({8, 16, 6});
+  EXPECT_TRUE(at::equal(ops::moe_experts(x, w_up, w_down, routed.indices, routed.weights,
+                                         ops::MoeActivation::kSwiGlu),
+                        ref::moe_experts({x, w_up, w_down, routed.indices, routed.weights,
+                                          ops::MoeActivation::kSwiGlu})));
+
+  ops::LinearCrossEntropyArgs lce;
+  lce.hidden = x;
+  lce.weight = at::randn({11, 16});
+  lce.labels = at::tensor({1, -100, 3, 10, 0}, at::kLong);
+  EXPECT_TRUE(at::equal(ops::linear_cross_entropy(lce).loss, ref::linear_cross_entropy(lce).loss));
+  EXPECT_EQ(sdk::Dispatcher::global().resolved().size(), 4u);
 }
 
 } // namespace

@@ -1,14 +1,37 @@
 // The torch reference backend: every op in plain ATen, on CPU and CUDA, differentiable through
-// autograd. It defines what every other backend is tested against.
+// autograd. It defines what every other backend is tested against. Each op's .cpp states its
+// numerics (which HF rounding steps it reproduces) and its memory bound.
 #pragma once
 
 #include "kiln/sdk/ops.h"
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+
 namespace kiln::backends::torch_ref {
 
 at::Tensor rms_norm(const ops::RmsNormArgs& args);
 at::Tensor rope(const ops::RopeArgs& args);
+at::Tensor attention(const ops::AttentionArgs& args);
+ops::MoeRouteResult moe_route(const ops::MoeRouteArgs& args);
+at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
+ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
+
+/// Internals that tests drive directly.
+namespace detail {
+
+/// `attention` with `query_chunk` queries per chunk (0 = the memory budget's choice), so that
+/// tests can cross chunk boundaries with tiny shapes.
+at::Tensor attention_chunked(const ops::AttentionArgs& args, int64_t query_chunk);
+
+/// Whether `moe_experts` takes the at::_grouped_mm strategy for these arguments (CUDA, bfloat16,
+/// 16-byte-aligned operands); otherwise it loops over experts.
+bool moe_experts_can_group(const ops::MoeExpertsArgs& args);
+/// The two strategies of `moe_experts`, same rounding steps.
+at::Tensor moe_experts_grouped(const ops::MoeExpertsArgs& args);
+at::Tensor moe_experts_looped(const ops::MoeExpertsArgs& args);
+
+} // namespace detail
 
 } // namespace kiln::backends::torch_ref

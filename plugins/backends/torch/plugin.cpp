@@ -19,6 +19,10 @@ void add(sdk::Registrar& r, typename Op::Result (*fn)(const typename Op::Args&))
 void register_torch_backend(sdk::Registrar& r) {
   add<ops::RmsNormOp>(r, &rms_norm);
   add<ops::RopeOp>(r, &rope);
+  add<ops::AttentionOp>(r, &attention);
+  add<ops::MoeRouteOp>(r, &moe_route);
+  add<ops::MoeExpertsOp>(r, &moe_experts);
+  add<ops::LinearCrossEntropyOp>(r, &linear_cross_entropy);
 }
 
 } // namespace

@@ -40,6 +40,14 @@ class ToyModel final : public kiln::sdk::Model {
     return named_parameters();
   }
 
+  std::vector<std::pair<std::string, at::Tensor>> gradients() override {
+    std::vector<std::pair<std::string, at::Tensor>> out;
+    for (auto& [name, param] : named_parameters()) {
+      if (param.grad().defined()) out.emplace_back(name, param.grad());
+    }
+    return out;
+  }
+
   nlohmann::json config_json() const override {
     return {{"model_type", "toy"}, {"vocab_size", embed_.size(0)}, {"hidden_size", embed_.size(1)}};
   }

@@ -43,9 +43,10 @@ struct ForwardInput {
   int64_t logits_to_keep = 0; ///< 0: logits for every position; k: only the last k
 };
 
-/// Outputs of a forward pass. `logits` [B, S', V] or [T', V].
+/// Outputs of a forward pass.
 struct ForwardOutput {
-  at::Tensor logits;
+  at::Tensor logits; ///< [B, S', V] or [T', V] (S'/T' = logits_to_keep or all), HF's dtype
+  at::Tensor hidden; ///< final normed hidden states [B, S, H] or [T, H] (input of the LM head)
   std::map<std::string, at::Tensor> extra; ///< family-specific outputs (e.g. MTP logits)
 };
 
@@ -69,6 +70,10 @@ class KILN_SDK_API Model {
   /// The weights in the exact HF hub layout (per-expert tensors, HF names, HF dtypes), in a stable
   /// order. Tensors may share storage with the parameters; the caller must not modify them.
   virtual std::vector<std::pair<std::string, at::Tensor>> state_dict() = 0;
+
+  /// The gradients of the parameters after a backward pass, in the same layout and names as
+  /// state_dict(); tensors without a gradient (buffers, unused parameters) are left out.
+  virtual std::vector<std::pair<std::string, at::Tensor>> gradients() = 0;
 
   /// The config.json to save beside state_dict() (HF keys, unknown input keys kept).
   virtual nlohmann::json config_json() const = 0;

@@ -1,0 +1,123 @@
+// `kiln logits`: one forward (and optionally backward) pass of an HF checkpoint on given ids,
+// written as safetensors — the parity probe against HF transformers.
+#include "common.h"
+
+#include "core/model_registry.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "kiln/sdk/dispatch.h"
+#include "kiln/sdk/error.h"
+#include "kiln/sdk/names.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <fmt/format.h>
+
+#include <iostream>
+
+namespace kiln::cli {
+namespace {
+
+// HF's causal LM loss: labels = input ids shifted left by one (the last position of each
+// sequence, or of each packed document, has no label), mean cross-entropy in fp32.
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids,
+                          const at::Tensor& cu_seqlens) {
+  const at::Tensor flat_logits = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
+  at::Tensor labels;
+  if (cu_seqlens.defined()) { // [T]: shift within each document
+    labels = at::roll(ids, -1, 0).clone();
+    const at::Tensor ends = cu_seqlens.slice(0, 1).to(at::kLong) - 1; // last token of each doc
+    labels.index_fill_(0, ends.to(labels.device()), -100);
+  } else { // [B, S]
+    labels = at::cat({ids.slice(1, 1), at::full({ids.size(0), 1}, -100, ids.options())}, 1);
+  }
+  return at::cross_entropy_loss(flat_logits, labels.reshape({-1}).to(flat_logits.device()),
+                                /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
+}
+
+} // namespace
+
+void usage_logits() {
+  std::cout
+      << "usage: kiln logits --model DIR --input IN.safetensors --output OUT.safetensors\n"
+         "                   [--dtype float32|bfloat16] [--device cpu|cuda]\n"
+         "                   [--backend NAME] [--grad-norms GRADS.safetensors]\n\n"
+         "Runs the checkpoint in DIR (config.json + safetensors, HF layout) on IN's\n"
+         "`input_ids` (int64 [B, S], or [T] with int32 `cu_seqlens` for packed documents)\n"
+         "and writes `logits` (float32) and `loss` (float32 [1], HF's shifted causal-LM\n"
+         "loss). --grad-norms back-propagates the loss and writes one float32 [1] tensor per\n"
+         "checkpoint tensor that got a gradient: the L2 norm of its gradient.\n\n"
+      << plugin_options();
+}
+
+int cmd_logits(const std::vector<std::string>& args) {
+  po::options_description options("logits options");
+  options.add_options()("model", po::value<std::string>()->required(),
+                        "checkpoint folder (config.json + weights)")(
+      "input", po::value<std::string>()->required(), "safetensors with input_ids [, cu_seqlens]")(
+      "output", po::value<std::string>()->required(), "safetensors to write logits and loss to")(
+      "dtype", po::value<std::string>()->default_value("float32"), "float32 or bfloat16")(
+      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda or cuda:N")(
+      "backend", po::value<std::string>()->default_value("auto"), "backend or policy for all ops")(
+      "grad-norms", po::value<std::string>(), "also write gradient norms here");
+  options.add(plugin_options());
+  const auto vm = parse(args, options, {});
+
+  const std::filesystem::path dir = vm["model"].as<std::string>();
+  const std::string dtype_text = vm["dtype"].as<std::string>();
+  const auto dtype = parse_dtype(dtype_text);
+  KILN_CHECK_USER(dtype && (*dtype == at::kFloat || *dtype == at::kBFloat16),
+                  "--dtype: expected float32 or bfloat16, found '{}'", dtype_text);
+  c10::Device device(at::kCPU);
+  try {
+    device = c10::Device(vm["device"].as<std::string>());
+  } catch (const std::exception&) {
+    user_error("--device: expected cpu, cuda or cuda:N, found '{}'",
+               vm["device"].as<std::string>());
+  }
+  KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
+                  "--device {}: no CUDA device is available here; use --device cpu", device.str());
+
+  load_plugins(vm, {});
+  sdk::Dispatcher::global().configure({.default_backend = vm["backend"].as<std::string>()});
+
+  const nlohmann::json config = io::read_config(dir);
+  const auto& family =
+      core::ModelRegistry::global().find_for_config(config, (dir / "config.json").string());
+  auto model = family.family.create({.json = config, .source = dir / "config.json"},
+                                    {.device = device, .dtype = *dtype});
+  model->load_weights(io::CheckpointReader(dir));
+
+  const io::SafetensorsFile input(vm["input"].as<std::string>());
+  KILN_CHECK_USER(input.contains("input_ids"), "{}: no tensor 'input_ids'",
+                  vm["input"].as<std::string>());
+  sdk::ForwardInput forward;
+  forward.input_ids = input.load("input_ids").to(at::kLong);
+  if (input.contains("cu_seqlens")) forward.cu_seqlens = input.load("cu_seqlens").to(at::kInt);
+
+  const bool want_grads = vm.count("grad-norms") > 0;
+  c10::AutoGradMode grad_mode(want_grads);
+  const auto out = model->forward(forward);
+  const at::Tensor loss =
+      causal_lm_loss(out.logits, forward.input_ids.to(device), forward.cu_seqlens);
+
+  std::vector<std::pair<std::string, at::Tensor>> results = {
+      {"logits", out.logits.to(at::kFloat).to(at::kCPU).contiguous()},
+      {"loss", loss.detach().reshape({1}).to(at::kCPU)}};
+  io::write_safetensors(vm["output"].as<std::string>(), results, {});
+
+  if (want_grads) {
+    loss.backward();
+    std::vector<std::pair<std::string, at::Tensor>> norms;
+    for (const auto& [name, grad] : model->gradients()) {
+      norms.emplace_back(name, grad.to(at::kFloat).norm().reshape({1}).to(at::kCPU));
+    }
+    io::write_safetensors(vm["grad-norms"].as<std::string>(), norms, {});
+  }
+  std::cout << fmt::format("{}: logits {} {}, loss {:.6f}\n", vm["output"].as<std::string>(),
+                           shape_str(out.logits.sizes()), dtype_name(out.logits.scalar_type()),
+                           loss.item<double>());
+  return 0;
+}
+
+} // namespace kiln::cli

@@ -1,0 +1,135 @@
+// Reference `linear_cross_entropy`: HF's lm_head + ForCausalLMLoss (models.md §1.7) over chunks
+// of c tokens, so that no [T, V] buffer ever exists:
+//   logits_c = hidden_c @ weight^T        hidden's dtype, float32 accumulation, rounded (HF's
+//                                         lm_head output), then .float() as HF's loss does
+//   lse_c = logsumexp(logits_c, -1)       float32
+//   loss_t = lse_t - logits_c[t, label_t] float32; 0 at ignore_index
+//   kSum: sum_t loss_t;  kMean: sum_t loss_t / max(valid count, 1)   (0, not NaN, when none)
+// Memory: forward and backward hold one chunk's logits, c * V elements in hidden's dtype plus
+// about three float32 buffers of that size, and c is chosen so that c * V <= kLogitBudget
+// (2^26 elements) unless the caller sets chunk_size. Backward adds a float32 [V, H] accumulator
+// for the weight gradient when hidden is not float32 and there is more than one chunk.
+//
+// Autograd: a custom Function. Forward keeps hidden, weight, labels and the per-token logsumexp
+// (float32 [T]); backward recomputes each chunk's logits and forms
+//   dlogits = scale * (softmax(logits) - onehot(label))   (0 rows at ignored tokens)
+// with scale = dloss (kSum) or dloss / max(count, 1) (kMean), in float32, rounded to hidden's
+// dtype (the gradient of HF's .float()), then dhidden_c = dlogits @ weight and
+// dweight += dlogits^T @ hidden_c, each GEMM in hidden's dtype. Keeping every chunk's graph
+// instead would hold [T, V] logits again. `per_token` carries no gradient.
+#include "kernels.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace kiln::backends::torch_ref {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+constexpr int64_t kLogitBudget = int64_t{1} << 26; // logits elements per chunk
+
+int64_t chunk_tokens(int64_t tokens, int64_t vocab, int64_t requested) {
+  if (requested > 0) return requested;
+  return std::clamp<int64_t>(kLogitBudget / std::max<int64_t>(vocab, 1), 1,
+                             std::max<int64_t>(tokens, 1));
+}
+
+// float32 logits of tokens [t0, t0 + c), rounded to hidden's dtype first as HF's lm_head output.
+at::Tensor chunk_logits(const at::Tensor& hidden, const at::Tensor& weight, int64_t t0, int64_t c) {
+  return at::matmul(hidden.narrow(0, t0, c), weight.t()).to(at::kFloat); // [c, V]
+}
+
+class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
+ public:
+  // Returns {loss, per_token}.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& hidden,
+                               const at::Tensor& weight, const at::Tensor& labels,
+                               int64_t ignore_index, bool mean, int64_t chunk_size) {
+    const int64_t tokens = hidden.size(0);
+    const int64_t step = chunk_tokens(tokens, weight.size(0), chunk_size);
+    const at::Tensor valid = labels != ignore_index;                           // [T] bool
+    const at::Tensor safe_labels = labels.masked_fill(valid.logical_not(), 0); // [T]
+    const auto f32 = hidden.options().dtype(at::kFloat);
+    at::Tensor lse = at::empty({tokens}, f32);
+    at::Tensor per_token = at::empty({tokens}, f32);
+    for (int64_t t0 = 0; t0 < tokens; t0 += step) {
+      const int64_t c = std::min(step, tokens - t0);
+      const at::Tensor logits = chunk_logits(hidden, weight, t0, c);
+      const at::Tensor chunk_lse = at::logsumexp(logits, {-1});
+      const at::Tensor target = logits.gather(1, safe_labels.narrow(0, t0, c).unsqueeze(1));
+      lse.narrow(0, t0, c).copy_(chunk_lse);
+      per_token.narrow(0, t0, c).copy_(chunk_lse - target.squeeze(1));
+    }
+    per_token.masked_fill_(valid.logical_not(), 0.0);
+    const at::Tensor count = valid.sum().to(at::kFloat);
+    at::Tensor loss = per_token.sum();
+    if (mean) loss = loss / count.clamp_min(1.0);
+
+    ctx->save_for_backward({hidden, weight, safe_labels, valid, lse, count});
+    ctx->saved_data["mean"] = mean;
+    ctx->saved_data["step"] = step;
+    ctx->mark_non_differentiable({per_token});
+    return {loss, per_token};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& hidden = saved[0];
+    const at::Tensor& weight = saved[1];
+    const at::Tensor& labels = saved[2]; // ignored tokens replaced by 0
+    const at::Tensor& valid = saved[3];
+    const at::Tensor& lse = saved[4];
+    const at::Tensor& count = saved[5];
+    const bool mean = ctx->saved_data["mean"].toBool();
+    const int64_t step = ctx->saved_data["step"].toInt();
+    const bool want_hidden = ctx->needs_input_grad(0);
+    const bool want_weight = ctx->needs_input_grad(1);
+    const int64_t tokens = hidden.size(0);
+    const at::ScalarType dtype = hidden.scalar_type();
+
+    at::Tensor scale = grads[0].to(at::kFloat); // 0-dim
+    if (mean) scale = scale / count.clamp_min(1.0);
+    const at::Tensor row_scale = valid.to(at::kFloat) * scale; // [T]
+
+    at::Tensor d_hidden = want_hidden ? at::empty_like(hidden) : at::Tensor();
+    const bool accumulate_f32 = dtype != at::kFloat && step < tokens;
+    at::Tensor d_weight;
+    if (want_weight) {
+      d_weight =
+          at::zeros(weight.sizes(), weight.options().dtype(accumulate_f32 ? at::kFloat : dtype));
+    }
+    for (int64_t t0 = 0; t0 < tokens; t0 += step) {
+      const int64_t c = std::min(step, tokens - t0);
+      at::Tensor g = chunk_logits(hidden, weight, t0, c); // [c, V] float32
+      g.sub_(lse.narrow(0, t0, c).unsqueeze(1)).exp_();   // softmax
+      g.scatter_add_(1, labels.narrow(0, t0, c).unsqueeze(1),
+                     at::full({c, 1}, -1.0, g.options())); // - onehot
+      g.mul_(row_scale.narrow(0, t0, c).unsqueeze(1));
+      const at::Tensor g_lo = g.to(dtype);
+      g.reset();
+      if (want_hidden) d_hidden.narrow(0, t0, c).copy_(at::matmul(g_lo, weight));
+      if (want_weight) d_weight.add_(at::matmul(g_lo.t(), hidden.narrow(0, t0, c)));
+    }
+    if (want_weight) d_weight = d_weight.to(dtype);
+    return {d_hidden, d_weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+} // namespace
+
+ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args) {
+  const variable_list out = LinearCrossEntropyFunction::apply(
+      args.hidden, args.weight, args.labels, args.ignore_index,
+      args.reduction == ops::LossReduction::kMean, args.chunk_size);
+  ops::LinearCrossEntropyResult result;
+  result.loss = out[0];
+  if (args.return_per_token) result.per_token = out[1];
+  return result;
+}
+
+} // namespace kiln::backends::torch_ref
