@@ -381,9 +381,9 @@ void save_checkpoint(const fs::path& dir, const json& config, NamedTensors tenso
     if (replacing) {
       replace_folder(fresh, target);
     } else if (::rename(fresh.c_str(), target.c_str()) != 0) {
-      const int error = errno;
+      const int rename_error = errno;
       internal_error("{}: cannot move the new checkpoint in from {}: {}", t, fresh.string(),
-                     errno_text(error));
+                     errno_text(rename_error));
     }
   } catch (const Error& failure) {
     if (fs::exists(fresh, error)) remove_folder(fresh);
