@@ -1,4 +1,7 @@
 // The `kiln` executable as a user runs it: output text and exit codes.
+#include "io/safetensors.h"
+
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
@@ -159,6 +162,37 @@ TEST_F(CliTest, RecipeShowAppliesOverrides) {
   EXPECT_NE(r.out.find("seed = 7"), std::string::npos) << r.out;
 }
 
+TEST_F(CliTest, LogitsMatchesTheHfFixture) {
+  const fs::path fixture = fs::path(KILN_SOURCE_DIR) / "tests/fixtures/glm4_moe/base";
+  const fs::path out = dir_ / "out.safetensors";
+  const fs::path grads = dir_ / "grads.safetensors";
+  const auto r = run("logits --model " + fixture.string() + " --input " +
+                     (fixture / "inputs.safetensors").string() + " --output " + out.string() +
+                     " --grad-norms " + grads.string() + " --backend torch");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const kiln::io::SafetensorsFile expected(fixture / "expected.safetensors");
+  const kiln::io::SafetensorsFile ours(out);
+  const at::Tensor ref = expected.load("logits");
+  EXPECT_LE((ours.load("logits") - ref).abs().max().item<double>() / ref.abs().max().item<double>(),
+            1e-5);
+  EXPECT_NEAR(ours.load("loss").item<double>(), expected.load("loss").item<double>(), 1e-5);
+  const kiln::io::SafetensorsFile norms(grads);
+  size_t compared = 0;
+  for (const auto& info : norms.tensors()) {
+    const double theirs = expected.load("grad_norm/" + info.name).item<double>();
+    EXPECT_NEAR(norms.load(info.name).item<double>(), theirs, 1e-4 * std::max(1.0, theirs))
+        << info.name;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 95u); // every parameter of the base fixture that HF gives a gradient
+}
+
+TEST_F(CliTest, LogitsRejectsABadDtype) {
+  const auto r = run("logits --model x --input y --output z --dtype fp8");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.out, "error: --dtype: expected float32 or bfloat16, found 'fp8'\n");
+}
+
 TEST_F(CliTest, UnknownCommandIsAUserError) {
   const auto r = run("trian");
   EXPECT_EQ(r.code, 2);
@@ -166,7 +200,7 @@ TEST_F(CliTest, UnknownCommandIsAUserError) {
 }
 
 TEST_F(CliTest, HelpForEachCommand) {
-  for (const char* c : {"plugins", "recipe", "help"}) {
+  for (const char* c : {"plugins", "recipe", "logits", "help"}) {
     const auto r = run(std::string("help ") + c);
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("usage: kiln"), std::string::npos) << r.out;

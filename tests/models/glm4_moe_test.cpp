@@ -8,6 +8,7 @@
 #include "kiln/sdk/error.h"
 
 #include <ATen/ATen.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -158,6 +159,26 @@ TEST_P(Glm4MoeParity, SaveLoadRoundTripIsBitIdentical) {
   const at::Tensor ids = inputs.load("input_ids");
   EXPECT_TRUE(at::equal(again->forward({.input_ids = ids}).logits,
                         model->forward({.input_ids = ids}).logits));
+  fs::remove_all(out);
+}
+
+TEST_P(Glm4MoeParity, HfLoadsWhatKilnSaves) {
+  auto model = build(dir(), at::kFloat);
+  const fs::path out =
+      fs::temp_directory_path() / ("kiln-glm4-hf-" + GetParam() + "-" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  io::save_checkpoint(out, model->config_json(), model->state_dict(), {.max_shard_bytes = 300000});
+  const std::string command =
+      fmt::format("{} {}/tools/fixtures/check_hf_load.py {} {} 2>&1", KILN_PYTHON, KILN_SOURCE_DIR,
+                  out.string(), dir().string());
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  EXPECT_EQ(status, 0) << output;
+  EXPECT_NE(output.find("ok: HF 5.17.0"), std::string::npos) << output;
   fs::remove_all(out);
 }
 

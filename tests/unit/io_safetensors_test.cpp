@@ -278,10 +278,12 @@ TEST_F(SafetensorsTest, RejectsInvalidJson) {
   EXPECT_EQ(header_error(R"({"a": {"dtype": })"),
             "bad.safetensors: header is not valid JSON (header byte 17: syntax error while parsing "
             "value - unexpected '}'; expected '[', '{', or a literal); the file is corrupt");
-  EXPECT_EQ(header_error(""),
-            "bad.safetensors: header is not valid JSON (header byte 1: syntax error while parsing "
-            "value - unexpected end of input; expected '[', '{', or a literal); the file is "
-            "corrupt");
+  // The parser's own words for an empty header differ between nlohmann-json releases (3.11.2
+  // here, 3.11.3 on the GPU machine); what kiln adds around them does not.
+  const std::string empty = header_error("");
+  EXPECT_TRUE(empty.starts_with("bad.safetensors: header is not valid JSON (header byte 1: "))
+      << empty;
+  EXPECT_TRUE(empty.ends_with("); the file is corrupt")) << empty;
 }
 
 TEST_F(SafetensorsTest, SurvivesDeeplyNestedHeaders) {
