@@ -240,5 +240,34 @@ TEST(Glm4MoeWeights, UnexpectedAndMissingTensorsAreNamed) {
   fs::remove_all(out);
 }
 
+TEST(Glm4MoeInit, RandomInitFollowsHfInitWeights) {
+  KILN_SKIP_WITHOUT_DEVICE();
+  load_plugins_once();
+  const auto config = io::read_config(kFixtures / "base");
+  const auto& family = core::ModelRegistry::global().find("glm4_moe");
+  auto model = family.family.create({.json = config}, {.device = kDevice, .seed = 7});
+  auto again = family.family.create({.json = config}, {.device = kDevice, .seed = 7});
+  const auto a = model->state_dict();
+  const auto b = again->state_dict();
+  ASSERT_EQ(a.size(), b.size());
+  const double std = config.value("initializer_range", 0.02);
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto& [name, t] = a[i];
+    EXPECT_TRUE(at::equal(t, b[i].second)) << name << ": the same seed gives the same weights";
+    if (name.find("layernorm") != std::string::npos ||
+        name.find("norm.weight") != std::string::npos) {
+      EXPECT_TRUE(at::all(t == 1).item<bool>()) << name; // norms start at one
+    } else if (name.ends_with(".bias")) {
+      EXPECT_TRUE(at::all(t == 0).item<bool>()) << name;
+    } else if (t.numel() > 1000) {
+      EXPECT_NEAR(t.to(at::kDouble).std().item<double>(), std, 0.1 * std) << name;
+      EXPECT_NEAR(t.to(at::kDouble).mean().item<double>(), 0.0, 0.1 * std) << name;
+    }
+  }
+  const auto out = model->forward(
+      {.input_ids = at::randint(config["vocab_size"].get<int64_t>(), {2, 9}, at::kLong)});
+  EXPECT_TRUE(at::isfinite(out.logits).all().item<bool>());
+}
+
 } // namespace
 } // namespace kiln
