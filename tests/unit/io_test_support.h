@@ -7,7 +7,9 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
 #include <unistd.h>
+#include "../support/scratch_dir.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -24,36 +26,8 @@ namespace kiln::io::test {
 
 namespace fs = std::filesystem;
 
-class IoTest : public ::testing::Test {
+class IoTest : public ::kiln::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           fmt::format("kiln-io-test-{}-{}-{}", ::getpid(), test->test_suite_name(), test->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    saved_cwd_ = fs::current_path();
-    fs::current_path(dir_);
-  }
-
-  void TearDown() override {
-    fs::current_path(saved_cwd_);
-    fs::remove_all(dir_);
-  }
-
-  static void write_file(const fs::path& file, std::string_view bytes) {
-    if (file.has_parent_path()) fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary)
-        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  }
-
-  static std::string read_file(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    std::ostringstream out;
-    out << in.rdbuf();
-    return std::move(out).str();
-  }
-
   /// A safetensors file from its parts: the 8-byte little-endian length, HEADER as is, DATA.
   static std::string craft(std::string_view header, std::string_view data = {}) {
     std::string out(8, '\0');
@@ -85,9 +59,6 @@ class IoTest : public ::testing::Test {
     std::sort(out.begin(), out.end());
     return out;
   }
-
-  fs::path dir_;
-  fs::path saved_cwd_;
 };
 
 /// Same dtype, same shape, same bytes.

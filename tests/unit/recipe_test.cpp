@@ -8,7 +8,9 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <unistd.h>
+#include "../support/scratch_dir.h"
 
 #include <filesystem>
 #include <fstream>
@@ -29,27 +31,9 @@ constexpr std::string_view kModel =
     "[model.config]\n"
     "hidden_size = 64\n";
 
-class RecipeTest : public ::testing::Test {
+class RecipeTest : public ::kiln::test::ScratchDirTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ =
-        fs::temp_directory_path() / fmt::format("kiln-recipe-test-{}-{}", ::getpid(), test->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    saved_cwd_ = fs::current_path();
-    fs::current_path(dir_);
-  }
-
-  void TearDown() override {
-    fs::current_path(saved_cwd_);
-    fs::remove_all(dir_);
-  }
-
-  static void write(const fs::path& file, std::string_view text) {
-    if (file.has_parent_path()) fs::create_directories(file.parent_path());
-    std::ofstream(file, std::ios::binary) << text;
-  }
+  static void write(const fs::path& file, std::string_view text) { write_file(file, text); }
 
   /// The message load_recipe throws (a user error), or a test failure when it does not throw.
   static std::string load_error(const fs::path& file,
@@ -74,9 +58,6 @@ class RecipeTest : public ::testing::Test {
     ADD_FAILURE() << "parse_override_args did not throw";
     return {};
   }
-
-  fs::path dir_;
-  fs::path saved_cwd_;
 };
 
 // ---- unknown keys and sections ------------------------------------------------------------------
