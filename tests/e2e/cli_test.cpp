@@ -154,6 +154,13 @@ TEST_F(CliTest, RecipeCheckRejectsUnknownBackend) {
       << r.out;
 }
 
+TEST_F(CliTest, QuickstartRecipeChecksWithTheBuiltInPlugins) {
+  const std::string recipe = std::string(KILN_SOURCE_DIR) + "/recipes/quickstart.toml";
+  const auto r = run("recipe check " + recipe);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, recipe + ": ok\n");
+}
+
 TEST_F(CliTest, RecipeShowAppliesOverrides) {
   const auto r = run(std::string("recipe show ") + KILN_SOURCE_DIR +
                      "/recipes/quickstart.toml --model.dtype bfloat16 --set run.seed=7");
