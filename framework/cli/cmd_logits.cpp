@@ -5,6 +5,7 @@
 #include "core/model_registry.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kiln/nn/loss.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
@@ -16,26 +17,6 @@
 #include <iostream>
 
 namespace kiln::cli {
-namespace {
-
-// HF's causal LM loss: labels = input ids shifted left by one (the last position of each
-// sequence, or of each packed document, has no label), mean cross-entropy in fp32.
-at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& ids,
-                          const at::Tensor& cu_seqlens) {
-  const at::Tensor flat_logits = logits.reshape({-1, logits.size(-1)}).to(at::kFloat);
-  at::Tensor labels;
-  if (cu_seqlens.defined()) { // [T]: shift within each document
-    labels = at::roll(ids, -1, 0).clone();
-    const at::Tensor ends = cu_seqlens.slice(0, 1).to(at::kLong) - 1; // last token of each doc
-    labels.index_fill_(0, ends.to(labels.device()), -100);
-  } else { // [B, S]
-    labels = at::cat({ids.slice(1, 1), at::full({ids.size(0), 1}, -100, ids.options())}, 1);
-  }
-  return at::cross_entropy_loss(flat_logits, labels.reshape({-1}).to(flat_logits.device()),
-                                /*weight=*/{}, at::Reduction::Mean, /*ignore_index=*/-100);
-}
-
-} // namespace
 
 void usage_logits() {
   std::cout
@@ -98,8 +79,8 @@ int cmd_logits(const std::vector<std::string>& args) {
   const bool want_grads = vm.count("grad-norms") > 0;
   c10::AutoGradMode grad_mode(want_grads);
   const auto out = model->forward(forward);
-  const at::Tensor loss =
-      causal_lm_loss(out.logits, forward.input_ids.to(device), forward.cu_seqlens);
+  const at::Tensor loss = nn::causal_lm_loss(
+      out.logits, nn::causal_lm_labels(forward.input_ids.to(device), forward.cu_seqlens));
 
   std::vector<std::pair<std::string, at::Tensor>> results = {
       {"logits", out.logits.to(at::kFloat).to(at::kCPU).contiguous()},

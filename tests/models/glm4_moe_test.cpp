@@ -4,6 +4,7 @@
 #include "core/plugin_host.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kiln/nn/loss.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 
@@ -71,11 +72,7 @@ double relative_error(const at::Tensor& a, const at::Tensor& b) {
 }
 
 at::Tensor hf_loss(const at::Tensor& logits, const at::Tensor& ids) {
-  const at::Tensor labels =
-      at::cat({ids.slice(1, 1), at::full({ids.size(0), 1}, -100, ids.options())}, 1);
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat),
-                                labels.reshape({-1}).to(logits.device()), {}, at::Reduction::Mean,
-                                -100);
+  return nn::causal_lm_loss(logits, nn::causal_lm_labels(ids));
 }
 
 class Glm4MoeParity : public ::testing::TestWithParam<std::string> {
@@ -238,6 +235,16 @@ TEST(Glm4MoeWeights, UnexpectedAndMissingTensorsAreNamed) {
         << e.message();
   }
   fs::remove_all(out);
+}
+
+TEST(CausalLmLabels, PackedDocumentsShiftWithinEachDocument) {
+  const at::Tensor ids = at::arange(10, 20, at::kLong); // documents of 3, 5 and 2 tokens
+  const at::Tensor cu = at::tensor({0, 3, 8, 10}, at::kInt);
+  const at::Tensor expected = at::tensor({11, 12, -100, 14, 15, 16, 17, -100, 19, -100}, at::kLong);
+  EXPECT_TRUE(at::equal(nn::causal_lm_labels(ids, cu), expected));
+  const at::Tensor batch = at::arange(6, at::kLong).view({2, 3});
+  EXPECT_TRUE(at::equal(nn::causal_lm_labels(batch),
+                        at::tensor({1, 2, -100, 4, 5, -100}, at::kLong).view({2, 3})));
 }
 
 TEST(Glm4MoeInit, RandomInitFollowsHfInitWeights) {

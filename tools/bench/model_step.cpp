@@ -6,6 +6,7 @@
 //                         [--backend auto]
 #include "core/model_registry.h"
 #include "core/plugin_host.h"
+#include "kiln/nn/loss.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
@@ -60,14 +61,11 @@ int main(int argc, char** argv) try {
   at::manual_seed(0);
   const at::Tensor ids =
       at::randint(vocab, {batch, seq}, at::TensorOptions().dtype(at::kLong).device(device));
-  const at::Tensor labels =
-      at::cat({ids.slice(1, 1), at::full({batch, 1}, -100, ids.options())}, 1).reshape({-1});
+  const at::Tensor labels = kiln::nn::causal_lm_labels(ids);
 
   auto step = [&] {
     const auto out = model->forward({.input_ids = ids});
-    const at::Tensor loss =
-        at::cross_entropy_loss(out.logits.reshape({-1, out.logits.size(-1)}).to(at::kFloat), labels,
-                               {}, at::Reduction::Mean, -100);
+    const at::Tensor loss = kiln::nn::causal_lm_loss(out.logits, labels);
     loss.backward();
     for (auto& [name, p] : model->named_parameters()) p.mutable_grad() = at::Tensor();
     return loss.item<double>();
