@@ -31,6 +31,16 @@ struct ModelOptions {
   c10::Device device = c10::Device(c10::DeviceType::CPU);
   c10::ScalarType dtype = c10::ScalarType::Float;
   uint64_t seed = 0; ///< for random initialisation
+  /// Recompute each block's activations in backward instead of keeping them (recipe
+  /// `[model] activation_checkpointing`); gradients must be unchanged. See kiln/nn/checkpoint.h.
+  bool activation_checkpointing = false;
+  /// Weight of the multi-token-prediction loss (`[model] mtp_loss_scale`); 0 = MTP layers are not
+  /// run. A family without MTP layers rejects a non-zero value.
+  double mtp_loss_scale = 0.0;
+  /// The DSA indexer's training loss (`[model] indexer_loss`: "none" | "kl") and its weight
+  /// (`[model] indexer_loss_coef`). A family without an indexer rejects anything but "none".
+  std::string indexer_loss = "none";
+  double indexer_loss_coef = 0.0;
 };
 
 /// Inputs of a causal-LM forward pass.
@@ -41,12 +51,25 @@ struct ForwardInput {
   at::Tensor position_ids;    ///< optional; [B, S] or [T]; defaults to 0.. per sequence/document
   at::Tensor cu_seqlens;      ///< optional; THD only
   int64_t logits_to_keep = 0; ///< 0: logits for every position; k: only the last k
+  /// false: skip the LM head (training computes its loss from `hidden` with a chunked kernel).
+  bool compute_logits = true;
+  /// Optional, training only: int64 targets shaped like input_ids, already shifted (labels[t] is
+  /// the token to predict at position t; -100 = ignored). Families with their own losses (MTP)
+  /// read them; the LM loss itself is the caller's.
+  at::Tensor labels;
 };
 
 /// Outputs of a forward pass.
 struct ForwardOutput {
   at::Tensor logits; ///< [B, S', V] or [T', V] (S'/T' = logits_to_keep or all), HF's dtype
   at::Tensor hidden; ///< final normed hidden states [B, S, H] or [T, H] (input of the LM head)
+  /// Losses the family adds to the LM loss, by name ("mtp", "indexer_kl"), scalar fp32 tensors
+  /// already multiplied by their recipe coefficients. The trainer adds them to the loss it
+  /// back-propagates and logs each one.
+  std::map<std::string, at::Tensor> aux_losses;
+  /// Tokens routed to each expert, per MoE layer (layer index -> int64 [E], no gradient): the
+  /// trainer's load statistics.
+  std::map<int64_t, at::Tensor> expert_load;
   std::map<std::string, at::Tensor> extra; ///< family-specific outputs (e.g. MTP logits)
 };
 
