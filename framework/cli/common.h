@@ -47,5 +47,7 @@ int cmd_recipe(const std::vector<std::string>& args);
 void usage_recipe();
 int cmd_logits(const std::vector<std::string>& args);
 void usage_logits();
+int cmd_run(const std::vector<std::string>& args);
+void usage_run();
 
 } // namespace kiln::cli
