@@ -479,11 +479,10 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       progress.finish();
       const auto latest = latest_checkpoint(run_dir);
       fmt::print(stderr,
-                 "error: step {}: the {} is {} (loss {}, grad norm {}); stopped before the "
-                 "update. {}; lower optim.lr, raise optim.warmup_steps or check the data, then "
-                 "rerun to resume\n",
-                 step + 1, std::isfinite(loss) ? "gradient norm" : "loss",
-                 std::isfinite(loss) ? grad_norm : loss, loss, grad_norm,
+                 "error: step {}: loss {}, gradient norm {}: not finite, so the run stopped "
+                 "before the update. {}; lower optim.lr, raise optim.warmup_steps or check the "
+                 "data, then rerun to resume\n",
+                 step + 1, loss, grad_norm,
                  latest ? fmt::format("The last good checkpoint is {}", latest->string())
                         : std::string("No checkpoint was saved yet"));
       result.exit_code = 3;
