@@ -47,5 +47,7 @@ int cmd_recipe(const std::vector<std::string>& args);
 void usage_recipe();
 int cmd_logits(const std::vector<std::string>& args);
 void usage_logits();
+int cmd_plot(const std::vector<std::string>& args);
+void usage_plot();
 
 } // namespace kiln::cli
