@@ -92,6 +92,17 @@ void BarChart::draw(Canvas& canvas, const Rect& area, const Style& style) const 
   const detail::Scale x{-0.5, n - 0.5, false, 1.0 * plot.x, 1.0 * plot.right()};
   detail::draw_x_axis(canvas, plot, x, names, style, false);
 
+  // Value labels stay over their own bar, two font columns clear of the neighbours' (a lone
+  // group may use its whole slot), all at one size: the text size if every label fits, else
+  // half of it; a label that still does not fit is left out.
+  const double room = groups_.size() > 1 ? bar - 4 * s : slot - 4 * s;
+  int value_scale = s;
+  for (const auto& g : groups_) {
+    for (const double v : g.values) {
+      if (std::isfinite(v) && text_width(format_value(v), s) > room) value_scale = 1;
+    }
+  }
+
   const int base = static_cast<int>(std::lround(y(0)));
   std::vector<Point> occupied;
   for (size_t c = 0; c < n; ++c) {
@@ -107,17 +118,12 @@ void BarChart::draw(Canvas& canvas, const Rect& area, const Style& style) const 
       for (int py = r.y; py <= r.bottom(); py += 6) {
         for (int px = r.x; px <= r.right(); px += 6) occupied.push_back({1.0 * px, 1.0 * py});
       }
-      if (!value_labels_) continue;
       const std::string text = format_value(v);
-      for (const int scale : {s, 1}) { // smaller when the bar is narrow
-        const int width = text_width(text, scale);
-        if (width > r.width + 4 * scale && width > bar - 2) continue;
-        const int cap = kGlyphAscent * scale;
-        const int top = v >= 0 ? r.y - 4 - cap : r.bottom() + 4;
-        canvas.text((x0 + x1) / 2, top, text, style.muted_text, scale, Align::kCenter);
-        occupied.push_back({(x0 + x1) / 2.0, top + cap / 2.0});
-        break;
-      }
+      if (!value_labels_ || text_width(text, value_scale) > room) continue;
+      const int cap = kGlyphAscent * value_scale;
+      const int top = v >= 0 ? r.y - 4 - cap : r.bottom() + 4;
+      canvas.text((x0 + x1) / 2, top, text, style.muted_text, value_scale, Align::kCenter);
+      occupied.push_back({(x0 + x1) / 2.0, top + cap / 2.0});
     }
   }
   if (lo < 0) canvas.fill_rect({plot.x, base, plot.width, 1}, style.frame);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -16,6 +17,20 @@ uint8_t lerp(uint8_t a, uint8_t b, double t) {
 
 bool finite(Point p) {
   return std::isfinite(p.x) && std::isfinite(p.y);
+}
+
+// The pixels under the box [x0, x1] x [y0, y1] (continuous coordinates) that lie in `within`.
+// Coordinates far outside are clamped before they become ints.
+Rect pixels_under(double x0, double y0, double x1, double y1, const Rect& within) {
+  const auto clamp_x = [&](double v) {
+    return static_cast<int>(std::clamp(v, 1.0 * within.x, 1.0 * within.right()));
+  };
+  const auto clamp_y = [&](double v) {
+    return static_cast<int>(std::clamp(v, 1.0 * within.y, 1.0 * within.bottom()));
+  };
+  const int left = clamp_x(std::floor(x0));
+  const int top = clamp_y(std::floor(y0));
+  return {left, top, clamp_x(std::ceil(x1)) - left, clamp_y(std::ceil(y1)) - top};
 }
 
 // Per-pixel ink coverage (0..1) of one shape made of several strokes, kept as the maximum over
@@ -65,18 +80,8 @@ class Coverage {
   }
 
  private:
-  // The pixels under a box given in continuous coordinates, inside the area. Coordinates far
-  // outside the canvas are clamped before they become ints.
   Rect box_around(double x0, double y0, double x1, double y1) const {
-    const auto clamp_x = [&](double v) {
-      return static_cast<int>(std::clamp(v, static_cast<double>(area_.x), 1.0 * area_.right()));
-    };
-    const auto clamp_y = [&](double v) {
-      return static_cast<int>(std::clamp(v, static_cast<double>(area_.y), 1.0 * area_.bottom()));
-    };
-    const int left = clamp_x(std::floor(x0));
-    const int top = clamp_y(std::floor(y0));
-    return {left, top, clamp_x(std::ceil(x1)) - left, clamp_y(std::ceil(y1)) - top};
+    return pixels_under(x0, y0, x1, y1, area_);
   }
 
   size_t index(int x, int y) const {
@@ -193,10 +198,23 @@ void Canvas::stroke_rect(const Rect& r, Rgb color, int thickness) {
 
 void Canvas::polyline(std::span<const Point> points, Rgb color, double width, double alpha,
                       const Rect& clip) {
-  const Rect area = clip.intersect(bounds());
-  if (area.empty() || points.empty()) return;
-  Coverage coverage(area);
+  // The mask covers only the pixels the line can reach.
   const double half_width = width / 2;
+  const double reach = half_width + 1;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  double x0 = kInf, y0 = kInf, x1 = -kInf, y1 = -kInf;
+  for (const Point& p : points) {
+    if (!finite(p)) continue;
+    x0 = std::min(x0, p.x);
+    y0 = std::min(y0, p.y);
+    x1 = std::max(x1, p.x);
+    y1 = std::max(y1, p.y);
+  }
+  if (x0 > x1) return;
+  const Rect area =
+      pixels_under(x0 - reach, y0 - reach, x1 + reach, y1 + reach, clip.intersect(bounds()));
+  if (area.empty()) return;
+  Coverage coverage(area);
   for (size_t i = 0; i < points.size(); ++i) {
     if (!finite(points[i])) continue;
     const Point next = i + 1 < points.size() ? points[i + 1] : points[i];
@@ -211,8 +229,11 @@ void Canvas::line(Point a, Point b, Rgb color, double width) {
 }
 
 void Canvas::disc(Point centre, double radius, Rgb color, double alpha, const Rect& clip) {
-  const Rect area = clip.intersect(bounds());
-  if (area.empty() || !finite(centre)) return;
+  if (!finite(centre)) return;
+  const double reach = radius + 1;
+  const Rect area = pixels_under(centre.x - reach, centre.y - reach, centre.x + reach,
+                                 centre.y + reach, clip.intersect(bounds()));
+  if (area.empty()) return;
   Coverage coverage(area);
   coverage.disc(centre, radius);
   coverage.paint(*this, color, alpha);

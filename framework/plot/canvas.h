@@ -64,7 +64,8 @@ class Canvas {
   void stroke_rect(const Rect& r, Rgb color, int thickness = 1);
 
   /// An anti-aliased polyline `width` pixels wide with round joins, painted once with opacity
-  /// `alpha` (overlapping segments do not darken each other), clipped to `clip`.
+  /// `alpha` (overlapping segments do not darken each other), clipped to `clip`. A non-finite
+  /// point breaks the line; a point alone between breaks is a dot `width` across.
   void polyline(std::span<const Point> points, Rgb color, double width, double alpha,
                 const Rect& clip);
   void line(Point a, Point b, Rgb color, double width = 1.0);

@@ -12,6 +12,8 @@
 namespace kiln::plot {
 namespace {
 
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
 // Tableau's ten categorical colours: distinct in hue and lightness, and readable on white.
 constexpr std::array<Rgb, 10> kPalette = {{{31, 119, 180},
                                            {255, 127, 14},
@@ -124,23 +126,22 @@ void LineChart::draw(Canvas& canvas, const Rect& area, const Style& style) const
   std::vector<detail::LegendEntry> legend;
   for (const auto& series : series_) {
     const LineStyle& ls = series.style;
-    std::vector<Point> run;
-    const auto flush = [&] {
-      if (run.size() == 1) {
-        canvas.disc(run[0], std::max(ls.width / 2 + 0.5, 2.0), *ls.color, ls.opacity, plot);
-      } else if (run.size() > 1) {
-        canvas.polyline(run, *ls.color, ls.width, ls.opacity, plot);
-      }
-      run.clear();
+    std::vector<Point> path; // NaN points break it
+    size_t run = 0;          // points since the last break
+    const auto end_run = [&] {
+      if (run == 1) // a lone point: a dot big enough to see
+        canvas.disc(path.back(), std::max(ls.width / 2 + 0.5, 2.0), *ls.color, ls.opacity, plot);
+      run = 0;
     };
     for (size_t i = 0; i < series.xs.size(); ++i) {
       if (!usable(series.xs[i], series.ys[i])) {
-        flush();
+        end_run();
+        path.push_back({kNaN, kNaN});
         continue;
       }
       const Point p{x(series.xs[i]), y(series.ys[i])};
-      if (!run.empty()) { // points every few pixels along the segment
-        const Point& q = run.back();
+      if (run > 0) { // points every few pixels along the segment
+        const Point& q = path.back();
         const int steps = static_cast<int>(std::hypot(p.x - q.x, p.y - q.y) / 6);
         for (int k = 1; k < steps; ++k) {
           const double t = static_cast<double>(k) / steps;
@@ -148,10 +149,14 @@ void LineChart::draw(Canvas& canvas, const Rect& area, const Style& style) const
         }
       }
       occupied.push_back(p);
-      run.push_back(p);
-      if (ls.marker_radius > 0) canvas.disc(p, ls.marker_radius, *ls.color, ls.opacity, plot);
+      path.push_back(p);
+      ++run;
     }
-    flush();
+    end_run();
+    canvas.polyline(path, *ls.color, ls.width, ls.opacity, plot);
+    if (ls.marker_radius > 0) {
+      for (const Point& p : path) canvas.disc(p, ls.marker_radius, *ls.color, ls.opacity, plot);
+    }
     if (!series.name.empty())
       legend.push_back({series.name, *ls.color, false, ls.width, ls.opacity, ls.marker_radius});
   }
