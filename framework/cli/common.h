@@ -49,5 +49,7 @@ int cmd_logits(const std::vector<std::string>& args);
 void usage_logits();
 int cmd_run(const std::vector<std::string>& args);
 void usage_run();
+int cmd_plot(const std::vector<std::string>& args);
+void usage_plot();
 
 } // namespace kiln::cli

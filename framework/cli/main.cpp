@@ -67,6 +67,8 @@ const std::vector<Command>& commands() {
        &cmd_recipe},
       {"logits", "logits, loss and gradient norms of a checkpoint on given ids", &usage_logits,
        &cmd_logits},
+      {"plot", "draw a run's loss, learning rate and gradient norm curves to a PNG", &usage_plot,
+       &cmd_plot},
       {"help", "show help for a command", &usage_help, &cmd_help},
   };
   return table;
