@@ -16,8 +16,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 namespace kiln::io {
@@ -47,29 +45,7 @@ std::string folder_listing(const fs::path& dir) {
 /// FILE parsed as JSON: errors name the file with line:col; duplicate keys are errors too (the
 /// value nlohmann would keep is arbitrary to the reader).
 json read_json_file(const fs::path& file) {
-  const std::string f = file.string();
-  std::ifstream in(file, std::ios::binary);
-  if (!in) user_error("{}: cannot read the file", f);
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  const std::string text = std::move(buffer).str();
-
-  std::optional<detail::DuplicateKey> duplicate;
-  json value;
-  try {
-    value = detail::parse_json(text, duplicate);
-  } catch (const json::parse_error& error) {
-    // nlohmann's byte is the 1-based count of characters read when it stopped.
-    const auto [line, column] = detail::line_column(text, error.byte > 0 ? error.byte - 1 : 0);
-    user_error("{}:{}:{}: invalid JSON: {}", f, line, column,
-               detail::parse_error_description(error));
-  }
-  if (duplicate) {
-    std::string key;
-    for (const auto& part : duplicate->path) key += part + ".";
-    user_error("{}: key '{}' appears twice; keep one", f, key + duplicate->key);
-  }
-  return value;
+  return detail::parse_json_file(file, detail::read_file(file));
 }
 
 /// A plain file name: no folder part, nothing that leaves the checkpoint folder.

@@ -54,6 +54,34 @@ nlohmann::json parse_json(std::string_view text, std::optional<DuplicateKey>& du
   return nlohmann::json::parse(text.begin(), text.end(), callback);
 }
 
+std::string read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) user_error("{}: cannot read the file", file.string());
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) user_error("{}: cannot read the file", file.string());
+  return std::move(buffer).str();
+}
+
+nlohmann::json parse_json_file(const std::filesystem::path& file, std::string_view text) {
+  std::optional<DuplicateKey> duplicate;
+  nlohmann::json value;
+  try {
+    value = parse_json(text, duplicate);
+  } catch (const nlohmann::json::parse_error& error) {
+    // nlohmann's byte is the 1-based count of characters read when it stopped.
+    const auto [line, column] = line_column(text, error.byte > 0 ? error.byte - 1 : 0);
+    user_error("{}:{}:{}: invalid JSON: {}", file.string(), line, column,
+               parse_error_description(error));
+  }
+  if (duplicate) {
+    std::string key;
+    for (const auto& part : duplicate->path) key += part + ".";
+    user_error("{}: key '{}' appears twice; keep one", file.string(), key + duplicate->key);
+  }
+  return value;
+}
+
 std::pair<size_t, size_t> line_column(std::string_view text, size_t byte) {
   const size_t end = std::min(byte, text.size());
   const std::string_view before = text.substr(0, end);

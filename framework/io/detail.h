@@ -33,6 +33,13 @@ struct DuplicateKey {
 /// through DUPLICATE.
 nlohmann::json parse_json(std::string_view text, std::optional<DuplicateKey>& duplicate);
 
+/// FILE's bytes. Throws kiln::Error (user) when it cannot be read.
+std::string read_file(const std::filesystem::path& file);
+
+/// TEXT, the content of FILE, parsed as JSON. User errors name FILE: `FILE:line:col: invalid
+/// JSON: ...` for bad syntax, `FILE: key 'a.b' appears twice; keep one` for a duplicate key.
+nlohmann::json parse_json_file(const std::filesystem::path& file, std::string_view text);
+
 /// 1-based line and column of the character at BYTE (0-based) in TEXT; a BYTE at or past the end
 /// points just after the last character.
 std::pair<size_t, size_t> line_column(std::string_view text, size_t byte);
