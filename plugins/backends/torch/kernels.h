@@ -17,6 +17,8 @@ at::Tensor attention(const ops::AttentionArgs& args);
 ops::MoeRouteResult moe_route(const ops::MoeRouteArgs& args);
 at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
 ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
+at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
+at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
 
 /// Internals that tests drive directly.
 namespace detail {
@@ -31,6 +33,14 @@ bool moe_experts_can_group(const ops::MoeExpertsArgs& args);
 /// The two strategies of `moe_experts`, same rounding steps.
 at::Tensor moe_experts_grouped(const ops::MoeExpertsArgs& args);
 at::Tensor moe_experts_looped(const ops::MoeExpertsArgs& args);
+
+/// `indexer_topk` with at most `query_chunk` query rows per chunk (0 = the memory budget's
+/// choice).
+at::Tensor indexer_topk_chunked(const ops::IndexerTopkArgs& args, int64_t query_chunk);
+
+/// `sparse_mla` with `query_chunk` queries per chunk in forward and backward (0 = the memory
+/// budget's choice), so that tests can cross chunk boundaries with tiny shapes.
+at::Tensor sparse_mla_chunked(const ops::SparseMlaArgs& args, int64_t query_chunk);
 
 } // namespace detail
 
