@@ -244,11 +244,16 @@ TEST_P(NemotronV3Parity, ActivationCheckpointingGivesIdenticalGradients) {
     grads.push_back(std::move(g));
     outs.push_back(std::move(out));
   }
-  EXPECT_TRUE(at::equal(outs[0].logits, outs[1].logits));
+  // Bit for bit on the CPU; a GPU may order its atomic gradient sums differently from run to run.
+  auto same = [](const at::Tensor& a, const at::Tensor& b) {
+    if (!a.is_cuda()) return at::equal(a, b);
+    return (a - b).abs().max().item<double>() <= 1e-6 * std::max(1.0, b.abs().max().item<double>());
+  };
+  EXPECT_TRUE(same(outs[0].logits, outs[1].logits));
   ASSERT_EQ(grads[0].size(), grads[1].size());
   for (const auto& [name, g] : grads[0]) {
     ASSERT_TRUE(grads[1].count(name)) << name;
-    EXPECT_TRUE(at::equal(g, grads[1].at(name))) << name;
+    EXPECT_TRUE(same(g, grads[1].at(name))) << name;
   }
   ASSERT_EQ(outs[0].expert_load.size(), outs[1].expert_load.size());
   for (const auto& [layer, load] : outs[0].expert_load) {

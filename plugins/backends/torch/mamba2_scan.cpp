@@ -19,14 +19,17 @@
 // for float64 inputs, which tests use), and y is float32.
 //
 // Memory. Never more than a Q x Q matrix per (chunk, head): chunks are processed in blocks of K
-// chunks, K = max(1, kBlockBudget / (R H (Q^2 + Q P + P N))) (R = rows, H heads, P head dim, N
-// state), so one block's temporaries stay near kBlockBudget elements:
-//   forward peak   ~ 4 * 5 R K H (Q^2 + Q P + P N) bytes (float32) on top of the inputs,
-//   saved          ~ 4 R NC Q (H P + H + 2 G N) (the chunked float32 inputs)
-//                    + 4 R H P N * (number of blocks + 1) (the state entering each block),
-//   backward peak  ~ one block's forward graph, ~ 2-3x the forward peak of a block.
-// With kBlockBudget = 2^26: Nemotron-3-Nano width (H 64, P 64, N 128, Q 128) at 8192 tokens is one
-// block of 64 chunks, ~ 0.3 GB per [K, H, Q, Q] float32 temporary.
+// chunks, K = max(1, kBlockBudget / (R H (Q^2 + Q P + P N))) (R rows, H heads, P head dim, N
+// state, G groups), and only one block's temporaries live at a time. In bytes (float32):
+//   M ~ 4 * [ Tp (H P + H + 2 G N)               the chunked copies of x, dt, B, C (kept)
+//           + (blocks + 1) R H P N               the state entering each block (kept)
+//           + c K R H (Q^2 + Q P + P N) ]        one block's temporaries, c ~ 5 forward, ~ 15
+//           backward
+// with Tp = R NC Q the padded token count and blocks = ceil(NC / K): linear in the tokens, the
+// last term bounded by c * 4 * kBlockBudget (~1.3 GB forward, ~4 GB backward) whatever the length.
+// With kBlockBudget = 2^26: Nemotron-3-Nano width (H 64, P 64, N 128, Q 128, one row) at 8192
+// tokens is two blocks of 32 chunks, ~134 MB per [K, H, Q, Q] float32 temporary (HF's torch path
+// builds [chunks, Q, Q, H, N] float32 products there: 34 GB).
 //
 // Autograd: a custom Function. Forward runs the blocks without recording and keeps only its
 // (chunked) inputs and the state entering each block. Backward walks the blocks last to first,
