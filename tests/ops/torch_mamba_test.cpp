@@ -593,6 +593,30 @@ TEST(TorchMamba2ScanTest, DtLimitsAndSoftplusFollowHf) {
   EXPECT_TRUE(close(ref::mamba2_scan(capped).y, clamped.y, {1e-12, 1e-12}));
 }
 
+TEST(TorchMamba2ScanTest, AcceptsSlicesOfAFusedProjection) {
+  // x, dt, B and C as slices of one [B, L, ...] projection, as the Mamba2 mixer makes them; L a
+  // multiple of the chunk (no padding copy) and float32 (no cast copy): views all the way in.
+  at::manual_seed(29);
+  const int64_t h = 4, p = 3, g = 2, n = 5;
+  const at::Tensor fused = at::randn({2, 8, h * p + 2 * g * n + h}).requires_grad_(true);
+  ops::Mamba2ScanArgs a{.x = fused.narrow(-1, 0, h * p).unflatten(-1, {h, p}),
+                        .dt = fused.narrow(-1, h * p + 2 * g * n, h),
+                        .A = -at::exp(at::randn({h})),
+                        .B = fused.narrow(-1, h * p, g * n).unflatten(-1, {g, n}),
+                        .C = fused.narrow(-1, h * p + g * n, g * n).unflatten(-1, {g, n})};
+  a.chunk_size = 4;
+  ops::Mamba2ScanArgs copies = a;
+  copies.x = a.x.contiguous();
+  copies.dt = a.dt.contiguous();
+  copies.B = a.B.contiguous();
+  copies.C = a.C.contiguous();
+  const at::Tensor y = ref::mamba2_scan(a).y;
+  EXPECT_TRUE(close(y, ref::mamba2_scan(copies).y, {1e-6, 1e-6})); // same math, other strides
+  const at::Tensor grad = torch::autograd::grad({y.sum()}, {fused})[0];
+  EXPECT_EQ(grad.sizes(), fused.sizes());
+  EXPECT_TRUE(grad.isfinite().all().item<bool>());
+}
+
 TEST(TorchMamba2ScanTest, RunsUnderInferenceMode) {
   const ScanCase c{"", at::kFloat, 4, 3, 2, 5, 4, 0, 0, 0, {3, 6}};
   const ScanInputs in = make_scan_inputs(c, 28);

@@ -350,7 +350,7 @@ ops::Mamba2ScanResult mamba2_scan_blocked(const ops::Mamba2ScanArgs& args,
       std::vector<int64_t> shape = t.sizes().vec();
       shape[1] = q;
       shape.insert(shape.begin() + 1, plan.chunks);
-      return pad_to(t, 1, plan.chunks * q).view(shape);
+      return pad_to(t, 1, plan.chunks * q).reshape(shape);
     };
     xc = to_chunks(xf);
     dtc = to_chunks(dt);
