@@ -9,6 +9,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
+
 namespace kiln::models::nemotron_v3 {
 namespace {
 

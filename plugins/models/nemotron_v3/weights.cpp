@@ -112,9 +112,8 @@ void Model::load_weights(const sdk::WeightSource& source) {
     mtp_expected += mtp;
     auto it = available.find(name);
     if (it == available.end()) {
-      (mtp ? mtp_missing : mtp_expected) += 0;
       if (mtp) {
-        ++mtp_missing;
+        ++mtp_missing; // judged below: all or nothing
       } else {
         missing.push_back(name);
       }
