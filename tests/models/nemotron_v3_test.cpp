@@ -12,6 +12,7 @@
 #include "kiln/sdk/names.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -51,6 +52,8 @@ std::vector<std::string> cases() {
 
 void load_plugins_once() {
   static bool loaded = [] {
+    // The fixtures' models are tiny: on a busy CPU, intra-op threads cost more than they save.
+    if (!kDevice.is_cuda()) at::set_num_threads(1);
     core::PluginHost::global().load({.use_env = false});
     sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
     return true;
@@ -343,7 +346,7 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(NemotronV3Parity);
 
 // Runs a command, returns {exit status, output}.
 std::pair<int, std::string> run(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  FILE* pipe = ::popen(("OMP_NUM_THREADS=1 " + command + " 2>&1").c_str(), "r");
   std::string output;
   if (pipe == nullptr) return {-1, output};
   char buffer[4096];
