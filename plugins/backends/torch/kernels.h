@@ -19,6 +19,9 @@ at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
 ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
 at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
 at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
+at::Tensor gated_rms_norm(const ops::GatedRmsNormArgs& args);
+ops::CausalConv1dResult causal_conv1d(const ops::CausalConv1dArgs& args);
+ops::Mamba2ScanResult mamba2_scan(const ops::Mamba2ScanArgs& args);
 
 /// Internals that tests drive directly.
 namespace detail {
@@ -41,6 +44,10 @@ at::Tensor indexer_topk_chunked(const ops::IndexerTopkArgs& args, int64_t query_
 /// `sparse_mla` with `query_chunk` queries per chunk in forward and backward (0 = the memory
 /// budget's choice), so that tests can cross chunk boundaries with tiny shapes.
 at::Tensor sparse_mla_chunked(const ops::SparseMlaArgs& args, int64_t query_chunk);
+/// `mamba2_scan` with `chunks_per_block` chunks per block (0 = the memory budget's choice), so
+/// that tests can cross block boundaries with tiny shapes.
+ops::Mamba2ScanResult mamba2_scan_blocked(const ops::Mamba2ScanArgs& args,
+                                          int64_t chunks_per_block);
 
 } // namespace detail
 
