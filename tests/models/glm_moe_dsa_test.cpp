@@ -127,10 +127,13 @@ std::vector<std::set<int64_t>> row_sets(const at::Tensor& topk, int64_t offset) 
 
 // ---- parity with HF on every fixture ------------------------------------------------------------
 
-class GlmMoeDsaParity : public ::testing::TestWithParam<std::string> {
+/// A test run once per fixture folder.
+class FixtureCase : public ::testing::TestWithParam<std::string> {
  protected:
   fs::path dir() const { return kFixtures / GetParam(); }
 };
+
+class GlmMoeDsaParity : public FixtureCase {};
 
 TEST_P(GlmMoeDsaParity, Fp32LogitsLossAndGradientNormsMatchHF) {
   KILN_SKIP_WITHOUT_DEVICE();
@@ -499,10 +502,7 @@ LayerInputs layer_inputs(const dsa::Config& c, const std::vector<int64_t>& docs,
   return in;
 }
 
-class GlmMoeDsaLayers : public ::testing::TestWithParam<std::string> {
- protected:
-  fs::path dir() const { return kFixtures / GetParam(); }
-};
+class GlmMoeDsaLayers : public FixtureCase {};
 
 TEST_P(GlmMoeDsaLayers, AbsorbedSparseAttentionEqualsDenseMaskedAttention) {
   KILN_SKIP_WITHOUT_DEVICE();
