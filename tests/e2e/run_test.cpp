@@ -75,6 +75,23 @@ const std::map<std::string, std::string> kTinyConfig = {
      "--model.config.head_dim 16 --model.config.intermediate_size 64 "
      "--model.config.moe_intermediate_size 16 --model.config.n_routed_experts 4 "
      "--model.config.num_experts_per_tok 2"},
+    {"glm_moe_dsa",
+     "--model.config.hidden_size 32 --model.config.num_attention_heads 2 "
+     "--model.config.num_key_value_heads 2 --model.config.head_dim 8 "
+     "--model.config.q_lora_rank 24 --model.config.kv_lora_rank 16 "
+     "--model.config.qk_nope_head_dim 8 --model.config.qk_rope_head_dim 8 "
+     "--model.config.qk_head_dim 16 --model.config.v_head_dim 8 --model.config.index_n_heads 2 "
+     "--model.config.index_head_dim 16 --model.config.index_topk 8 "
+     "--model.config.intermediate_size 48 --model.config.moe_intermediate_size 16 "
+     "--model.config.n_routed_experts 4 --model.config.num_experts_per_tok 2"},
+    {"nemotron_v3",
+     "--model.config.hidden_size 32 --model.config.num_attention_heads 2 "
+     "--model.config.num_key_value_heads 1 --model.config.head_dim 8 "
+     "--model.config.mamba_num_heads 4 --model.config.mamba_head_dim 8 "
+     "--model.config.n_groups 2 --model.config.ssm_state_size 8 --model.config.chunk_size 8 "
+     "--model.config.intermediate_size 48 --model.config.moe_intermediate_size 16 "
+     "--model.config.moe_shared_expert_intermediate_size 24 "
+     "--model.config.n_routed_experts 4 --model.config.num_experts_per_tok 2"},
 };
 
 class RunTest : public ::testing::Test {
@@ -128,7 +145,8 @@ TEST_F(RunTest, EveryShippedRecipeRuns) {
     // Chat and prompt-completion examples are whole: room for the longest shipped one.
     const auto r = kiln(fmt::format(
         "run {} --run.dir {} --train.steps 2 --model.checkpoint {} {} --data.seq_len 1024",
-        file.string(), (dir_ / file.stem()).string(), checkpoints.at(family).string(), kSmall));
+        file.string(), (dir_ / (family + "-" + file.stem().string())).string(),
+        checkpoints.at(family).string(), kSmall));
     EXPECT_EQ(r.code, 0) << file << "\n" << r.out;
     EXPECT_NE(r.out.find("done: steps 1..2"), std::string::npos) << r.out;
     ++ran;
