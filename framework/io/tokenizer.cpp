@@ -507,7 +507,8 @@ std::unique_ptr<Tokenizer> Tokenizer::bytes(const ByteTokenizerOptions& options)
   return tokenizer;
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::from_file(const fs::path& tokenizer_json) {
+std::unique_ptr<Tokenizer> Tokenizer::from_file(const fs::path& path) {
+  const fs::path tokenizer_json = fs::is_directory(path) ? path / kTokenizerFile : path;
   std::string source = detail::read_file(tokenizer_json);
   detail::TokenizerFile file = detail::read_tokenizer_file(tokenizer_json, source);
   SideFiles side_files;
