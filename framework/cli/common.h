@@ -47,5 +47,9 @@ int cmd_recipe(const std::vector<std::string>& args);
 void usage_recipe();
 int cmd_logits(const std::vector<std::string>& args);
 void usage_logits();
+int cmd_run(const std::vector<std::string>& args);
+void usage_run();
+int cmd_plot(const std::vector<std::string>& args);
+void usage_plot();
 
 } // namespace kiln::cli

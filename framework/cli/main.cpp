@@ -59,12 +59,16 @@ int cmd_help(const std::vector<std::string>& args) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
+      {"run", "train as a recipe says (no recipe: the embedded quickstart)", &usage_run,
+       &cmd_run},
       {"plugins", "list plugin files, their fingerprints and load status", &usage_plugins,
        &cmd_plugins},
       {"recipe", "check a recipe or show it resolved (recipe check|show FILE)", &usage_recipe,
        &cmd_recipe},
       {"logits", "logits, loss and gradient norms of a checkpoint on given ids", &usage_logits,
        &cmd_logits},
+      {"plot", "draw a run's loss, learning rate and gradient norm curves to a PNG", &usage_plot,
+       &cmd_plot},
       {"help", "show help for a command", &usage_help, &cmd_help},
   };
   return table;

@@ -170,3 +170,28 @@ void sync_folder(const std::filesystem::path& folder) {
 }
 
 } // namespace kiln::io::detail
+
+namespace kiln::io {
+
+void replace_file(const std::filesystem::path& file, std::string_view text) {
+  const std::filesystem::path temp = file.string() + ".tmp";
+  detail::write_text_file(temp, text);
+  std::error_code error;
+  std::filesystem::rename(temp, file, error);
+  if (error) {
+    std::filesystem::remove(temp, error);
+    internal_error("{}: cannot replace the file: {}", file.string(), error.message());
+  }
+  detail::sync_folder(file.has_parent_path() ? file.parent_path() : std::filesystem::path("."));
+}
+
+std::optional<std::string> read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return std::move(text).str();
+}
+
+} // namespace kiln::io

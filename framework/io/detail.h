@@ -2,6 +2,7 @@
 // detection and readable positions, and durable (fsync'ed) file output. Not part of the io API.
 #pragma once
 
+#include "io/files.h"
 #include "io/safetensors.h"
 
 #include <nlohmann/json.hpp>
@@ -74,11 +75,5 @@ class OutputFile {
   std::filesystem::path file_;
   int fd_ = -1;
 };
-
-/// Writes TEXT to FILE durably (fsync'ed).
-void write_text_file(const std::filesystem::path& file, std::string_view text);
-
-/// fsyncs a folder, so the entries just created or renamed in it survive a crash.
-void sync_folder(const std::filesystem::path& folder);
 
 } // namespace kiln::io::detail

@@ -156,7 +156,8 @@ void read_recipe(const toml::table& root, const Locator& locator, Recipe& recipe
 
 } // namespace
 
-Recipe load_recipe(const std::filesystem::path& file, std::span<const std::string> overrides) {
+Recipe load_recipe(const std::filesystem::path& file, std::span<const std::string> overrides,
+                   KeyOrigins* origins_out) {
   const auto text = read_text(file);
   if (!text) {
     std::error_code error;
@@ -177,6 +178,7 @@ Recipe load_recipe(const std::filesystem::path& file, std::span<const std::strin
   KeyOrigins origins;
   read_recipe(root, locator, recipe, origins);
   validate(recipe, origins);
+  if (origins_out) *origins_out = std::move(origins);
   return recipe;
 }
 

@@ -124,6 +124,14 @@ std::unique_ptr<toml::node> typed_value(const Field& field, bool nested, std::st
       }
       return array;
     }
+    case ValueType::kFloatList: {
+      // "0.9,0.95" or "[0.9, 0.95]"; the reader checks each element.
+      const std::string_view body = trim(text);
+      auto value =
+          parse_value(body.starts_with('[') ? std::string(body) : fmt::format("[{}]", body));
+      if (!value) fail("an array of numbers: 0.9,0.95 or [0.9, 0.95]");
+      return value;
+    }
     case ValueType::kTable:
     case ValueType::kStringMap: {
       auto value = parse_value(text);

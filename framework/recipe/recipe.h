@@ -37,6 +37,10 @@ struct ModelSection {
   nlohmann::json config;
   std::string dtype = "float32"; ///< "float32" | "bfloat16"
   std::string device = "cpu";    ///< "cpu" | "cuda" | "cuda:N"
+  bool activation_checkpointing = false;
+  double mtp_loss_scale = 0.0;       ///< 0: MTP layers not trained
+  std::string indexer_loss = "none"; ///< "none" | "kl" (DSA indexer training loss)
+  double indexer_loss_coef = 1.0;
 
   bool operator==(const ModelSection&) const = default;
 };
@@ -59,10 +63,82 @@ struct PluginsSection {
   bool operator==(const PluginsSection&) const = default;
 };
 
+/// [tokenizer]: how text becomes ids.
+struct TokenizerSection {
+  std::string kind = "auto";  ///< "auto" | "byte" | "hf"
+  std::filesystem::path path; ///< an HF tokenizer.json (or its folder); absolute once loaded
+
+  bool operator==(const TokenizerSection&) const = default;
+};
+
+/// [data]: the training and validation text, its format and how it is batched.
+struct DataSection {
+  std::vector<std::filesystem::path> train;      ///< JSONL files; absolute once loaded
+  std::vector<std::filesystem::path> validation; ///< JSONL files; absolute once loaded
+  std::string format = "text";                   ///< "text" | "prompt_completion" | "chat"
+  int64_t seq_len = 2048;
+  bool pack = true;
+  bool answer_only_loss = true;
+  bool drop_overlong = true;
+  bool shuffle = true;
+  bool add_eos = true;
+  bool mock = false;
+
+  bool operator==(const DataSection&) const = default;
+};
+
+/// [train]: how many steps, how big, how often to validate and log.
+struct TrainSection {
+  int64_t steps = 100;
+  int64_t global_batch_tokens = 0; ///< 0: micro_batch * grad_accum * seq_len
+  int64_t micro_batch = 1;         ///< sequences of seq_len tokens per forward
+  int64_t grad_accum = 1;
+  int64_t val_every = 0; ///< 0: no validation during training
+  int64_t val_steps = 10;
+  double clip_grad = 1.0; ///< 0: no clipping
+  int64_t log_every = 1;
+  std::string sample_prompt; ///< after training, greedy-generate from this ("" = no sample)
+  int64_t sample_tokens = 64;
+
+  bool operator==(const TrainSection&) const = default;
+};
+
+/// [optim]: the optimizer and its learning-rate schedule.
+struct OptimSection {
+  std::string name = "adamw";
+  double lr = 3e-4;
+  std::vector<double> betas = {0.9, 0.95};
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  std::string schedule = "cosine"; ///< "cosine" | "linear" | "constant" | "wsd"
+  int64_t warmup_steps = 0;
+  double min_lr = 0.0;
+  double decay_fraction = 0.1; ///< wsd: the last fraction of steps that decays
+  int64_t schedule_steps = 0;  ///< the schedule's length; 0: train.steps
+
+  bool operator==(const OptimSection&) const = default;
+};
+
+/// [checkpoint]: when to save, how many to keep, where to resume from.
+struct CheckpointSection {
+  int64_t every = 0;           ///< 0: only the final one
+  int64_t keep = 3;            ///< newest checkpoints kept; 0 keeps all
+  std::string resume = "auto"; ///< "auto" | "none" | a checkpoint folder
+  bool save_final = true;
+  std::string format = "hf";
+
+  bool operator==(const CheckpointSection&) const = default;
+};
+
 /// A loaded, validated recipe.
 struct Recipe {
   RunSection run;
   ModelSection model;
+  TokenizerSection tokenizer;
+  DataSection data;
+  TrainSection train;
+  OptimSection optim;
+  CheckpointSection checkpoint;
   BackendSection backend;
   PluginsSection plugins;
   /// The file load_recipe was given, as given (empty for a recipe built in code).
@@ -77,7 +153,9 @@ using KeyOrigins = std::map<std::string, std::string, std::less<>>;
 
 /// Loads FILE, applies its `extends` chain, then CLI overrides ("section.key=value", later ones
 /// win), and validates everything. Throws kiln::Error (kUser) with file:line:col on any problem.
-Recipe load_recipe(const std::filesystem::path& file, std::span<const std::string> overrides = {});
+/// `origins_out`, when given, receives where each key was set (for check_trainable's messages).
+Recipe load_recipe(const std::filesystem::path& file, std::span<const std::string> overrides = {},
+                   KeyOrigins* origins_out = nullptr);
 
 /// Parses CLI override tokens: "--section.key value", "--section.key=value",
 /// "--set section.key=value", "section.key=value". Returns "section.key=value" strings, in order.
@@ -93,5 +171,9 @@ std::string to_toml(const Recipe& recipe);
 /// Errors point at origins[key] when known, else at recipe.source. load_recipe calls it; call it
 /// again after changing a Recipe in code. Throws kiln::Error (kUser).
 void validate(Recipe& recipe, const KeyOrigins& origins = {});
+
+/// The checks that only training needs (`kiln run`): training files (or mock data), validation
+/// files when val_every is set. A recipe that only names a model passes validate() but not this.
+void check_trainable(const Recipe& recipe, const KeyOrigins& origins = {});
 
 } // namespace kiln::recipe

@@ -90,6 +90,22 @@ struct Codec<std::vector<T>> {
   }
 };
 
+template <>
+struct Codec<std::vector<double>> {
+  static constexpr ValueType kType = ValueType::kFloatList;
+  static std::vector<double> read(const toml::node& node, const ReadContext& ctx,
+                                  std::string_view path) {
+    const auto* array = node.as_array();
+    if (!array) ctx.type_error(node, path, "an array of numbers");
+    std::vector<double> out;
+    for (size_t i = 0; i < array->size(); ++i) {
+      out.push_back(Codec<double>::read(*array->get(i), ctx, fmt::format("{}[{}]", path, i)));
+    }
+    return out;
+  }
+  static json get(const std::vector<double>& value) { return value; }
+};
+
 json node_to_json(const toml::node& node, const ReadContext& ctx, const std::string& path) {
   switch (node.type()) {
     case toml::node_type::string:
@@ -236,7 +252,100 @@ const std::vector<Section>& schema() {
                   "checkpoint."),
               key(&ModelSection::dtype, "dtype", "Parameter and compute dtype.",
                   {.choices = {"float32", "bfloat16"}}),
-              key(&ModelSection::device, "device", "Where the model runs: cpu, cuda or cuda:N.")),
+              key(&ModelSection::device, "device", "Where the model runs: cpu, cuda or cuda:N."),
+              key(&ModelSection::activation_checkpointing, "activation_checkpointing",
+                  "Recompute each block's activations in backward: less memory, same gradients."),
+              key(&ModelSection::mtp_loss_scale, "mtp_loss_scale",
+                  "Weight of the multi-token-prediction loss; 0 leaves the MTP layers out."),
+              key(&ModelSection::indexer_loss, "indexer_loss",
+                  "DSA indexer training loss: none, or kl (DeepSeek-V3.2's KL to the attention).",
+                  {.choices = {"none", "kl"}}),
+              key(&ModelSection::indexer_loss_coef, "indexer_loss_coef",
+                  "Weight of the indexer loss.")),
+      section(&Recipe::tokenizer, "tokenizer", "How text becomes token ids.",
+              key(&TokenizerSection::kind, "kind",
+                  "byte (built in: one id per byte), hf (an HF tokenizer.json), or auto: hf when "
+                  "a path is given or the checkpoint has a tokenizer.json, else byte.",
+                  {.choices = {"auto", "byte", "hf"}}),
+              key(&TokenizerSection::path, "path",
+                  "HF tokenizer.json or its folder; a relative path starts at the recipe file's "
+                  "directory.",
+                  {.path_base = PathBase::kFileDir})),
+      section(
+          &Recipe::data, "data", "Training and validation data and how it is batched.",
+          key(&DataSection::train, "train",
+              "JSONL files to train on; relative paths start at the recipe file's directory.",
+              {.path_base = PathBase::kFileDir}),
+          key(&DataSection::validation, "validation",
+              "JSONL files for the validation loss; relative paths as for train.",
+              {.path_base = PathBase::kFileDir}),
+          key(&DataSection::format, "format",
+              "text: {\"text\"}; prompt_completion: {\"prompt\", \"completion\"}; chat: "
+              "{\"messages\": [{\"role\", \"content\"}]}.",
+              {.choices = {"text", "prompt_completion", "chat"}}),
+          key(&DataSection::seq_len, "seq_len", "Tokens per sequence."),
+          key(&DataSection::pack, "pack",
+              "Pack whole documents into each micro-batch (attention never crosses them); "
+              "false: one document per sequence."),
+          key(&DataSection::answer_only_loss, "answer_only_loss",
+              "prompt_completion and chat: loss only on completion and assistant tokens."),
+          key(&DataSection::drop_overlong, "drop_overlong",
+              "Drop examples longer than seq_len (false: truncate them). Text documents are "
+              "always split into seq_len pieces."),
+          key(&DataSection::shuffle, "shuffle", "Shuffle the documents each epoch (by run.seed)."),
+          key(&DataSection::add_eos, "add_eos",
+              "End each document with the tokenizer's end-of-text token, when it has one."),
+          key(&DataSection::mock, "mock",
+              "Random tokens instead of files (benchmarks); train and validation unused.")),
+      section(&Recipe::train, "train", "The training loop.",
+              key(&TrainSection::steps, "steps", "Optimizer steps."),
+              key(&TrainSection::global_batch_tokens, "global_batch_tokens",
+                  "Tokens per optimizer step; sets grad_accum = this / (micro_batch * seq_len). "
+                  "0: use grad_accum."),
+              key(&TrainSection::micro_batch, "micro_batch",
+                  "Sequences of seq_len tokens per forward pass."),
+              key(&TrainSection::grad_accum, "grad_accum",
+                  "Micro-batches whose gradients add up to one step."),
+              key(&TrainSection::val_every, "val_every",
+                  "Validate every this many steps (and at the end); 0: never."),
+              key(&TrainSection::val_steps, "val_steps", "Micro-batches per validation."),
+              key(&TrainSection::clip_grad, "clip_grad",
+                  "Clip the global gradient norm to this; 0: no clipping."),
+              key(&TrainSection::log_every, "log_every", "Log every this many steps."),
+              key(&TrainSection::sample_prompt, "sample_prompt",
+                  "After training, print a greedy continuation of this text (\"\": none)."),
+              key(&TrainSection::sample_tokens, "sample_tokens", "Tokens in that sample.")),
+      section(
+          &Recipe::optim, "optim", "The optimizer and learning-rate schedule.",
+          key(&OptimSection::name, "name", "Optimizer.", {.choices = {"adamw"}}),
+          key(&OptimSection::lr, "lr", "Peak learning rate."),
+          key(&OptimSection::betas, "betas", "Adam's beta1 and beta2."),
+          key(&OptimSection::eps, "eps", "Adam's epsilon."),
+          key(&OptimSection::weight_decay, "weight_decay",
+              "Decoupled weight decay of matrices; 1-D parameters (biases, norm weights) get "
+              "none."),
+          key(&OptimSection::schedule, "schedule",
+              "Learning rate after warm-up: cosine or linear decay to min_lr, constant, or wsd "
+              "(warm-up, stable, decay over the last decay_fraction of steps).",
+              {.choices = {"cosine", "linear", "constant", "wsd"}}),
+          key(&OptimSection::warmup_steps, "warmup_steps", "Steps of linear warm-up from 0 to lr."),
+          key(&OptimSection::min_lr, "min_lr", "Learning rate at the end of the decay."),
+          key(&OptimSection::decay_fraction, "decay_fraction",
+              "wsd: fraction of the steps spent decaying."),
+          key(&OptimSection::schedule_steps, "schedule_steps",
+              "Steps the schedule spans; 0: train.steps. Fix it to stop early and resume "
+              "later on the same curve.")),
+      section(&Recipe::checkpoint, "checkpoint", "Saving and resuming.",
+              key(&CheckpointSection::every, "every",
+                  "Save every this many steps; 0: only at the end."),
+              key(&CheckpointSection::keep, "keep", "Newest checkpoints to keep; 0 keeps all."),
+              key(&CheckpointSection::resume, "resume",
+                  "auto: continue from the run directory's LATEST checkpoint if there is one; "
+                  "none: start fresh; or a checkpoint folder (step-N) to continue from."),
+              key(&CheckpointSection::save_final, "save_final", "Save after the last step."),
+              key(&CheckpointSection::format, "format",
+                  "hf: HF layout (config.json + safetensors) loadable by transformers.",
+                  {.choices = {"hf"}})),
       section(&Recipe::backend, "backend",
               "Kernel selection: per-op override > default backend > the auto policy.",
               key(&BackendSection::default_backend, "default",
@@ -288,6 +397,8 @@ std::string_view Field::expected() const {
     case ValueType::kStringList:
     case ValueType::kPathList:
       return "an array of strings";
+    case ValueType::kFloatList:
+      return "an array of numbers";
     case ValueType::kTable:
       return "a table";
     case ValueType::kStringMap:

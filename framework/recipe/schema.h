@@ -26,6 +26,7 @@ enum class ValueType {
   kPath,
   kStringList,
   kPathList,
+  kFloatList,
   kTable,    // free-form table, kept as JSON ([model.config])
   kStringMap // table of name = "string" ([backend.ops])
 };

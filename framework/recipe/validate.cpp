@@ -92,6 +92,93 @@ void validate(Recipe& recipe, const KeyOrigins& origins) {
         where("model.family"), model.family);
   }
 
+  if (model.mtp_loss_scale < 0) {
+    user_error("{}: model.mtp_loss_scale: expected >= 0, found {}", where("model.mtp_loss_scale"),
+               model.mtp_loss_scale);
+  }
+  if (model.indexer_loss_coef <= 0) {
+    user_error("{}: model.indexer_loss_coef: expected > 0, found {}",
+               where("model.indexer_loss_coef"), model.indexer_loss_coef);
+  }
+
+  // [data], [train], [optim], [checkpoint]: numbers in range, then the rules between keys.
+  auto at_least = [&](std::string_view key, int64_t value, int64_t minimum) {
+    if (value < minimum) {
+      user_error("{}: {}: expected an integer >= {}, found {}", where(key), key, minimum, value);
+    }
+  };
+  const DataSection& data = recipe.data;
+  const TrainSection& train = recipe.train;
+  at_least("data.seq_len", data.seq_len, 2);
+  at_least("train.steps", train.steps, 1);
+  at_least("train.global_batch_tokens", train.global_batch_tokens, 0);
+  at_least("train.micro_batch", train.micro_batch, 1);
+  at_least("train.grad_accum", train.grad_accum, 1);
+  at_least("train.val_every", train.val_every, 0);
+  at_least("train.val_steps", train.val_steps, 1);
+  at_least("train.log_every", train.log_every, 1);
+  if (train.global_batch_tokens > 0) {
+    const int64_t per_micro = train.micro_batch * data.seq_len;
+    if (train.global_batch_tokens % per_micro != 0) {
+      user_error(
+          "{}: train.global_batch_tokens: expected a multiple of micro_batch * seq_len = {} * {} "
+          "= {}, found {}; change it to {} or adjust micro_batch/seq_len",
+          where("train.global_batch_tokens"), train.micro_batch, data.seq_len, per_micro,
+          train.global_batch_tokens,
+          std::max<int64_t>(1, train.global_batch_tokens / per_micro) * per_micro);
+    }
+    recipe.train.grad_accum = train.global_batch_tokens / per_micro;
+  }
+  if (!(train.clip_grad >= 0)) {
+    user_error("{}: train.clip_grad: expected >= 0 (0 turns clipping off), found {}",
+               where("train.clip_grad"), train.clip_grad);
+  }
+  const OptimSection& optim = recipe.optim;
+  if (!(optim.lr > 0)) {
+    user_error("{}: optim.lr: expected > 0, found {}", where("optim.lr"), optim.lr);
+  }
+  if (optim.betas.size() != 2 || !std::all_of(optim.betas.begin(), optim.betas.end(),
+                                              [](double b) { return b >= 0 && b < 1; })) {
+    user_error("{}: optim.betas: expected two numbers in [0, 1) like [0.9, 0.95], found {}",
+               where("optim.betas"), nlohmann::json(optim.betas).dump());
+  }
+  if (!(optim.eps > 0)) {
+    user_error("{}: optim.eps: expected > 0, found {}", where("optim.eps"), optim.eps);
+  }
+  if (!(optim.weight_decay >= 0)) {
+    user_error("{}: optim.weight_decay: expected >= 0, found {}", where("optim.weight_decay"),
+               optim.weight_decay);
+  }
+  at_least("optim.warmup_steps", optim.warmup_steps, 0);
+  at_least("optim.schedule_steps", optim.schedule_steps, 0);
+  at_least("train.sample_tokens", train.sample_tokens, 0);
+  if (!(optim.min_lr >= 0 && optim.min_lr <= optim.lr)) {
+    user_error("{}: optim.min_lr: expected between 0 and optim.lr = {}, found {}",
+               where("optim.min_lr"), optim.lr, optim.min_lr);
+  }
+  if (!(optim.decay_fraction > 0 && optim.decay_fraction <= 1)) {
+    user_error("{}: optim.decay_fraction: expected in (0, 1], found {}",
+               where("optim.decay_fraction"), optim.decay_fraction);
+  }
+  at_least("checkpoint.every", recipe.checkpoint.every, 0);
+  at_least("checkpoint.keep", recipe.checkpoint.keep, 0);
+  if (recipe.checkpoint.resume.empty()) {
+    user_error("{}: checkpoint.resume: expected auto, none or a checkpoint folder, found ''",
+               where("checkpoint.resume"));
+  }
+  if (recipe.tokenizer.kind == "hf" && recipe.tokenizer.path.empty() && !has_checkpoint) {
+    user_error(
+        "{}: tokenizer.kind = \"hf\" needs tokenizer.path (an HF tokenizer.json) or a "
+        "model.checkpoint that has one",
+        where("tokenizer.kind"));
+  }
+  if (recipe.tokenizer.kind == "byte" && !recipe.tokenizer.path.empty()) {
+    user_error(
+        "{}: tokenizer.path is set but tokenizer.kind = \"byte\" ignores it; remove the path or "
+        "use kind = \"hf\"",
+        where("tokenizer.path"));
+  }
+
   // [backend]. Backend names are the plugins' to define: the dispatcher checks them once plugins
   // are loaded. Op names are the SDK's, known now.
   if (recipe.backend.default_backend.empty()) {
@@ -117,6 +204,28 @@ void validate(Recipe& recipe, const KeyOrigins& origins) {
     if (recipe.plugins.dirs[i].empty()) {
       user_error("{}: plugins.dirs[{}]: expected a directory, found ''", where("plugins.dirs"), i);
     }
+  }
+}
+
+void check_trainable(const Recipe& recipe, const KeyOrigins& origins) {
+  const std::string file = recipe.source.empty() ? std::string("recipe") : recipe.source.string();
+  auto where = [&](std::string_view key) -> std::string {
+    const auto it = origins.find(key);
+    return it != origins.end() ? it->second : file;
+  };
+  const DataSection& data = recipe.data;
+  const TrainSection& train = recipe.train;
+  if (!data.mock && data.train.empty()) {
+    user_error(
+        "{}: data.train: no training files; list JSONL files (train = [\"data/train.jsonl\"]) or "
+        "set data.mock = true for random tokens",
+        where("data.train"));
+  }
+  if (train.val_every > 0 && data.validation.empty() && !data.mock) {
+    user_error(
+        "{}: train.val_every = {} but data.validation lists no files; add validation files or "
+        "set train.val_every = 0",
+        where("train.val_every"), train.val_every);
   }
 }
 

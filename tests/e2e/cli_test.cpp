@@ -1,13 +1,11 @@
 // The `kiln` executable as a user runs it: output text and exit codes.
 #include "io/safetensors.h"
 
+#include "../support/run_kiln.h"
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
-
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -16,23 +14,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code = -1;
-  std::string out; // stdout and stderr together
-};
+using Result = kiln::test::CliResult;
 
 Result run(const std::string& args, const std::string& env = "") {
-  const std::string command = env + " " + KILN_CLI + " " + args + " 2>&1";
-  Result r;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    r.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return kiln::test::run_kiln(args, env);
 }
 
 size_t count(const std::string& text, const std::string& what) {

@@ -54,13 +54,15 @@ void load_plugins_once() {
   (void)loaded;
 }
 
-std::shared_ptr<sdk::Model> build(const fs::path& dir, at::ScalarType dtype) {
+std::shared_ptr<sdk::Model> build(const fs::path& dir, at::ScalarType dtype,
+                                  sdk::ModelOptions options = {}) {
   load_plugins_once();
   const auto config = io::read_config(dir);
   const auto& family = core::ModelRegistry::global().find_for_config(config, "test");
   EXPECT_EQ(family.family.name, "glm4_moe");
-  auto model =
-      family.family.create({.json = config, .source = dir / "config.json"}, {.dtype = dtype});
+  options.dtype = dtype;
+  options.device = kDevice;
+  auto model = family.family.create({.json = config, .source = dir / "config.json"}, options);
   model->load_weights(io::CheckpointReader(dir));
   return model;
 }
@@ -107,6 +109,75 @@ TEST_P(Glm4MoeParity, Fp32LogitsLossAndGradientNormsMatchHF) {
   }
   EXPECT_EQ(compared, grads.size()) << "every kiln gradient has an HF counterpart";
   EXPECT_GT(compared, 10u);
+}
+
+TEST_P(Glm4MoeParity, ActivationCheckpointingKeepsLossAndGradients) {
+  KILN_SKIP_WITHOUT_DEVICE();
+  const io::SafetensorsFile inputs(dir() / "inputs.safetensors");
+  const at::Tensor ids = inputs.load("input_ids");
+  auto run = [&](bool checkpointing) {
+    auto model = build(dir(), at::kFloat, {.activation_checkpointing = checkpointing});
+    const auto out = model->forward({.input_ids = ids});
+    const at::Tensor loss = hf_loss(out.logits, ids);
+    loss.backward();
+    std::map<std::string, at::Tensor> grads;
+    for (auto& [name, grad] : model->gradients()) grads[name] = grad.cpu();
+    std::map<int64_t, at::Tensor> load;
+    for (auto& [layer, counts] : out.expert_load) load[layer] = counts.cpu();
+    return std::tuple(loss.item<double>(), grads, load);
+  };
+  const auto [plain_loss, plain_grads, plain_load] = run(false);
+  const auto [ckpt_loss, ckpt_grads, ckpt_load] = run(true);
+  EXPECT_EQ(plain_loss, ckpt_loss);
+  ASSERT_EQ(plain_grads.size(), ckpt_grads.size());
+  for (const auto& [name, grad] : plain_grads) {
+    ASSERT_TRUE(ckpt_grads.count(name)) << name;
+    EXPECT_TRUE(at::allclose(grad, ckpt_grads.at(name), 1e-6, 1e-7)) << name;
+  }
+  // Expert load reported once per MoE layer, not again by the recomputation.
+  ASSERT_EQ(plain_load.size(), ckpt_load.size());
+  for (const auto& [layer, counts] : plain_load)
+    EXPECT_TRUE(at::equal(counts, ckpt_load.at(layer)));
+}
+
+TEST_P(Glm4MoeParity, ExpertLoadCountsEveryRoutedToken) {
+  KILN_SKIP_WITHOUT_DEVICE();
+  auto model = build(dir(), at::kFloat);
+  const io::SafetensorsFile inputs(dir() / "inputs.safetensors");
+  const at::Tensor ids = inputs.load("input_ids");
+  const auto config = io::read_config(dir());
+  const auto out = model->forward({.input_ids = ids, .compute_logits = false});
+  EXPECT_FALSE(out.logits.defined());
+  ASSERT_TRUE(out.hidden.defined());
+  const int64_t layers = config["num_hidden_layers"].get<int64_t>();
+  const int64_t dense = config.value("first_k_dense_replace", int64_t{0});
+  EXPECT_EQ(static_cast<int64_t>(out.expert_load.size()), std::max<int64_t>(0, layers - dense));
+  for (const auto& [layer, counts] : out.expert_load) {
+    EXPECT_GE(layer, dense);
+    EXPECT_EQ(counts.size(0), config["n_routed_experts"].get<int64_t>());
+    EXPECT_EQ(counts.sum().item<int64_t>(),
+              ids.numel() * config["num_experts_per_tok"].get<int64_t>());
+  }
+}
+
+TEST(Glm4MoeOptions, TrainingOptionsItCannotHonourAreRefused) {
+  load_plugins_once();
+  const fs::path dir = kFixtures / "base";
+  const auto config = io::read_config(dir);
+  const auto& family = core::ModelRegistry::global().find("glm4_moe");
+  try {
+    family.family.create({.json = config}, {.mtp_loss_scale = 0.3});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.mtp_loss_scale = 0.3"), std::string::npos)
+        << e.what();
+  }
+  try {
+    family.family.create({.json = config}, {.indexer_loss = "kl"});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no DSA indexer"), std::string::npos) << e.what();
+  }
 }
 
 TEST_P(Glm4MoeParity, Bf16LogitsWithinBf16Error) {

@@ -91,7 +91,8 @@ TEST_F(RecipeTest, UnknownSectionSuggestsNearest) {
 TEST_F(RecipeTest, UnknownSectionFarFromAnyListsSections) {
   write("x.toml", "[zebra]\n");
   EXPECT_EQ(load_error("x.toml"),
-            "x.toml:1:2: unknown section 'zebra'; valid sections: run, model, backend, plugins");
+            "x.toml:1:2: unknown section 'zebra'; valid sections: run, model, tokenizer, data, "
+            "train, optim, checkpoint, backend, plugins");
 }
 
 TEST_F(RecipeTest, KeyOutsideAnySectionSuggestsItsSection) {

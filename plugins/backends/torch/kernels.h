@@ -17,6 +17,11 @@ at::Tensor attention(const ops::AttentionArgs& args);
 ops::MoeRouteResult moe_route(const ops::MoeRouteArgs& args);
 at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
 ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
+at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
+at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
+at::Tensor gated_rms_norm(const ops::GatedRmsNormArgs& args);
+ops::CausalConv1dResult causal_conv1d(const ops::CausalConv1dArgs& args);
+ops::Mamba2ScanResult mamba2_scan(const ops::Mamba2ScanArgs& args);
 
 /// Internals that tests drive directly.
 namespace detail {
@@ -31,6 +36,18 @@ bool moe_experts_can_group(const ops::MoeExpertsArgs& args);
 /// The two strategies of `moe_experts`, same rounding steps.
 at::Tensor moe_experts_grouped(const ops::MoeExpertsArgs& args);
 at::Tensor moe_experts_looped(const ops::MoeExpertsArgs& args);
+
+/// `indexer_topk` with at most `query_chunk` query rows per chunk (0 = the memory budget's
+/// choice).
+at::Tensor indexer_topk_chunked(const ops::IndexerTopkArgs& args, int64_t query_chunk);
+
+/// `sparse_mla` with `query_chunk` queries per chunk in forward and backward (0 = the memory
+/// budget's choice), so that tests can cross chunk boundaries with tiny shapes.
+at::Tensor sparse_mla_chunked(const ops::SparseMlaArgs& args, int64_t query_chunk);
+/// `mamba2_scan` with `chunks_per_block` chunks per block (0 = the memory budget's choice), so
+/// that tests can cross block boundaries with tiny shapes.
+ops::Mamba2ScanResult mamba2_scan_blocked(const ops::Mamba2ScanArgs& args,
+                                          int64_t chunks_per_block);
 
 } // namespace detail
 

@@ -23,6 +23,11 @@ void register_torch_backend(sdk::Registrar& r) {
   add<ops::MoeRouteOp>(r, &moe_route);
   add<ops::MoeExpertsOp>(r, &moe_experts);
   add<ops::LinearCrossEntropyOp>(r, &linear_cross_entropy);
+  add<ops::IndexerTopkOp>(r, &indexer_topk);
+  add<ops::SparseMlaOp>(r, &sparse_mla);
+  add<ops::GatedRmsNormOp>(r, &gated_rms_norm);
+  add<ops::CausalConv1dOp>(r, &causal_conv1d);
+  add<ops::Mamba2ScanOp>(r, &mamba2_scan);
 }
 
 } // namespace

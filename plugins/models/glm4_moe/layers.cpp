@@ -22,9 +22,12 @@ MoeBlock::MoeBlock(const Config& c, const at::TensorOptions& options)
   }
 }
 
-at::Tensor MoeBlock::operator()(const at::Tensor& x) const {
+at::Tensor MoeBlock::operator()(const at::Tensor& x, at::Tensor* load) const {
   const at::Tensor flat = x.reshape({-1, x.size(-1)}); // [N, H]
   const auto route = gate(flat);                       // top-k experts, fp32 weights
+  if (load) {
+    *load = at::bincount(route.indices.reshape({-1}).to(at::kLong), {}, experts.num_experts());
+  }
   at::Tensor y = experts(flat, route).view(x.sizes()); // [..., H]
   if (has_shared) y = y + shared_experts(x);
   return y;
@@ -55,10 +58,11 @@ DecoderLayer::DecoderLayer(const Config& c, int64_t index, const at::TensorOptio
 }
 
 at::Tensor DecoderLayer::operator()(const at::Tensor& x, const nn::SequenceLayout& layout,
-                                    const std::pair<at::Tensor, at::Tensor>& rope) const {
+                                    const std::pair<at::Tensor, at::Tensor>& rope,
+                                    at::Tensor* load) const {
   at::Tensor h = x + self_attn(input_layernorm(x), layout, &rope, ops::RopeStyle::kHalf);
   const at::Tensor normed = post_attention_layernorm(h);
-  return h + (moe ? (*moe)(normed) : (*mlp)(normed));
+  return h + (moe ? (*moe)(normed, load) : (*mlp)(normed));
 }
 
 void DecoderLayer::init(double std) {

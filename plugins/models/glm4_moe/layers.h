@@ -21,7 +21,9 @@ struct MoeBlock {
   bool has_shared = false;
 
   MoeBlock(const Config& config, const at::TensorOptions& options);
-  at::Tensor operator()(const at::Tensor& x) const; // [..., H] -> [..., H]
+  /// [..., H] -> [..., H]; `load`, when given, receives the tokens routed to each expert
+  /// (int64 [E]).
+  at::Tensor operator()(const at::Tensor& x, at::Tensor* load = nullptr) const;
   void init(double std);
 };
 
@@ -34,7 +36,8 @@ struct DecoderLayer {
 
   DecoderLayer(const Config& config, int64_t index, const at::TensorOptions& options);
   at::Tensor operator()(const at::Tensor& x, const nn::SequenceLayout& layout,
-                        const std::pair<at::Tensor, at::Tensor>& rope) const;
+                        const std::pair<at::Tensor, at::Tensor>& rope,
+                        at::Tensor* load = nullptr) const;
   void init(double std);
 };
 

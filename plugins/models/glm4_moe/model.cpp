@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include "kiln/nn/checkpoint.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
 
@@ -15,6 +16,15 @@ Model::Model(Config config, const sdk::ModelOptions& options)
       norm_(config_.hidden_size, config_.rms_norm_eps, options_),
       lm_head_(config_.hidden_size, config_.vocab_size, /*bias=*/false, options_),
       rotary_(config_.rotary_dim(), config_.rope_theta, ops::RopeStyle::kHalf, options.device) {
+  KILN_CHECK_USER(options.mtp_loss_scale == 0.0,
+                  "glm4_moe: model.mtp_loss_scale = {}: this family does not train its MTP layers "
+                  "(HF's Glm4MoeForCausalLM skips them too); set it to 0",
+                  options.mtp_loss_scale);
+  KILN_CHECK_USER(options.indexer_loss == "none",
+                  "glm4_moe: model.indexer_loss = \"{}\": this family has no DSA indexer; set it "
+                  "to \"none\"",
+                  options.indexer_loss);
+  activation_checkpointing_ = options.activation_checkpointing;
   layers_.reserve(config_.num_hidden_layers);
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
     layers_.emplace_back(config_, i, options_);
@@ -48,8 +58,27 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
   }
   const auto rope = rotary_(positions.to(options_.device())); // fp32 [..., R/2] each
 
+  sdk::ForwardOutput out;
   at::Tensor h = embed_tokens_(ids); // [B, S, H] or [T, H]
-  for (const auto& layer : layers_) h = layer(h, layout, rope);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayer& layer = layers_[i];
+    at::Tensor load;
+    if (activation_checkpointing_ && c10::GradMode::is_enabled()) {
+      // The block runs again in backward: it captures copies, not references to this frame,
+      // and reports its expert load only the first time.
+      auto first_load = std::make_shared<at::Tensor>();
+      h = nn::checkpoint(
+          [&layer, layout, rope, first_load](const at::Tensor& x) {
+            at::Tensor* load_out = first_load->defined() ? nullptr : first_load.get();
+            return layer(x, layout, rope, load_out);
+          },
+          h);
+      load = *first_load;
+    } else {
+      h = layer(h, layout, rope, layer.moe ? &load : nullptr);
+    }
+    if (load.defined()) out.expert_load[static_cast<int64_t>(i)] = load;
+  }
   h = norm_(h);
 
   const int64_t token_dim = h.dim() - 2;
@@ -57,8 +86,7 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
   if (input.logits_to_keep > 0 && input.logits_to_keep < h.size(token_dim)) {
     kept = h.narrow(token_dim, h.size(token_dim) - input.logits_to_keep, input.logits_to_keep);
   }
-  sdk::ForwardOutput out;
-  out.logits = lm_head_(kept);
+  if (input.compute_logits) out.logits = lm_head_(kept);
   out.hidden = h;
   return out;
 }

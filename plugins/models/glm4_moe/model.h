@@ -38,6 +38,7 @@ class Model final : public sdk::Model {
 
   Config config_;
   at::TensorOptions options_;
+  bool activation_checkpointing_ = false;
   nn::Embedding embed_tokens_;
   std::vector<DecoderLayer> layers_;
   nn::RmsNorm norm_;

@@ -57,6 +57,10 @@ struct ForwardInput {
   /// the token to predict at position t; -100 = ignored). Families with their own losses (MTP)
   /// read them; the LM loss itself is the caller's.
   at::Tensor labels;
+  /// Family-specific inputs by name, e.g. state a pipeline stage receives from the previous one
+  /// (glm_moe_dsa: "topk_indices", the running IndexShare selection). Each family's README lists
+  /// the keys it reads; others are ignored.
+  std::map<std::string, at::Tensor> extra;
 };
 
 /// Outputs of a forward pass.

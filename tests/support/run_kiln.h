@@ -1,0 +1,33 @@
+// Runs the `kiln` executable as a user would: for the tests of its commands' output text and
+// exit codes.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace kiln::test {
+
+struct CliResult {
+  int code = -1;
+  std::string out; ///< stdout and stderr together
+};
+
+/// `kiln ARGS` through the shell, with `env` (e.g. "KILN_PLUGIN_PATH=x") in front.
+inline CliResult run_kiln(const std::string& args, const std::string& env = "") {
+  const std::string command = env + " " + KILN_CLI + " " + args + " 2>&1";
+  CliResult r;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
+    r.out.append(buffer.data(), n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+} // namespace kiln::test
