@@ -509,12 +509,12 @@ std::unique_ptr<Tokenizer> Tokenizer::bytes(const ByteTokenizerOptions& options)
 
 std::unique_ptr<Tokenizer> Tokenizer::from_file(const fs::path& path) {
   const fs::path tokenizer_json = fs::is_directory(path) ? path / kTokenizerFile : path;
-  std::string source = detail::read_file(tokenizer_json);
+  std::string source = detail::read_required_file(tokenizer_json);
   detail::TokenizerFile file = detail::read_tokenizer_file(tokenizer_json, source);
   SideFiles side_files;
   for (std::string_view name : kSideFiles) {
     const fs::path path = tokenizer_json.parent_path() / name;
-    if (fs::is_regular_file(path)) side_files.emplace_back(name, detail::read_file(path));
+    if (fs::is_regular_file(path)) side_files.emplace_back(name, detail::read_required_file(path));
   }
   std::optional<detail::SpecialTokenNames> names;
   for (const auto& [name, content] : side_files) {
