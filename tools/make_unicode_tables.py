@@ -20,6 +20,9 @@ measurement confirms or corrects:
 
   ~/.cache/kiln/torch-2.11.0/bin/python tools/make_unicode_tables.py           # rewrite the file
   ~/.cache/kiln/torch-2.11.0/bin/python tools/make_unicode_tables.py --check   # compare only
+
+A run takes a few minutes (it asks tokenizers about every code point, and checks the NFC tables
+on 200000 random sequences).
 """
 import argparse
 import random

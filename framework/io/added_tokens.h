@@ -36,8 +36,6 @@ class AddedTokenMatcher {
   explicit AddedTokenMatcher(
       const std::vector<std::pair<std::string, const AddedToken*>>& patterns);
 
-  bool empty() const { return nodes_.size() <= 1; }
-
   /// Splits TEXT into plain pieces and token pieces covering it (none for empty TEXT), appended
   /// to OUT. Matches are leftmost-longest and do not overlap (HF's aho-corasick
   /// LeftmostLongest); with PARSE_SPECIAL false a special token's match is skipped (its text

@@ -45,7 +45,7 @@ std::string folder_listing(const fs::path& dir) {
 /// FILE parsed as JSON: errors name the file with line:col; duplicate keys are errors too (the
 /// value nlohmann would keep is arbitrary to the reader).
 json read_json_file(const fs::path& file) {
-  return detail::parse_json_file(file, detail::read_file(file));
+  return detail::parse_json_file(file, detail::read_required_file(file));
 }
 
 /// A plain file name: no folder part, nothing that leaves the checkpoint folder.

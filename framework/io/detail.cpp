@@ -54,13 +54,10 @@ nlohmann::json parse_json(std::string_view text, std::optional<DuplicateKey>& du
   return nlohmann::json::parse(text.begin(), text.end(), callback);
 }
 
-std::string read_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) user_error("{}: cannot read the file", file.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) user_error("{}: cannot read the file", file.string());
-  return std::move(buffer).str();
+std::string read_required_file(const std::filesystem::path& file) {
+  auto text = io::read_file(file);
+  if (!text) user_error("{}: cannot read the file", file.string());
+  return std::move(*text);
 }
 
 nlohmann::json parse_json_file(const std::filesystem::path& file, std::string_view text) {

@@ -33,8 +33,8 @@ struct DuplicateKey {
 /// through DUPLICATE.
 nlohmann::json parse_json(std::string_view text, std::optional<DuplicateKey>& duplicate);
 
-/// FILE's bytes. Throws kiln::Error (user) when it cannot be read.
-std::string read_file(const std::filesystem::path& file);
+/// FILE's bytes (io::read_file), or a user error "FILE: cannot read the file".
+std::string read_required_file(const std::filesystem::path& file);
 
 /// TEXT, the content of FILE, parsed as JSON. User errors name FILE: `FILE:line:col: invalid
 /// JSON: ...` for bad syntax, `FILE: key 'a.b' appears twice; keep one` for a duplicate key.

@@ -33,10 +33,11 @@ class Tokenizer {
   /// The byte tokenizer with special tokens after the bytes. Throws kiln::Error (user) for an
   /// empty or repeated special token, or a bos/eos/pad token that is not one of them.
   static std::unique_ptr<Tokenizer> bytes(const ByteTokenizerOptions& options);
-  /// An HF tokenizer.json (byte-level BPE). Reads `tokenizer_config.json` beside it when present
-  /// (bos/eos/pad tokens; kept for save()). Throws kiln::Error (kUser) naming the file and the
-  /// field for anything it cannot reproduce exactly. A tokenizer.json that save() wrote for the
-  /// byte tokenizer loads as the byte tokenizer again.
+  /// An HF tokenizer.json (byte-level BPE), or a folder holding one (a checkpoint). Reads
+  /// `tokenizer_config.json` beside it when present (bos/eos/pad tokens; kept for save()).
+  /// Throws kiln::Error (kUser) naming the file and the field for anything it cannot reproduce
+  /// exactly. A tokenizer.json that save() wrote for the byte tokenizer loads as the byte
+  /// tokenizer again.
   static std::unique_ptr<Tokenizer> from_file(const std::filesystem::path& tokenizer_json);
 
   /// Text -> ids, as HF `tokenizers` encodes with add_special_tokens=False: no BOS/EOS or other

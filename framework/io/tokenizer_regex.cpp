@@ -308,10 +308,9 @@ class Translator {
       } else if (p_[i] == 'i') {
         seen = true;
       } else {
-        refuse(start,
-               fmt::format("the group '(?{}' is not supported (kiln accepts (?:, (?=, "
-                           "(?!, (?>, (?<=, (?<! and the flag i)",
-                           p_.substr(at_ + 2, std::min<size_t>(i + 1, p_.size()) - (at_ + 2))));
+        refuse(start, fmt::format("the group '(?{}' is not supported (kiln accepts (?:, (?=, "
+                                  "(?!, (?>, (?<=, (?<! and the flag i)",
+                                  p_.substr(at_ + 2, i + 1 - (at_ + 2))));
       }
     }
     if (i >= p_.size() || !seen) refuse(start, "malformed group options");

@@ -215,13 +215,10 @@ std::string from_utf8_lossy(std::string_view bytes) {
   return out;
 }
 
-std::string nfc(std::string_view text) {
-  // Below U+0300 nothing decomposes, combines or composes: those code points are lead bytes
-  // up to 0xCB, so text without a byte from 0xCC up is already NFC.
-  if (std::none_of(text.begin(), text.end(),
-                   [](char b) { return static_cast<unsigned char>(b) >= 0xCC; })) {
-    return std::string(text);
-  }
+namespace {
+
+/// NFC of TEXT by the book: full decomposition, canonical ordering, canonical composition.
+void nfc_segment(std::string_view text, std::string& out) {
   std::vector<char32_t> chars;
   chars.reserve(text.size());
   for (size_t at = 0; at < text.size();) decompose(next_code_point(text, at), chars);
@@ -264,9 +261,59 @@ std::string nfc(std::string_view text) {
     last_class = k;
     result.push_back(c);
   }
+  for (char32_t c : result) append_utf8(out, c);
+}
+
+/// Code points NFC leaves alone and never looks past: starters that do not decompose and never
+/// compose with what comes before them. NFC of a text is NFC of the pieces between them.
+bool is_inert(char32_t c) {
+  static const std::vector<bool> active = [] {
+    std::vector<bool> out(0x110000, false);
+    for (const auto& r : kCombiningClasses) {
+      for (char32_t c = r.first; c <= r.last; ++c) out[c] = true;
+    }
+    for (const auto& d : kDecompositions) out[d.code_point] = true;
+    for (const auto& pair : kCompositions) out[pair.second] = true;
+    for (char32_t c = kVowelFirst; c <= kVowelLast; ++c) out[c] = true;
+    for (char32_t c = kTrailBase + 1; c <= kTrailLast; ++c) out[c] = true;
+    return out;
+  }();
+  return c < 0x300 || (c < active.size() && !active[c]);
+}
+
+} // namespace
+
+std::string nfc(std::string_view text) {
+  // Below U+0300 nothing decomposes, combines or composes: those code points are lead bytes
+  // up to 0xCB, so text without a byte from 0xCC up is already NFC.
+  if (std::none_of(text.begin(), text.end(),
+                   [](char b) { return static_cast<unsigned char>(b) >= 0xCC; })) {
+    return std::string(text);
+  }
   std::string out;
   out.reserve(text.size());
-  for (char32_t c : result) append_utf8(out, c);
+  size_t copied = 0;  // text before this is in OUT
+  size_t settled = 0; // the last inert code point seen starts here: NFC may start over there
+  for (size_t at = 0; at < text.size();) {
+    const size_t start = at;
+    if (is_inert(next_code_point(text, at))) {
+      settled = start;
+      continue;
+    }
+    // From the last inert code point (it may compose with what follows) to the next one.
+    size_t end = at;
+    while (end < text.size()) {
+      size_t next = end;
+      if (is_inert(next_code_point(text, next))) break;
+      end = next;
+    }
+    const size_t begin = std::max(settled, copied);
+    out.append(text.substr(copied, begin - copied));
+    nfc_segment(text.substr(begin, end - begin), out);
+    copied = end;
+    at = end;
+  }
+  out.append(text.substr(copied));
   return out;
 }
 

@@ -100,14 +100,12 @@ class TokenizerParity : public ::testing::TestWithParam<ParityCase> {
   static const json& want() { return expected().at(GetParam().name); }
 };
 
-TEST_P(TokenizerParity, WholeCorpusIdsMatchTokenizers) {
+TEST_P(TokenizerParity, EncodesLikeTokenizers) {
   const auto tokenizer = load();
   EXPECT_EQ(tokenizer->kind(), "bpe");
   EXPECT_EQ(tokenizer->encode(corpus()), want().at("text").get<Ids>());
-}
-
-TEST_P(TokenizerParity, EveryLineIdsMatchTokenizers) {
-  const auto tokenizer = load();
+  EXPECT_EQ(tokenizer->encode(corpus(), /*parse_special=*/false),
+            want().at("text_special_as_text").get<Ids>());
   const auto lines = split_lines(corpus());
   const auto& ids = want().at("lines");
   ASSERT_EQ(lines.size(), ids.size());
@@ -116,13 +114,7 @@ TEST_P(TokenizerParity, EveryLineIdsMatchTokenizers) {
   }
 }
 
-TEST_P(TokenizerParity, SpecialTokensAsTextMatchEncodeSpecialTokens) {
-  const auto tokenizer = load();
-  EXPECT_EQ(tokenizer->encode(corpus(), /*parse_special=*/false),
-            want().at("text_special_as_text").get<Ids>());
-}
-
-TEST_P(TokenizerParity, DecodeMatchesTokenizers) {
+TEST_P(TokenizerParity, DecodesLikeTokenizers) {
   const auto tokenizer = load();
   const Ids ids = want().at("text").get<Ids>();
   const json& decoded = want().at("decoded");
@@ -130,11 +122,7 @@ TEST_P(TokenizerParity, DecodeMatchesTokenizers) {
   EXPECT_EQ(tokenizer->decode(ids, /*skip_special=*/true),
             want().at("decoded_skip_special").get<std::string>());
   EXPECT_EQ(tokenizer->vocab_size(), want().at("vocab_size").get<int64_t>());
-}
-
-TEST_P(TokenizerParity, DecodeOfEncodeGivesTheLineBack) {
-  if (!GetParam().decode_round_trips) GTEST_SKIP() << "add_prefix_space adds spaces";
-  const auto tokenizer = load();
+  if (!GetParam().decode_round_trips) return; // add_prefix_space adds spaces
   size_t checked = 0;
   for (const std::string& line : split_lines(corpus())) {
     if (unicode::nfc(line) != line) continue; // NFC changes it: decode gives the NFC form
@@ -286,9 +274,10 @@ TEST(TokenizerUnicode, FromUtf8LossyReplacesMaximalSubparts) {
 TEST(TokenizerRegex, RewritesWhatDiffersAndKeepsTheRest) {
   using detail::oniguruma_to_pcre2;
   EXPECT_EQ(oniguruma_to_pcre2(R"(\p{N}{,3})"),
-            "[" + *unicode::category_class_items("N") + "]{0,3}");
+            fmt::format("[{}]{{0,3}}", *unicode::category_class_items("N")));
   EXPECT_EQ(oniguruma_to_pcre2(R"([^\s\p{L}])"),
-            "[^" + unicode::white_space_class_items() + *unicode::category_class_items("L") + "]");
+            fmt::format("[^{}{}]", unicode::white_space_class_items(),
+                        *unicode::category_class_items("L")));
   EXPECT_EQ(oniguruma_to_pcre2(R"((?i:'s|'t)|\r\n|a(b)c\.)"), R"((?i:'s|'t)|\r\n|a(?:b)c\.)");
   EXPECT_EQ(oniguruma_to_pcre2(R"(\u00e9\x41\v)"), R"(\x{00e9}\x{41}\x{B})");
   EXPECT_EQ(oniguruma_to_pcre2("{x}"), R"(\{x})");
@@ -383,7 +372,7 @@ TEST_F(TokenizerTest, ByteTokenizerSaveReloadKeepsIdsAndKind) {
   const auto tokenizer =
       Tokenizer::bytes({.special_tokens = {"<|endoftext|>"}, .eos_token = "<|endoftext|>"});
   tokenizer->save("saved");
-  const auto again = Tokenizer::from_file("saved/tokenizer.json");
+  const auto again = Tokenizer::from_file("saved"); // the folder
   EXPECT_EQ(again->kind(), "byte");
   EXPECT_EQ(again->eos_id(), 256);
   std::string text = corpus() + "<|endoftext|>\xFF\xFE";
@@ -435,8 +424,9 @@ TEST_F(TokenizerTest, ConfigBesideNamesSpecialIdsAndIsSavedAlong) {
 std::vector<json> hf_encode(const fs::path& text_file, const std::vector<fs::path>& dirs) {
   std::string command = fmt::format("{} {}/tools/fixtures/check_hf_tokenizer.py {}", KILN_PYTHON,
                                     KILN_SOURCE_DIR, fs::absolute(text_file).string());
-  for (const fs::path& dir : dirs) command += " " + fs::absolute(dir).string();
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  for (const fs::path& dir : dirs) command += fmt::format(" {}", fs::absolute(dir).string());
+  command += " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
   EXPECT_NE(pipe, nullptr);
   if (pipe == nullptr) return {};
   std::string output;
