@@ -100,6 +100,7 @@ std::optional<int64_t> eos_token(const json& config, const io::Tokenizer& tokeni
       return (*it)[0].get<int64_t>();
     }
   }
+  if (auto id = tokenizer.eos_id()) return id; // tokenizer_config.json's eos_token
   for (const char* name : {"<|endoftext|>", "</s>", "<|end_of_text|>"}) {
     if (auto id = tokenizer.token_to_id(name)) return id;
   }
