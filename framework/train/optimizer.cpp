@@ -7,6 +7,8 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <map>
+#include <optional>
 
 namespace kiln::train {
 
@@ -26,50 +28,64 @@ AdamW::AdamW(nn::NamedTensors params, AdamWOptions options) : options_(options) 
 
 double AdamW::grad_norm() const {
   c10::NoGradGuard no_grad;
-  at::Tensor total;
+  // Per-tensor fp32 norms in one kernel per device, one host sync for the total.
+  std::map<std::string, std::vector<at::Tensor>> grads; // by device
   for (const Slot& slot : slots_) {
     const at::Tensor& grad = slot.param.grad();
-    if (!grad.defined()) continue;
-    const at::Tensor sq = grad.to(at::kFloat).pow(2).sum().to(at::kCPU);
-    total = total.defined() ? total + sq : sq;
+    if (grad.defined()) grads[grad.device().str()].push_back(grad);
   }
-  return total.defined() ? std::sqrt(total.item<double>()) : 0.0;
+  at::Tensor total = at::zeros({}, at::kDouble);
+  for (const auto& [device, list] : grads) {
+    const auto norms = at::_foreach_norm(list, 2, at::kFloat);
+    total = total + at::stack(norms).to(at::kDouble).pow(2).sum().to(at::kCPU);
+  }
+  return std::sqrt(total.item<double>());
 }
 
 void AdamW::step(double lr, double grad_scale) {
   c10::NoGradGuard no_grad;
   ++steps_;
-  // One fused call per (decay, device) group; state steps are per tensor, all equal.
+  // fp32 parameters: one fused call per (decay, device) group on the gradients as they are.
+  // Others: one call per tensor, so only one fp32 copy of a gradient exists at a time. Clipping
+  // goes through the kernel's grad_scale (it divides by it): no scaled copy of the gradients.
+  const auto scale_on = [&](const c10::Device& device) -> std::optional<at::Tensor> {
+    if (grad_scale == 1.0) return std::nullopt;
+    return at::full({}, 1.0 / grad_scale, at::TensorOptions().dtype(at::kFloat).device(device));
+  };
+  const auto step_on = [&](const c10::Device& device) {
+    // The step the bias correction uses (1 for the first update), as torch's AdamW passes it.
+    return at::full({}, static_cast<double>(steps_),
+                    at::TensorOptions().dtype(at::kFloat).device(device));
+  };
   for (const bool decay : {true, false}) {
-    std::map<std::string, std::vector<const Slot*>> groups; // by device
+    const double weight_decay = decay ? options_.weight_decay : 0.0;
+    std::map<std::string, std::vector<const Slot*>> groups; // fp32 parameters, by device
     for (const Slot& slot : slots_) {
-      if (slot.decay == decay && slot.param.grad().defined()) {
+      if (slot.decay != decay || !slot.param.grad().defined()) continue;
+      if (slot.master.is_same(slot.param)) {
         groups[slot.master.device().str()].push_back(&slot);
+        continue;
       }
+      const c10::Device device = slot.master.device();
+      at::_fused_adamw_({slot.master}, {slot.param.grad().to(at::kFloat)}, {slot.exp_avg},
+                        {slot.exp_avg_sq}, {}, {step_on(device)}, lr, options_.beta1,
+                        options_.beta2, weight_decay, options_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false, scale_on(device), std::nullopt);
+      slot.param.copy_(slot.master);
     }
-    for (const auto& [device, members] : groups) {
+    for (const auto& [name, members] : groups) {
+      const c10::Device device = members.front()->master.device();
       std::vector<at::Tensor> masters, grads, avgs, sqs, steps;
       for (const Slot* slot : members) {
-        at::Tensor grad = slot->param.grad().to(at::kFloat);
-        if (grad_scale != 1.0) grad = grad * grad_scale;
         masters.push_back(slot->master);
-        grads.push_back(grad);
+        grads.push_back(slot->param.grad());
         avgs.push_back(slot->exp_avg);
         sqs.push_back(slot->exp_avg_sq);
-        // The step the bias correction uses (1 for the first update), as torch's AdamW passes it.
-        steps.push_back(
-            at::full({}, static_cast<double>(steps_),
-                     at::TensorOptions().dtype(at::kFloat).device(slot->master.device())));
+        steps.push_back(step_on(device));
       }
       at::_fused_adamw_(masters, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
-                        options_.beta1, options_.beta2, decay ? options_.weight_decay : 0.0,
-                        options_.eps, /*amsgrad=*/false, /*maximize=*/false, std::nullopt,
-                        std::nullopt);
-    }
-  }
-  for (Slot& slot : slots_) {
-    if (!slot.master.is_same(slot.param) && slot.param.grad().defined()) {
-      slot.param.copy_(slot.master);
+                        options_.beta1, options_.beta2, weight_decay, options_.eps,
+                        /*amsgrad=*/false, /*maximize=*/false, scale_on(device), std::nullopt);
     }
   }
 }
