@@ -59,8 +59,7 @@ int cmd_help(const std::vector<std::string>& args) {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
-      {"run", "train as a recipe says (no recipe: the embedded quickstart)", &usage_run,
-       &cmd_run},
+      {"run", "train as a recipe says (no recipe: the embedded quickstart)", &usage_run, &cmd_run},
       {"plugins", "list plugin files, their fingerprints and load status", &usage_plugins,
        &cmd_plugins},
       {"recipe", "check a recipe or show it resolved (recipe check|show FILE)", &usage_recipe,
