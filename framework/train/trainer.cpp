@@ -173,15 +173,20 @@ json data_setup(const recipe::Recipe& recipe) {
 
 // ---- one micro-batch ------------------------------------------------------------------------
 
-struct MicroResult {
-  double lm_loss_sum = 0;             // summed token losses
-  std::map<std::string, double> aux;  // unscaled by accumulation
-  std::map<int64_t, at::Tensor> load; // expert load (CPU int64)
+// What a step (or a validation) sums over its micro-batches. Kept on the device and read once at
+// the end, so that micro-batches queue up without waiting for the host in between.
+struct Totals {
+  at::Tensor lm_loss_sum;                // fp32 scalar: summed token losses
+  std::map<std::string, at::Tensor> aux; // family losses, weighted as back-propagated
+  std::map<int64_t, at::Tensor> load;    // tokens per expert, per MoE layer
+
+  static void add(at::Tensor& into, const at::Tensor& value) {
+    into = into.defined() ? into + value : value;
+  }
 };
 
-MicroResult forward_backward(sdk::Model& model, const data::MicroBatch& batch,
-                             const c10::Device& device, double denominator, double aux_weight,
-                             bool backward) {
+void forward_backward(sdk::Model& model, const data::MicroBatch& batch, const c10::Device& device,
+                      double denominator, double aux_weight, bool backward, Totals& totals) {
   sdk::ForwardInput input;
   input.input_ids = batch.input_ids.to(device);
   input.cu_seqlens = batch.cu_seqlens;
@@ -193,17 +198,15 @@ MicroResult forward_backward(sdk::Model& model, const data::MicroBatch& batch,
   args.reduction = ops::LossReduction::kSum;
   const at::Tensor lm_sum = ops::linear_cross_entropy(args).loss;
   at::Tensor loss = lm_sum / denominator;
-  MicroResult result;
   for (const auto& [name, value] : output.aux_losses) {
     loss = loss + value * aux_weight;
-    result.aux[name] = value.detach().item<double>();
+    Totals::add(totals.aux[name], value.detach() * aux_weight);
   }
   if (backward) loss.backward();
-  result.lm_loss_sum = lm_sum.detach().item<double>();
+  Totals::add(totals.lm_loss_sum, lm_sum.detach());
   for (const auto& [layer, counts] : output.expert_load) {
-    result.load[layer] = counts.detach().to(at::kCPU, at::kLong);
+    Totals::add(totals.load[layer], counts.detach());
   }
-  return result;
 }
 
 std::string greedy_sample(sdk::Model& model, const io::Tokenizer& tokenizer,
@@ -414,7 +417,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
   auto validate = [&](int64_t step) {
     if (val_corpus.size() == 0 && !recipe.data.mock) return;
     c10::NoGradGuard no_grad;
-    double loss_sum = 0;
+    Totals totals;
     int64_t targets = 0;
     if (recipe.data.mock) {
       data::LoaderOptions mock_options = loader_options;
@@ -422,7 +425,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       data::MockLoader val(vocab, mock_options);
       for (int64_t i = 0; i < recipe.train.val_steps; ++i) {
         const auto batch = val.next();
-        loss_sum += forward_backward(*model, batch, device, 1.0, 0.0, false).lm_loss_sum;
+        forward_backward(*model, batch, device, 1.0, 0.0, false, totals);
         targets += batch.num_targets;
       }
     } else {
@@ -433,11 +436,12 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       for (int64_t i = 0; i < recipe.train.val_steps; ++i) {
         const auto batch = val.next();
         if (batch.num_tokens == 0) break;
-        loss_sum += forward_backward(*model, batch, device, 1.0, 0.0, false).lm_loss_sum;
+        forward_backward(*model, batch, device, 1.0, 0.0, false, totals);
         targets += batch.num_targets;
       }
     }
-    const double val_loss = targets > 0 ? loss_sum / static_cast<double>(targets) : 0.0;
+    const double val_loss =
+        targets > 0 ? totals.lm_loss_sum.item<double>() / static_cast<double>(targets) : 0.0;
     result.val_losses.push_back(val_loss);
     const json line = {{"step", step}, {"val_loss", val_loss}, {"val_tokens", targets}};
     record(line);
@@ -459,21 +463,13 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       targets += batches.back().num_targets;
       tokens += batches.back().num_tokens;
     }
-    double loss_sum = 0;
-    std::map<std::string, double> aux;
-    std::map<int64_t, at::Tensor> load;
+    Totals totals;
     const double denominator = std::max<int64_t>(1, targets);
     for (const auto& batch : batches) {
-      const auto micro = forward_backward(*model, batch, device, denominator,
-                                          1.0 / static_cast<double>(batches.size()), true);
-      loss_sum += micro.lm_loss_sum;
-      for (const auto& [name, value] : micro.aux) aux[name] += value / batches.size();
-      for (const auto& [layer, counts] : micro.load) {
-        auto& total = load[layer];
-        total = total.defined() ? total + counts : counts;
-      }
+      forward_backward(*model, batch, device, denominator,
+                       1.0 / static_cast<double>(batches.size()), true, totals);
     }
-    const double loss = loss_sum / denominator;
+    const double loss = totals.lm_loss_sum.item<double>() / denominator; // the step's one wait
     const double grad_norm = optimizer.grad_norm();
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       optimizer.zero_grad();
@@ -507,11 +503,11 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                  {"tokens_per_s", static_cast<double>(tokens) / std::max(seconds, 1e-9)},
                  {"step_s", seconds},
                  {"time_s", seconds_since(run_start)}};
-    for (const auto& [name, value] : aux) line["aux/" + name] = value;
-    if (!load.empty()) {
+    for (const auto& [name, value] : totals.aux) line["aux/" + name] = value.item<double>();
+    if (!totals.load.empty()) {
       double worst = 0;
-      for (const auto& [layer, counts] : load) {
-        const at::Tensor c = counts.to(at::kDouble);
+      for (const auto& [layer, counts] : totals.load) {
+        const at::Tensor c = counts.to(at::kCPU, at::kDouble);
         const double mean = c.mean().item<double>();
         const double ratio = mean > 0 ? c.max().item<double>() / mean : 0.0;
         line[fmt::format("moe/max_over_mean/layer.{}", layer)] = ratio;
