@@ -2,6 +2,7 @@
 // Ctrl-C and continuing, and HF transformers loading what a run saved.
 #include "io/safetensors.h"
 #include "recipe/recipe.h"
+#include "support/run_kiln.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -28,26 +29,11 @@ namespace {
 namespace fs = std::filesystem;
 const fs::path kSource = KILN_SOURCE_DIR;
 
-struct Result {
-  int code = -1;
-  std::string out; // stdout and stderr together
-};
-
-Result shell(const std::string& command) {
-  Result r;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buffer{};
-  size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0)
-    r.out.append(buffer.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using Result = kiln::test::CliResult;
+using kiln::test::run_shell;
 
 Result kiln(const std::string& args, const std::string& env = "") {
-  return shell(env + " " + KILN_CLI + " " + args);
+  return kiln::test::run_kiln(args, env);
 }
 
 // Training losses by step from a run's metrics.jsonl.
@@ -254,9 +240,9 @@ TEST_F(RunTest, HfTransformersLoadsASavedCheckpoint) {
                                        checkpoint.string(), (probe / "inputs.safetensors").string(),
                                        (probe / "expected.safetensors").string()));
   ASSERT_EQ(logits.code, 0) << logits.out;
-  const auto r = shell(fmt::format("{} {} {} {}", KILN_PYTHON,
-                                   (kSource / "tools/fixtures/check_hf_load.py").string(),
-                                   checkpoint.string(), probe.string()));
+  const auto r = run_shell(fmt::format("{} {} {} {}", KILN_PYTHON,
+                                       (kSource / "tools/fixtures/check_hf_load.py").string(),
+                                       checkpoint.string(), probe.string()));
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("ok: HF"), std::string::npos) << r.out;
 }

@@ -7,6 +7,7 @@
 #include "kiln/nn/loss.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
+#include "support/model_test.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -18,40 +19,18 @@
 namespace kiln {
 namespace {
 
+using test::hf_loss;
+using test::load_plugins_once;
+using test::relative_error;
+
 namespace fs = std::filesystem;
 
 const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests/fixtures/glm4_moe";
 
-// The same suite runs on the CPU (kiln-glm4-moe-test) and on a GPU (kiln-glm4-moe-gpu-test,
-// label gpu, skipped where there is none).
-#ifndef KILN_TEST_DEVICE
-#define KILN_TEST_DEVICE "cpu"
-#endif
-const c10::Device kDevice(KILN_TEST_DEVICE);
-
-#define KILN_SKIP_WITHOUT_DEVICE()                                                     \
-  do {                                                                                 \
-    if (kDevice.is_cuda() && !at::hasCUDA()) GTEST_SKIP() << "no GPU on this machine"; \
-  } while (0)
+const c10::Device& kDevice = test::kTestDevice;
 
 std::vector<std::string> cases() {
-  std::vector<std::string> out;
-  if (fs::is_directory(kFixtures)) {
-    for (const auto& entry : fs::directory_iterator(kFixtures)) {
-      if (fs::exists(entry.path() / "config.json")) out.push_back(entry.path().filename());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-void load_plugins_once() {
-  static bool loaded = [] {
-    core::PluginHost::global().load({.use_env = false});
-    sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
-    return true;
-  }();
-  (void)loaded;
+  return test::fixture_cases(kFixtures);
 }
 
 std::shared_ptr<sdk::Model> build(const fs::path& dir, at::ScalarType dtype,
@@ -65,16 +44,6 @@ std::shared_ptr<sdk::Model> build(const fs::path& dir, at::ScalarType dtype,
   auto model = family.family.create({.json = config, .source = dir / "config.json"}, options);
   model->load_weights(io::CheckpointReader(dir));
   return model;
-}
-
-// max |a - b| / max |b|
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  return (a.cpu().to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
-         b.to(at::kDouble).abs().max().item<double>();
-}
-
-at::Tensor hf_loss(const at::Tensor& logits, const at::Tensor& ids) {
-  return nn::causal_lm_loss(logits, nn::causal_lm_labels(ids));
 }
 
 class Glm4MoeParity : public ::testing::TestWithParam<std::string> {

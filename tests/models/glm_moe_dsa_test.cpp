@@ -16,6 +16,7 @@
 #include "kiln/nn/rotary.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
+#include "support/model_test.h"
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
@@ -32,41 +33,19 @@
 namespace kiln {
 namespace {
 
+using test::hf_loss;
+using test::load_plugins_once;
+using test::relative_error;
+
 namespace fs = std::filesystem;
 namespace dsa = models::glm_moe_dsa;
 
 const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests/fixtures/glm_moe_dsa";
 
-// The same suite runs on the CPU (kiln-glm-moe-dsa-test) and on a GPU (kiln-glm-moe-dsa-gpu-test,
-// label gpu, skipped where there is none).
-#ifndef KILN_TEST_DEVICE
-#define KILN_TEST_DEVICE "cpu"
-#endif
-const c10::Device kDevice(KILN_TEST_DEVICE);
-
-#define KILN_SKIP_WITHOUT_DEVICE()                                                     \
-  do {                                                                                 \
-    if (kDevice.is_cuda() && !at::hasCUDA()) GTEST_SKIP() << "no GPU on this machine"; \
-  } while (0)
+const c10::Device& kDevice = test::kTestDevice;
 
 std::vector<std::string> cases() {
-  std::vector<std::string> out;
-  if (fs::is_directory(kFixtures)) {
-    for (const auto& entry : fs::directory_iterator(kFixtures)) {
-      if (fs::exists(entry.path() / "config.json")) out.push_back(entry.path().filename());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-void load_plugins_once() {
-  static bool loaded = [] {
-    core::PluginHost::global().load({.use_env = false});
-    sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
-    return true;
-  }();
-  (void)loaded;
+  return test::fixture_cases(kFixtures);
 }
 
 /// The model of a fixture folder through the plugin, as the host builds it.
@@ -95,17 +74,6 @@ std::unique_ptr<dsa::Model> build_direct(const fs::path& dir, at::ScalarType dty
   auto model = std::make_unique<dsa::Model>(dsa::Config::from_json(config, "test"), options);
   model->load_weights(io::CheckpointReader(dir));
   return model;
-}
-
-// max |a - b| / max |b|
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor bd = b.detach().cpu().to(at::kDouble);
-  return (a.detach().cpu().to(at::kDouble) - bd).abs().max().item<double>() /
-         bd.abs().max().item<double>();
-}
-
-at::Tensor hf_loss(const at::Tensor& logits, const at::Tensor& ids) {
-  return nn::causal_lm_loss(logits, nn::causal_lm_labels(ids.to(logits.device())));
 }
 
 std::map<std::string, at::Tensor> as_map(const std::vector<std::pair<std::string, at::Tensor>>& v) {

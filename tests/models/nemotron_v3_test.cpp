@@ -10,6 +10,7 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
+#include "support/model_test.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -24,16 +25,15 @@
 namespace kiln {
 namespace {
 
+using test::hf_loss;
+using test::load_plugins_once;
+using test::relative_error;
+
 namespace fs = std::filesystem;
 
 const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests/fixtures/nemotron_v3";
 
-// The same suite runs on the CPU (kiln-nemotron-v3-test) and on a GPU (kiln-nemotron-v3-gpu-test,
-// label gpu, skipped where there is none).
-#ifndef KILN_TEST_DEVICE
-#define KILN_TEST_DEVICE "cpu"
-#endif
-const c10::Device kDevice(KILN_TEST_DEVICE);
+const c10::Device& kDevice = test::kTestDevice;
 
 // ctest keys labels by test name, so the GPU build names its tests apart (...OnGpu).
 #ifdef KILN_GPU_VARIANT
@@ -42,31 +42,8 @@ const c10::Device kDevice(KILN_TEST_DEVICE);
 #define KILN_SUITE(name) name
 #endif
 
-#define KILN_SKIP_WITHOUT_DEVICE()                                                     \
-  do {                                                                                 \
-    if (kDevice.is_cuda() && !at::hasCUDA()) GTEST_SKIP() << "no GPU on this machine"; \
-  } while (0)
-
 std::vector<std::string> cases() {
-  std::vector<std::string> out;
-  if (fs::is_directory(kFixtures)) {
-    for (const auto& entry : fs::directory_iterator(kFixtures)) {
-      if (fs::exists(entry.path() / "config.json")) out.push_back(entry.path().filename());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
-void load_plugins_once() {
-  static bool loaded = [] {
-    // The fixtures' models are tiny: on a busy CPU, intra-op threads cost more than they save.
-    if (!kDevice.is_cuda()) at::set_num_threads(1);
-    core::PluginHost::global().load({.use_env = false});
-    sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
-    return true;
-  }();
-  (void)loaded;
+  return test::fixture_cases(kFixtures);
 }
 
 const sdk::ModelFamily& family() {
@@ -85,12 +62,6 @@ std::shared_ptr<sdk::Model> build(const fs::path& dir, at::ScalarType dtype,
   auto model = found.family.create({.json = config, .source = dir / "config.json"}, options);
   model->load_weights(io::CheckpointReader(dir));
   return model;
-}
-
-// max |a - b| / max |b|
-double relative_error(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor bd = b.cpu().to(at::kDouble);
-  return (a.cpu().to(at::kDouble) - bd).abs().max().item<double>() / bd.abs().max().item<double>();
 }
 
 double mtp_scale(const fs::path& dir) {

@@ -15,9 +15,9 @@ struct CliResult {
   std::string out; ///< stdout and stderr together
 };
 
-/// `kiln ARGS` through the shell, with `env` (e.g. "KILN_PLUGIN_PATH=x") in front.
-inline CliResult run_kiln(const std::string& args, const std::string& env = "") {
-  const std::string command = env + " " + KILN_CLI + " " + args + " 2>&1";
+/// A shell command line, stdout and stderr captured together.
+inline CliResult run_shell(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   CliResult r;
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -28,6 +28,11 @@ inline CliResult run_kiln(const std::string& args, const std::string& env = "") 
   const int status = ::pclose(pipe);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+/// `kiln ARGS` through the shell, with `env` (e.g. "KILN_PLUGIN_PATH=x") in front.
+inline CliResult run_kiln(const std::string& args, const std::string& env = "") {
+  return run_shell(env + " " + KILN_CLI + " " + args);
 }
 
 } // namespace kiln::test

@@ -10,6 +10,7 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "recipe/recipe.h"
+#include "support/model_test.h"
 #include "support/scratch_dir.h"
 #include "train/optimizer.h"
 #include "train/run_state.h"
@@ -106,15 +107,6 @@ TEST(AdamWTest, Bf16ParametersKeepFp32Masters) {
 
 // ---- train::run on a tiny glm4_moe ----------------------------------------------------------
 
-void load_plugins_once() {
-  static bool loaded = [] {
-    core::PluginHost::global().load({.use_env = false});
-    sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
-    return true;
-  }();
-  (void)loaded;
-}
-
 constexpr std::string_view kTinyRecipe = R"(
 [run]
 name = "tiny"
@@ -163,7 +155,7 @@ class TrainerTest : public test::ScratchDirTest {
  protected:
   void SetUp() override {
     ScratchDirTest::SetUp();
-    load_plugins_once();
+    test::load_plugins_once();
     std::string train, val;
     const char* words[] = {"the",  "quick", "brown", "fox",  "jumps", "over",
                            "lazy", "dog",   "and",   "runs", "far",   "away"};
