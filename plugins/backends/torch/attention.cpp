@@ -272,40 +272,55 @@ at::Tensor attention_chunked(const ops::AttentionArgs& args, int64_t query_chunk
 
 namespace {
 
-// HF's own kernel for its common case. On a GPU in bf16/fp16, causal self-attention (as many keys
-// as queries) is exactly what HF hands to torch's sdpa (is_causal, enable_gqa for head_dim <=
-// 256), and sdpa's flash kernel does it in O(S) memory. Everything else (fp32, CPU, keys beyond
-// the queries) takes the chunked path above, which is the definition tests compare against.
-bool hf_sdpa_case(const ops::AttentionArgs& a) {
+// HF's own kernels for its common cases. On a GPU in bf16/fp16, causal self-attention (as many
+// keys as queries) is exactly what HF hands to torch's sdpa (is_causal, enable_gqa for head_dim <=
+// 256), and sdpa's flash kernel does it in O(S) memory. Decoding (one query per row against a KV
+// cache holding the same number of keys in every row) is sdpa without a mask, as in HF.
+// Everything else (fp32, CPU, several queries against longer keys) takes the chunked path above,
+// which is the definition tests compare against.
+enum class SdpaCase { kNone, kCausal, kDecode };
+
+SdpaCase hf_sdpa_case(const ops::AttentionArgs& a) {
   const auto dtype = a.q.scalar_type();
-  if (!a.q.is_cuda() || (dtype != at::kBFloat16 && dtype != at::kHalf)) return false;
-  if (a.q.size(-1) > 256 || a.q.size(-1) != a.v.size(-1)) return false;
-  if (a.varlen()) return !a.cu_seqlens_k.defined() || a.cu_seqlens_k.is_same(a.cu_seqlens);
-  return a.q.size(1) == a.k.size(1);
+  if (!a.q.is_cuda() || (dtype != at::kBFloat16 && dtype != at::kHalf)) return SdpaCase::kNone;
+  if (a.q.size(-1) > 256 || a.q.size(-1) != a.v.size(-1)) return SdpaCase::kNone;
+  if (a.varlen()) {
+    const bool self = !a.cu_seqlens_k.defined() || a.cu_seqlens_k.is_same(a.cu_seqlens);
+    return self ? SdpaCase::kCausal : SdpaCase::kNone;
+  }
+  if (a.q.size(1) == 1) return SdpaCase::kDecode;
+  if (a.q.size(1) == a.k.size(1)) return SdpaCase::kCausal;
+  return SdpaCase::kNone;
 }
 
-at::Tensor sdpa_causal(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                       double scale) { // [B, S, H, D] each
+at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                double scale) { // [B, S, H, D] each
   const at::Tensor o = at::scaled_dot_product_attention(
-      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/{},
-      /*dropout_p=*/0.0, /*is_causal=*/true, scale, /*enable_gqa=*/true);
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/{}, /*dropout_p=*/0.0,
+      causal, scale, /*enable_gqa=*/true);
   return o.transpose(1, 2);
 }
 
 } // namespace
 
 at::Tensor attention(const ops::AttentionArgs& args) {
-  if (hf_sdpa_case(args)) {
-    if (!args.varlen()) return sdpa_causal(args.q, args.k, args.v, args.softmax_scale);
-    const std::vector<int64_t> cu = host_offsets(args.cu_seqlens);
-    std::vector<at::Tensor> docs; // one sdpa call per document: attention never crosses them
-    for (size_t n = 0; n + 1 < cu.size(); ++n) {
-      if (cu[n + 1] == cu[n]) continue;
-      auto doc = [&](const at::Tensor& t) { return t.slice(0, cu[n], cu[n + 1]).unsqueeze(0); };
-      docs.push_back(sdpa_causal(doc(args.q), doc(args.k), doc(args.v), args.softmax_scale)[0]);
+  switch (hf_sdpa_case(args)) {
+    case SdpaCase::kNone:
+      break;
+    case SdpaCase::kDecode:
+      return sdpa(args.q, args.k, args.v, false, args.softmax_scale);
+    case SdpaCase::kCausal: {
+      if (!args.varlen()) return sdpa(args.q, args.k, args.v, true, args.softmax_scale);
+      const std::vector<int64_t> cu = host_offsets(args.cu_seqlens);
+      std::vector<at::Tensor> docs; // one sdpa call per document: attention never crosses them
+      for (size_t n = 0; n + 1 < cu.size(); ++n) {
+        if (cu[n + 1] == cu[n]) continue;
+        auto doc = [&](const at::Tensor& t) { return t.slice(0, cu[n], cu[n + 1]).unsqueeze(0); };
+        docs.push_back(sdpa(doc(args.q), doc(args.k), doc(args.v), true, args.softmax_scale)[0]);
+      }
+      if (docs.empty()) return args.q.new_empty({0, args.q.size(1), args.v.size(-1)});
+      return at::cat(docs, 0);
     }
-    if (docs.empty()) return args.q.new_empty({0, args.q.size(1), args.v.size(-1)});
-    return at::cat(docs, 0);
   }
   return detail::attention_chunked(args, /*query_chunk=*/0);
 }

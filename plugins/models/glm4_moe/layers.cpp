@@ -60,7 +60,18 @@ DecoderLayer::DecoderLayer(const Config& c, int64_t index, const at::TensorOptio
 at::Tensor DecoderLayer::operator()(const at::Tensor& x, const nn::SequenceLayout& layout,
                                     const std::pair<at::Tensor, at::Tensor>& rope,
                                     at::Tensor* load) const {
-  at::Tensor h = x + self_attn(input_layernorm(x), layout, &rope, ops::RopeStyle::kHalf);
+  const at::Tensor h = x + self_attn(input_layernorm(x), layout, &rope, ops::RopeStyle::kHalf);
+  return feed_forward(h, load);
+}
+
+at::Tensor DecoderLayer::operator()(const at::Tensor& x, const nn::CacheStep& step, nn::KvCache& kv,
+                                    const std::pair<at::Tensor, at::Tensor>& rope) const {
+  const at::Tensor h = x + nn::gqa_attention_cached(self_attn, input_layernorm(x), step, kv, &rope,
+                                                    ops::RopeStyle::kHalf);
+  return feed_forward(h, nullptr);
+}
+
+at::Tensor DecoderLayer::feed_forward(const at::Tensor& h, at::Tensor* load) const {
   const at::Tensor normed = post_attention_layernorm(h);
   return h + (moe ? (*moe)(normed, load) : (*mlp)(normed));
 }

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "kiln/nn/attention.h"
+#include "kiln/nn/kv_cache.h"
 #include "kiln/nn/mlp.h"
 #include "kiln/nn/moe.h"
 #include "kiln/nn/norm.h"
@@ -38,7 +39,13 @@ struct DecoderLayer {
   at::Tensor operator()(const at::Tensor& x, const nn::SequenceLayout& layout,
                         const std::pair<at::Tensor, at::Tensor>& rope,
                         at::Tensor* load = nullptr) const;
+  /// The same layer through a KV cache (generation).
+  at::Tensor operator()(const at::Tensor& x, const nn::CacheStep& step, nn::KvCache& kv,
+                        const std::pair<at::Tensor, at::Tensor>& rope) const;
   void init(double std);
+
+ private:
+  at::Tensor feed_forward(const at::Tensor& h, at::Tensor* load) const;
 };
 
 } // namespace kiln::models::glm4_moe

@@ -79,8 +79,31 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
     }
     if (load.defined()) out.expert_load[static_cast<int64_t>(i)] = load;
   }
-  h = norm_(h);
+  finish(h, input, out);
+  return out;
+}
 
+std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
+  return std::make_unique<Cache>(config_, batch_size, max_len, options_);
+}
+
+sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
+                                         sdk::InferenceCache& base) {
+  auto* cache = dynamic_cast<Cache*>(&base);
+  KILN_CHECK_USER(cache != nullptr && cache->layers.size() == layers_.size(),
+                  "glm4_moe: forward_cached needs a cache made by this model's make_cache");
+  const nn::CacheStep step = nn::CacheStep::plan(*cache, input, options_.device(), "glm4_moe");
+  const auto rope = rotary_(step.positions);
+  at::Tensor h = embed_tokens_(input.input_ids.to(options_.device()));
+  for (size_t i = 0; i < layers_.size(); ++i) h = layers_[i](h, step, cache->layers[i], rope);
+  sdk::ForwardOutput out;
+  finish(h, input, out);
+  step.commit(*cache);
+  return out;
+}
+
+void Model::finish(at::Tensor h, const sdk::ForwardInput& input, sdk::ForwardOutput& out) const {
+  h = norm_(h);
   const int64_t token_dim = h.dim() - 2;
   at::Tensor kept = h;
   if (input.logits_to_keep > 0 && input.logits_to_keep < h.size(token_dim)) {
@@ -88,7 +111,6 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
   }
   if (input.compute_logits) out.logits = lm_head_(kept);
   out.hidden = h;
-  return out;
 }
 
 nlohmann::json Model::config_json() const {

@@ -1,11 +1,13 @@
 // The glm4_moe causal LM (HF Glm4MoeForCausalLM): embeddings, decoder layers, final norm, LM head.
 #pragma once
 
+#include "cache.h"
 #include "config.h"
 #include "layers.h"
 
 #include "kiln/nn/linear.h"
 #include "kiln/nn/rotary.h"
+#include "kiln/sdk/cache.h"
 #include "kiln/sdk/model.h"
 
 #include <functional>
@@ -14,7 +16,7 @@
 
 namespace kiln::models::glm4_moe {
 
-class Model final : public sdk::Model {
+class Model final : public sdk::Model, public sdk::CachedDecoding {
  public:
   Model(Config config, const sdk::ModelOptions& options);
 
@@ -27,6 +29,10 @@ class Model final : public sdk::Model {
   nlohmann::json config_json() const override;
   at::Tensor lm_head_weight() override { return lm_head_.weight; }
 
+  std::unique_ptr<sdk::InferenceCache> make_cache(int64_t batch_size, int64_t max_len) override;
+  sdk::ForwardOutput forward_cached(const sdk::ForwardInput& input,
+                                    sdk::InferenceCache& cache) override;
+
   /// HF's _init_weights: normal(0, initializer_range) weights, zero biases, unit norms.
   void init_random(uint64_t seed);
 
@@ -35,6 +41,9 @@ class Model final : public sdk::Model {
   /// gradients: its grad); buffers and MTP tensors only when `with_extras`.
   nn::NamedTensors hub_layout(const std::function<at::Tensor(const at::Tensor&)>& pick,
                               bool with_extras);
+
+  /// Final norm and LM head (logits_to_keep, compute_logits) on the last layer's output.
+  void finish(at::Tensor h, const sdk::ForwardInput& input, sdk::ForwardOutput& out) const;
 
   Config config_;
   at::TensorOptions options_;

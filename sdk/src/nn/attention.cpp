@@ -20,9 +20,9 @@ GqaAttention::GqaAttention(const GqaAttentionConfig& c, const at::TensorOptions&
   }
 }
 
-at::Tensor GqaAttention::operator()(const at::Tensor& x, const SequenceLayout& layout,
-                                    const std::pair<at::Tensor, at::Tensor>* rope,
-                                    ops::RopeStyle style) const {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> GqaAttention::project(
+    const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>* rope,
+    ops::RopeStyle style) const {
   // Token dims: [B, S] (BSHD) or [T] (THD).
   std::vector<int64_t> heads_shape(x.sizes().begin(), x.sizes().end() - 1);
   auto split_heads = [&](const at::Tensor& t, int64_t heads) {
@@ -42,8 +42,19 @@ at::Tensor GqaAttention::operator()(const at::Tensor& x, const SequenceLayout& l
     q = RotaryEmbedding::apply(q, *rope, style);
     k = RotaryEmbedding::apply(k, *rope, style);
   }
+  return {q, k, v};
+}
+
+double GqaAttention::softmax_scale() const {
+  return 1.0 / std::sqrt(static_cast<double>(config.head_dim));
+}
+
+at::Tensor GqaAttention::operator()(const at::Tensor& x, const SequenceLayout& layout,
+                                    const std::pair<at::Tensor, at::Tensor>* rope,
+                                    ops::RopeStyle style) const {
+  auto [q, k, v] = project(x, rope, style);
   ops::AttentionArgs args{.q = q, .k = k, .v = v};
-  args.softmax_scale = 1.0 / std::sqrt(static_cast<double>(config.head_dim));
+  args.softmax_scale = softmax_scale();
   if (layout.packed()) {
     args.cu_seqlens = layout.cu_seqlens;
     args.max_seqlen = layout.max_seqlen;

@@ -6,6 +6,7 @@
 #include "kiln/nn/norm.h"
 #include "kiln/nn/rotary.h"
 
+#include <tuple>
 #include <utility>
 
 namespace kiln::nn {
@@ -37,6 +38,12 @@ struct KILN_SDK_API GqaAttention {
   GqaAttention(const GqaAttentionConfig& config, const at::TensorOptions& options);
 
   /// x [B, S, H] or [T, H]; rope: (cos, sin) tables from RotaryEmbedding, or nullptr for none.
+  /// q [..., Hq, D], k and v [..., Hkv, D] after the norms and rotary: what attention consumes.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> project(
+      const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>* rope,
+      ops::RopeStyle style = ops::RopeStyle::kHalf) const;
+  /// 1 / sqrt(head_dim).
+  double softmax_scale() const;
   at::Tensor operator()(const at::Tensor& x, const SequenceLayout& layout,
                         const std::pair<at::Tensor, at::Tensor>* rope,
                         ops::RopeStyle style = ops::RopeStyle::kHalf) const;
