@@ -2,7 +2,6 @@
 // written as safetensors — the parity probe against HF transformers.
 #include "common.h"
 
-#include "core/model_registry.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "kiln/nn/loss.h"
@@ -45,29 +44,10 @@ int cmd_logits(const std::vector<std::string>& args) {
   const auto vm = parse(args, options, {});
 
   const std::filesystem::path dir = vm["model"].as<std::string>();
-  const std::string dtype_text = vm["dtype"].as<std::string>();
-  const auto dtype = parse_dtype(dtype_text);
-  KILN_CHECK_USER(dtype && (*dtype == at::kFloat || *dtype == at::kBFloat16),
-                  "--dtype: expected float32 or bfloat16, found '{}'", dtype_text);
-  c10::Device device(at::kCPU);
-  try {
-    device = c10::Device(vm["device"].as<std::string>());
-  } catch (const std::exception&) {
-    user_error("--device: expected cpu, cuda or cuda:N, found '{}'",
-               vm["device"].as<std::string>());
-  }
-  KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
-                  "--device {}: no CUDA device is available here; use --device cpu", device.str());
-
   load_plugins(vm, {});
   sdk::Dispatcher::global().configure({.default_backend = vm["backend"].as<std::string>()});
-
-  const nlohmann::json config = io::read_config(dir);
-  const auto& family =
-      core::ModelRegistry::global().find_for_config(config, (dir / "config.json").string());
-  auto model = family.family.create({.json = config, .source = dir / "config.json"},
-                                    {.device = device, .dtype = *dtype});
-  model->load_weights(io::CheckpointReader(dir));
+  auto model = load_checkpoint(dir, vm["device"].as<std::string>(), vm["dtype"].as<std::string>());
+  const c10::Device device = model->lm_head_weight().device();
 
   const io::SafetensorsFile input(vm["input"].as<std::string>());
   KILN_CHECK_USER(input.contains("input_ids"), "{}: no tensor 'input_ids'",

@@ -1,12 +1,16 @@
 #include "common.h"
 
+#include "core/model_registry.h"
+#include "io/checkpoint.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
 #include "kiln/sdk/plugin.h"
 #include "kiln/sdk/version.h"
 
-#include <fmt/format.h>
 #include "kiln/sdk/log.h"
+
+#include <ATen/Context.h>
+#include <fmt/format.h>
 
 namespace kiln::cli {
 
@@ -53,6 +57,29 @@ po::variables_map parse(const std::vector<std::string>& args,
     user_error("{}; see `kiln help`", e.what());
   }
   return vm;
+}
+
+std::shared_ptr<sdk::Model> load_checkpoint(const std::filesystem::path& dir,
+                                            const std::string& device_text,
+                                            const std::string& dtype_text) {
+  const auto dtype = parse_dtype(dtype_text);
+  KILN_CHECK_USER(dtype && (*dtype == at::kFloat || *dtype == at::kBFloat16),
+                  "--dtype: expected float32 or bfloat16, found '{}'", dtype_text);
+  c10::Device device(at::kCPU);
+  try {
+    device = c10::Device(device_text);
+  } catch (const std::exception&) {
+    user_error("--device: expected cpu, cuda or cuda:N, found '{}'", device_text);
+  }
+  KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
+                  "--device {}: no CUDA device is available here; use --device cpu", device.str());
+  const nlohmann::json config = io::read_config(dir);
+  const auto& family =
+      core::ModelRegistry::global().find_for_config(config, (dir / "config.json").string());
+  auto model = family.family.create({.json = config, .source = dir / "config.json"},
+                                    {.device = device, .dtype = *dtype});
+  model->load_weights(io::CheckpointReader(dir));
+  return model;
 }
 
 } // namespace kiln::cli

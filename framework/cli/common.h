@@ -2,10 +2,12 @@
 #pragma once
 
 #include "core/plugin_host.h"
+#include "kiln/sdk/model.h"
 
 #include <boost/program_options.hpp>
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,12 @@ std::vector<core::PluginRecord> load_plugins(const po::variables_map& vm,
                                              const std::vector<std::filesystem::path>& recipe_dirs,
                                              bool quiet_failures = false);
 
+/// Builds the model of an HF checkpoint folder (config.json + safetensors) on `device` ("cpu",
+/// "cuda", "cuda:N") in `dtype` ("float32" or "bfloat16") and loads its weights. Plugins must be
+/// loaded. Bad values are kiln::Errors naming the --device / --dtype option.
+std::shared_ptr<sdk::Model> load_checkpoint(const std::filesystem::path& dir,
+                                            const std::string& device, const std::string& dtype);
+
 /// Parses `args` with `options`; positional names given in order. Unknown options are errors.
 po::variables_map parse(const std::vector<std::string>& args,
                         const po::options_description& options,
@@ -49,6 +57,8 @@ int cmd_logits(const std::vector<std::string>& args);
 void usage_logits();
 int cmd_run(const std::vector<std::string>& args);
 void usage_run();
+int cmd_generate(const std::vector<std::string>& args);
+void usage_generate();
 int cmd_plot(const std::vector<std::string>& args);
 void usage_plot();
 

@@ -64,6 +64,8 @@ const std::vector<Command>& commands() {
        &cmd_plugins},
       {"recipe", "check a recipe or show it resolved (recipe check|show FILE)", &usage_recipe,
        &cmd_recipe},
+      {"generate", "generate text from a checkpoint (cached decoding, sampling, streaming)",
+       &usage_generate, &cmd_generate},
       {"logits", "logits, loss and gradient norms of a checkpoint on given ids", &usage_logits,
        &cmd_logits},
       {"plot", "draw a run's loss, learning rate and gradient norm curves to a PNG", &usage_plot,

@@ -122,8 +122,9 @@ Generation Generator::generate(const std::vector<std::vector<int64_t>>& prompts,
     }
   }
 
+  // The device's default generator, seeded per request; greedy decoding leaves it untouched.
   at::Generator generator = at::globalContext().defaultGenerator(device_);
-  {
+  if (!options_.sampling.greedy()) {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_current_seed(options_.sampling.seed);
   }
@@ -154,6 +155,8 @@ Generation Generator::generate(const std::vector<std::vector<int64_t>>& prompts,
   at::Tensor logits = options_.use_cache ? prefill(prompts) : recompute(sequences);
   Clock::time_point decode_start;
   for (int64_t i = 0; i < options_.max_new_tokens && still_running > 0; ++i) {
+    if (options_.keep_logits)
+      result.logits.push_back(logits.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true));
     const at::Tensor next = next_tokens(logits, seen, options_.sampling, generator);
     const at::Tensor host = next.to(at::kCPU); // the step's one sync
     const int64_t* ids = host.data_ptr<int64_t>();

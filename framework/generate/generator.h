@@ -23,6 +23,7 @@ struct GenerationOptions {
   SamplingOptions sampling;      ///< greedy by default
   std::vector<int64_t> stop_ids; ///< a row ends after producing one of these (eos ids)
   bool use_cache = true;         ///< false: recompute every sequence in full each step
+  bool keep_logits = false;      ///< keep every step's float32 logits (HF's output_logits)
 };
 
 enum class FinishReason { kLength, kStopId, kStopped };
@@ -41,6 +42,8 @@ struct GenerationStats {
 struct Generation {
   std::vector<std::vector<int64_t>> tokens; ///< per row: the generated ids (stop id included)
   std::vector<FinishReason> finish;         ///< per row
+  /// With keep_logits: per step, float32 [B, V] on the host, before any sampling processor.
+  std::vector<at::Tensor> logits;
   GenerationStats stats;
 };
 

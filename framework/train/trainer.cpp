@@ -3,6 +3,7 @@
 #include "core/model_registry.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "generate/generator.h"
 #include "io/checkpoint.h"
 #include "io/files.h"
 #include "io/tokenizer.h"
@@ -210,23 +211,17 @@ void forward_backward(sdk::Model& model, const data::MicroBatch& batch, const c1
 }
 
 std::string greedy_sample(sdk::Model& model, const io::Tokenizer& tokenizer,
-                          const std::string& prompt, int64_t tokens, const c10::Device& device,
-                          std::optional<int64_t> eos) {
-  c10::NoGradGuard no_grad;
-  std::vector<int64_t> ids = tokenizer.encode(prompt);
+                          const std::string& prompt, int64_t tokens, std::optional<int64_t> eos) {
+  const std::vector<int64_t> ids = tokenizer.encode(prompt);
   if (ids.empty()) return prompt;
-  const size_t prompt_len = ids.size();
-  for (int64_t i = 0; i < tokens; ++i) {
-    sdk::ForwardInput input;
-    input.input_ids =
-        at::tensor(ids, at::kLong).view({1, static_cast<int64_t>(ids.size())}).to(device);
-    input.logits_to_keep = 1;
-    const at::Tensor logits = model.forward(input).logits;
-    const int64_t next = logits.reshape({-1, logits.size(-1)})[-1].argmax().item<int64_t>();
-    if (eos && next == *eos) break;
-    ids.push_back(next);
-  }
-  return prompt + tokenizer.decode(std::span(ids).subspan(prompt_len));
+  generate::GenerationOptions options;
+  options.max_new_tokens = tokens;
+  if (eos) options.stop_ids = {*eos};
+  // The family's cache when it has one; otherwise full forwards.
+  options.use_cache = dynamic_cast<sdk::CachedDecoding*>(&model) != nullptr;
+  std::vector<int64_t> generated = generate::Generator(model, options).generate({ids}).tokens[0];
+  if (eos && !generated.empty() && generated.back() == *eos) generated.pop_back();
+  return prompt + tokenizer.decode(generated);
 }
 
 } // namespace
@@ -537,7 +532,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
   progress.finish();
   if (!recipe.train.sample_prompt.empty() && recipe.train.sample_tokens > 0) {
     result.sample = greedy_sample(*model, *tokenizer, recipe.train.sample_prompt,
-                                  recipe.train.sample_tokens, device, eos);
+                                  recipe.train.sample_tokens, eos);
     progress.message(fmt::format("sample: {}", result.sample));
   }
   return result;
