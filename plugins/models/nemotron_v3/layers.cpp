@@ -114,6 +114,22 @@ at::Tensor Block::operator()(const at::Tensor& x, const nn::SequenceLayout& layo
   return x;
 }
 
+at::Tensor Block::operator()(const at::Tensor& x, const nn::CacheStep& step, nn::KvCache& kv,
+                             nn::Mamba2State& state) const {
+  const at::Tensor h = norm(x);
+  switch (type) {
+    case BlockType::kMamba:
+      return x + mamba->cached(h, step, state);
+    case BlockType::kAttention:
+      return x + nn::gqa_attention_cached(*attention, h, step, kv, /*rope=*/nullptr);
+    case BlockType::kMlp:
+      return x + (*mlp)(h);
+    case BlockType::kMoe:
+      return x + (*moe)(h, nullptr);
+  }
+  return x;
+}
+
 void Block::init(const Config& c) {
   const double std = c.initializer_range;
   if (mamba) {

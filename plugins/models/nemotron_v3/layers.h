@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include "kiln/nn/attention.h"
+#include "kiln/nn/kv_cache.h"
 #include "kiln/nn/linear.h"
 #include "kiln/nn/mamba2.h"
 #include "kiln/nn/moe.h"
@@ -54,6 +55,10 @@ struct Block {
   /// x [B, S, H] or THD [T, H]; `load` as in MoeBlock (left alone by other block types).
   at::Tensor operator()(const at::Tensor& x, const nn::SequenceLayout& layout,
                         at::Tensor* load) const;
+  /// The same block through a generation cache (x laid out as `step`): an attention block uses
+  /// `kv`, a Mamba block `mamba` (see cache.h); the other blocks keep nothing.
+  at::Tensor operator()(const at::Tensor& x, const nn::CacheStep& step, nn::KvCache& kv,
+                        nn::Mamba2State& mamba) const;
   void init(const Config& config);
   /// Parameters under HF names: `prefix` + "norm.weight", + "mixer.*" (stacked experts as
   /// mixer.experts.up_proj / down_proj, HF's runtime names).

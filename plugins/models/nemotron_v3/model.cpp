@@ -123,9 +123,17 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
                                    at::Tensor* load) { return layer(x, layout, load); },
                   h, at::Tensor(), layer.type == BlockType::kMoe, i, out);
   }
-  h = norm_f_(h);
-  out.hidden = h;
+  h = finish(h, input, out);
+  if (options_.mtp_loss_scale > 0 && input.labels.defined()) {
+    out.aux_losses["mtp"] = mtp_loss(ids, h, input.labels, layout, out);
+  }
+  return out;
+}
 
+at::Tensor Model::finish(const at::Tensor& last, const sdk::ForwardInput& input,
+                         sdk::ForwardOutput& out) const {
+  const at::Tensor h = norm_f_(last);
+  out.hidden = h;
   if (input.compute_logits) {
     const int64_t token_dim = h.dim() - 2;
     at::Tensor kept = h;
@@ -134,9 +142,31 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
     }
     out.logits = lm_head_(kept).to(at::kFloat); // HF: lm_head in the model dtype, then .float()
   }
-  if (options_.mtp_loss_scale > 0 && input.labels.defined()) {
-    out.aux_losses["mtp"] = mtp_loss(ids, h, input.labels, layout, out);
+  return h;
+}
+
+std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
+  // No positional limit: without rope, max_len only sizes the attention layers' K/V.
+  auto cache = std::make_unique<Cache>(layers_, batch_size, max_len, tensor_options_);
+  cache->owner = this;
+  return cache;
+}
+
+sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
+                                         sdk::InferenceCache& base) {
+  auto* cache = dynamic_cast<Cache*>(&base);
+  KILN_CHECK_USER(cache != nullptr && cache->owner == this,
+                  "nemotron_v3: forward_cached needs a cache made by this model's make_cache");
+  c10::NoGradGuard no_grad; // inference only: the states must not record a graph
+  const c10::Device device = tensor_options_.device();
+  const nn::CacheStep step = nn::CacheStep::plan(*cache, input, device, "nemotron_v3");
+  at::Tensor h = embeddings_(input.input_ids.to(device)); // [B, S, H] or [T, H]
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    h = layers_[i](h, step, cache->layers[i].kv, cache->layers[i].mamba);
   }
+  sdk::ForwardOutput out;
+  finish(h, input, out);
+  step.commit(*cache);
   return out;
 }
 
