@@ -111,8 +111,8 @@ void usage_generate() {
          "--prompt, --prompt-file or --input-ids is one row of the batch, as is each line of an\n"
          "--input-ids-file; rows may have any lengths. Text prompts need DIR/tokenizer.json.\n"
          "One text prompt streams its completion to stdout as tokens are produced; a batch\n"
-         "prints each completion when done. --print-ids prints, per row, one line: the\n"
-         "comma-separated ids of prompt + generated.\n"
+         "prints each prompt and its completion when done. --print-ids prints, per row, one\n"
+         "line: the comma-separated ids of prompt + generated.\n"
          "Greedy unless --temperature > 0 (or generation_config.json says do_sample); rows stop\n"
          "at an eos id of DIR/generation_config.json (or config.json), a --stop-id, a --stop\n"
          "string, or after --max-new-tokens. --no-cache recomputes every sequence each step.\n"
@@ -260,8 +260,9 @@ int cmd_generate(const std::vector<std::string>& args) {
     streamers[0].finish(true);
   } else {
     for (size_t b = 0; b < prompts.size(); ++b) {
-      std::cout << fmt::format("--- {} ({}) ---\n{}\n", b + 1,
-                               generate::finish_reason_name(result.finish[b]), streamers[b].text());
+      std::cout << fmt::format("--- {} ({}) ---\n{}{}\n", b + 1,
+                               generate::finish_reason_name(result.finish[b]),
+                               tokenizer->decode(prompts[b]), streamers[b].text());
     }
   }
   std::cout << std::flush;

@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "kiln/sdk/error.h"
 
+#include <c10/core/GradMode.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -26,6 +27,10 @@ struct GenerateCase {
   std::string family, name;
   std::filesystem::path dir() const { return kFixtures / family / name; }
 };
+
+void PrintTo(const GenerateCase& c, std::ostream* os) {
+  *os << c.family << "/" << c.name;
+}
 
 std::vector<GenerateCase> generate_cases() {
   std::vector<GenerateCase> out;

@@ -84,7 +84,7 @@ TEST(Sampling, MinPDropsTokensBelowAFractionOfTheTop) {
 
 TEST(Sampling, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogitsOfSeenTokens) {
   at::Tensor logits = at::tensor({2.0f, -1.0f, 1.9f, 0.5f}, at::kFloat).view({1, 4});
-  const at::Tensor seen = at::tensor({true, true, false, false}, at::kBool).view({1, 4});
+  const at::Tensor seen = at::tensor({1, 1, 0, 0}, at::kInt).to(at::kBool).view({1, 4});
   SamplingOptions o;
   o.repetition_penalty = 2.0;
   at::Generator g = seeded(0);
