@@ -2,9 +2,11 @@
 // compressed query and key/value latents, interleaved RoPE on the rope slice, each head's key
 // up-projection folded into its query and its value up-projection applied after attention, and
 // ops::sparse_mla over the keys the layer's indexer (or, on "shared" layers, the last full
-// layer's) selected.
+// layer's) selected. The same code runs a forward over whole sequences and a cached forward
+// (generation), where the keys are the cache's rows.
 #pragma once
 
+#include "cache.h"
 #include "config.h"
 #include "indexer.h"
 
@@ -21,6 +23,13 @@ struct AttentionResult {
   at::Tensor output;     ///< [N, hidden]
   at::Tensor topk;       ///< int32 [N, 1, K]: the selection this layer used
   at::Tensor indexer_kl; ///< float32 scalar, only when asked for and the layer has an indexer
+};
+
+/// The per-token tensors of the absorbed form (ops::sparse_mla's inputs).
+struct MlaProjections {
+  at::Tensor q_resid;    ///< [N, q_lora_rank]: q_a_layernorm(q_a_proj(x)), the indexer's input
+  at::Tensor q_absorbed; ///< [N, H, latent + rope]: [q_nope W_kc | RoPE'd q_pe]
+  at::Tensor kv_latent;  ///< [N, 1, latent + rope]: [kv_a_layernorm(compressed) | RoPE'd k_pe]
 };
 
 struct MlaAttention {
@@ -43,6 +52,19 @@ struct MlaAttention {
   AttentionResult operator()(const at::Tensor& x, const TokenLayout& layout,
                              const std::pair<at::Tensor, at::Tensor>& rope,
                              const at::Tensor& shared_topk, bool indexer_kl) const;
+  /// The same attention in a cached forward: stores the new tokens' kv_latent (and, on a full
+  /// layer, their index keys) in `cache` at step.slot, then selects and attends over the cache's
+  /// rows. `layout` is the step's cached TokenLayout (indexer.h); the returned and the given
+  /// selections index flat cache rows. Inference only (no gradient, no indexer loss).
+  AttentionResult operator()(const at::Tensor& x, const TokenLayout& layout,
+                             const std::pair<at::Tensor, at::Tensor>& rope,
+                             const at::Tensor& shared_topk, const nn::CacheStep& step,
+                             LayerCache& cache) const;
+  /// Projections, norms, RoPE and absorption of x [N, hidden].
+  MlaProjections project(const at::Tensor& x, const std::pair<at::Tensor, at::Tensor>& rope) const;
+  /// o_proj(sparse_mla(q_absorbed, kv_latent, topk)): [N, hidden]; topk indexes kv_latent's rows.
+  at::Tensor attend(const at::Tensor& q_absorbed, const at::Tensor& kv_latent,
+                    const at::Tensor& topk) const;
   void init(double std);
   void collect(nn::NamedTensors& out, const std::string& prefix) const;
 };

@@ -82,10 +82,11 @@ IndexerProjections Indexer::project(const at::Tensor& x, const at::Tensor& q_res
   return p;
 }
 
-at::Tensor Indexer::select(const IndexerProjections& p, const TokenLayout& layout) const {
+at::Tensor Indexer::select(const IndexerProjections& p, const at::Tensor& keys,
+                           const TokenLayout& layout) const {
   const int64_t width = std::max<int64_t>(1, std::min(topk, layout.max_len)); // HF: min(topk, T)
-  return ops::indexer_topk(p.q.detach(), p.k.detach(), p.weights.detach(), layout.cu_seqlens,
-                           width);
+  return ops::indexer_topk(p.q.detach(), keys.detach(), p.weights.detach(), layout.cu_seqlens,
+                           width, layout.query_rows, layout.starts);
 }
 
 void Indexer::init(double std) {

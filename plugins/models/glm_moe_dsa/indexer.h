@@ -14,9 +14,16 @@ namespace kiln::models::glm_moe_dsa {
 
 /// Tokens of a forward pass, flattened to [N] rows: documents (BSHD rows or packed THD
 /// documents) bounded by int32 cu_seqlens on the model's device.
+///
+/// A cached forward (cache.h) adds where the keys live: every key is a flat cache row (row b,
+/// position p at b * max_len + p), document b is cache row b, holding the keys [starts[b],
+/// starts[b] + cu_seqlens[b+1] - cu_seqlens[b]) (its old tokens, then the new ones), and new token
+/// n sits at key row query_rows[n]. Selections then index the cache's flat rows.
 struct TokenLayout {
   at::Tensor cu_seqlens; ///< int32 [D + 1]
-  int64_t max_len = 0;   ///< the longest document
+  int64_t max_len = 0;   ///< the longest document (the most keys a query sees)
+  at::Tensor query_rows; ///< cached only: int32 [N], each new token's flat cache row
+  at::Tensor starts;     ///< cached only: int32 [D + 1], b * max_len (cache row b's first key)
 };
 
 /// The indexer's per-token tensors (index_q, index_k, head_weights as ops::indexer_topk takes
@@ -40,9 +47,11 @@ struct Indexer {
   /// x [N, hidden] (the attention input), q_resid [N, q_lora_rank], rope (cos, sin) [N, R/2].
   IndexerProjections project(const at::Tensor& x, const at::Tensor& q_resid,
                              const std::pair<at::Tensor, at::Tensor>& rope) const;
-  /// int32 [N, 1, min(index_topk, longest document)]: each token's selected keys (rows of N),
-  /// -1 for unused slots. No gradient.
-  at::Tensor select(const IndexerProjections& p, const TokenLayout& layout) const;
+  /// int32 [N, 1, min(index_topk, longest document)]: each token's selected keys, -1 for unused
+  /// slots. `keys` [Tk, D_I]: every key the queries may see, in the layout's key rows: p.k itself
+  /// (rows of N), or a cache's index keys (flat cache rows). No gradient.
+  at::Tensor select(const IndexerProjections& p, const at::Tensor& keys,
+                    const TokenLayout& layout) const;
   void init(double std);
   void collect(nn::NamedTensors& out, const std::string& prefix) const;
 };

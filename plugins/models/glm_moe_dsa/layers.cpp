@@ -53,7 +53,24 @@ LayerResult DecoderLayer::operator()(const at::Tensor& x, const TokenLayout& lay
                                      const at::Tensor& topk, bool indexer_kl) const {
   AttentionResult attn = self_attn(input_layernorm(x), layout, rope, topk, indexer_kl);
   LayerResult out;
-  const at::Tensor h = x + attn.output;
+  feed_forward(x + attn.output, out);
+  out.topk = attn.topk;
+  out.indexer_kl = attn.indexer_kl;
+  return out;
+}
+
+LayerResult DecoderLayer::operator()(const at::Tensor& x, const TokenLayout& layout,
+                                     const std::pair<at::Tensor, at::Tensor>& rope,
+                                     const at::Tensor& topk, const nn::CacheStep& step,
+                                     LayerCache& cache) const {
+  AttentionResult attn = self_attn(input_layernorm(x), layout, rope, topk, step, cache);
+  LayerResult out;
+  feed_forward(x + attn.output, out);
+  out.topk = attn.topk;
+  return out;
+}
+
+void DecoderLayer::feed_forward(const at::Tensor& h, LayerResult& out) const {
   const at::Tensor normed = post_attention_layernorm(h);
   if (moe) {
     auto [y, load] = (*moe)(normed);
@@ -62,9 +79,6 @@ LayerResult DecoderLayer::operator()(const at::Tensor& x, const TokenLayout& lay
   } else {
     out.hidden = h + (*mlp)(normed);
   }
-  out.topk = attn.topk;
-  out.indexer_kl = attn.indexer_kl;
-  return out;
 }
 
 void DecoderLayer::init(double std) {

@@ -48,7 +48,16 @@ struct DecoderLayer {
   LayerResult operator()(const at::Tensor& x, const TokenLayout& layout,
                          const std::pair<at::Tensor, at::Tensor>& rope, const at::Tensor& topk,
                          bool indexer_kl) const;
+  /// The same layer in a cached forward (MlaAttention's cached operator()); no indexer loss.
+  LayerResult operator()(const at::Tensor& x, const TokenLayout& layout,
+                         const std::pair<at::Tensor, at::Tensor>& rope, const at::Tensor& topk,
+                         const nn::CacheStep& step, LayerCache& cache) const;
   void init(double std);
+
+ private:
+  /// The residual MLP or MoE half on h (the input plus the attention output); sets `out`'s
+  /// hidden and expert_load.
+  void feed_forward(const at::Tensor& h, LayerResult& out) const;
 };
 
 } // namespace kiln::models::glm_moe_dsa

@@ -99,16 +99,7 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
   const int64_t tokens = ids.numel();
   const auto rope = rotary_(positions.to(device).reshape({-1})); // float32 [N, R/2] each
 
-  at::Tensor topk; // the running IndexShare selection
-  if (auto it = input.extra.find(kTopkKey); it != input.extra.end()) {
-    topk = it->second;
-    KILN_CHECK_USER(topk.scalar_type() == at::kInt && topk.dim() == 3 && topk.size(0) == tokens &&
-                        topk.size(1) == 1,
-                    "glm_moe_dsa: extra[\"{}\"] must be int32 [N = {}, 1, K] (rows of the "
-                    "flattened tokens); found {} {}",
-                    kTopkKey, tokens, dtype_name(topk.scalar_type()), shape_str(topk.sizes()));
-    topk = topk.to(device);
-  }
+  at::Tensor topk = seed_topk(input, tokens); // the running IndexShare selection
 
   sdk::ForwardOutput out;
   at::Tensor h = embed_tokens_(ids.reshape({-1})); // [N, hidden]
@@ -122,9 +113,30 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
       indexer_kl = indexer_kl.defined() ? indexer_kl + r.indexer_kl : r.indexer_kl;
     }
   }
+  finish(h, input, batch_shape, out);
+  if (topk.defined()) out.extra[kTopkKey] = topk;
+  if (indexer_kl.defined()) {
+    out.aux_losses[kIndexerKlKey] = indexer_kl * options_.indexer_loss_coef;
+  }
+  return out;
+}
+
+at::Tensor Model::seed_topk(const sdk::ForwardInput& input, int64_t tokens) const {
+  auto it = input.extra.find(kTopkKey);
+  if (it == input.extra.end()) return {};
+  const at::Tensor& topk = it->second;
+  KILN_CHECK_USER(topk.scalar_type() == at::kInt && topk.dim() == 3 && topk.size(0) == tokens &&
+                      topk.size(1) == 1,
+                  "glm_moe_dsa: extra[\"{}\"] must be int32 [N = {}, 1, K] (rows of the "
+                  "flattened tokens); found {} {}",
+                  kTopkKey, tokens, dtype_name(topk.scalar_type()), shape_str(topk.sizes()));
+  return topk.to(tensor_options_.device());
+}
+
+void Model::finish(at::Tensor h, const sdk::ForwardInput& input, at::IntArrayRef batch_shape,
+                   sdk::ForwardOutput& out) const {
   h = norm_(h);
   if (!batch_shape.empty()) h = h.view({batch_shape[0], batch_shape[1], config_.hidden_size});
-
   if (input.compute_logits) {
     const int64_t token_dim = h.dim() - 2;
     at::Tensor kept = h;
@@ -134,10 +146,58 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
     out.logits = lm_head_(kept);
   }
   out.hidden = h;
-  if (topk.defined()) out.extra[kTopkKey] = topk;
-  if (indexer_kl.defined()) {
-    out.aux_losses[kIndexerKlKey] = indexer_kl * options_.indexer_loss_coef;
+}
+
+std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
+  return std::make_unique<Cache>(config_, batch_size, max_len, tensor_options_);
+}
+
+namespace {
+
+// The TokenLayout of a cached forward (indexer.h): cache row b is document b, holding its
+// start + count keys from flat row b * max_len on; the new tokens sit at step.slot.
+TokenLayout cached_layout(const nn::CacheStep& step) {
+  std::vector<int64_t> ends = {0}, starts;
+  for (int64_t b = 0; b <= step.batch; ++b) {
+    starts.push_back(b * step.max_len);
+    if (b < step.batch) ends.push_back(ends.back() + step.start[b] + step.count[b]);
   }
+  const auto device = step.slot.device();
+  TokenLayout layout;
+  layout.cu_seqlens = at::tensor(ends, at::kLong).to(device, at::kInt);
+  layout.starts = at::tensor(starts, at::kLong).to(device, at::kInt);
+  layout.query_rows = step.slot.to(at::kInt);
+  layout.max_len = step.max_end;
+  return layout;
+}
+
+} // namespace
+
+sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
+                                         sdk::InferenceCache& base) {
+  auto* cache = dynamic_cast<Cache*>(&base);
+  KILN_CHECK_USER(
+      cache != nullptr && cache->layers.size() == layers_.size() &&
+          cache->layers[0].latent.data.size(-1) == config_.kv_lora_rank + config_.qk_rope_head_dim,
+      "glm_moe_dsa: forward_cached needs a cache made by this model's make_cache");
+  const auto device = tensor_options_.device();
+  const nn::CacheStep step = nn::CacheStep::plan(*cache, input, device, "glm_moe_dsa");
+  const TokenLayout layout = cached_layout(step);
+  const auto rope = rotary_(step.positions.reshape({-1})); // float32 [N, R/2] each
+  const at::Tensor ids = input.input_ids.to(device);
+  at::Tensor topk = seed_topk(input, step.tokens()); // flat cache rows
+
+  sdk::ForwardOutput out;
+  at::Tensor h = embed_tokens_(ids.reshape({-1})); // [N, hidden]
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    LayerResult r = layers_[i](h, layout, rope, topk, step, cache->layers[i]);
+    h = r.hidden;
+    topk = r.topk;
+    if (r.expert_load.defined()) out.expert_load[static_cast<int64_t>(i)] = r.expert_load;
+  }
+  finish(h, input, ids.dim() == 2 ? ids.sizes() : at::IntArrayRef{}, out);
+  if (topk.defined()) out.extra[kTopkKey] = topk;
+  step.commit(*cache);
   return out;
 }
 

@@ -1,12 +1,15 @@
 // The glm_moe_dsa causal LM (HF GlmMoeDsaForCausalLM, GLM-5): embeddings, decoder layers with MLA
-// + DSA + IndexShare, final norm, LM head; the training hooks of the SDK Model contract.
+// + DSA + IndexShare, final norm, LM head; the training hooks of the SDK Model contract; cached
+// decoding (cache.h).
 #pragma once
 
+#include "cache.h"
 #include "config.h"
 #include "layers.h"
 
 #include "kiln/nn/linear.h"
 #include "kiln/nn/rotary.h"
+#include "kiln/sdk/cache.h"
 #include "kiln/sdk/model.h"
 
 #include <functional>
@@ -15,12 +18,13 @@
 
 namespace kiln::models::glm_moe_dsa {
 
-/// ForwardInput.extra / ForwardOutput.extra key of the running IndexShare top-k.
+/// ForwardInput.extra / ForwardOutput.extra key of the running IndexShare top-k (in
+/// forward_cached its entries are flat cache rows, b * max_len + position).
 inline constexpr const char* kTopkKey = "topk_indices";
 /// ForwardOutput.aux_losses key of the indexer loss.
 inline constexpr const char* kIndexerKlKey = "indexer_kl";
 
-class Model final : public sdk::Model {
+class Model final : public sdk::Model, public sdk::CachedDecoding {
  public:
   Model(Config config, const sdk::ModelOptions& options);
 
@@ -32,6 +36,15 @@ class Model final : public sdk::Model {
   std::vector<std::pair<std::string, at::Tensor>> gradients() override;
   nlohmann::json config_json() const override;
   at::Tensor lm_head_weight() override { return lm_head_.weight; }
+
+  /// Throws kiln::Error when batch_size * max_len exceeds int32 (cache.h).
+  std::unique_ptr<sdk::InferenceCache> make_cache(int64_t batch_size, int64_t max_len) override;
+  /// Every layer stores its new tokens in the cache, then selects (indexer_topk over the cached
+  /// index keys, or the shared selection) and attends (sparse_mla over the cached latents): the
+  /// attention reads at most index_topk cached tokens per query. Outputs as forward (no indexer
+  /// loss), extra["topk_indices"] in flat cache rows.
+  sdk::ForwardOutput forward_cached(const sdk::ForwardInput& input,
+                                    sdk::InferenceCache& cache) override;
 
   /// HF's _init_weights: normal(0, initializer_range) weights, zero biases, unit norms.
   void init_random(uint64_t seed);
@@ -47,6 +60,12 @@ class Model final : public sdk::Model {
   /// One decoder layer, through nn::checkpoint when activation checkpointing is on.
   LayerResult run_layer(size_t index, const at::Tensor& h, const TokenLayout& layout,
                         const std::pair<at::Tensor, at::Tensor>& rope, const at::Tensor& topk);
+  /// ForwardInput.extra["topk_indices"] checked and on the device (undefined when absent).
+  at::Tensor seed_topk(const sdk::ForwardInput& input, int64_t tokens) const;
+  /// Final norm, the input's token layout (`batch_shape` [B, S], or empty for [T]) and the LM
+  /// head (logits_to_keep, compute_logits) on the last layer's output [N, hidden].
+  void finish(at::Tensor h, const sdk::ForwardInput& input, at::IntArrayRef batch_shape,
+              sdk::ForwardOutput& out) const;
 
   Config config_;
   sdk::ModelOptions options_;
