@@ -9,12 +9,15 @@
 #include "kiln/sdk/error.h"
 
 #include <fmt/format.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
 #include <iostream>
+#include <map>
 #include <optional>
+#include <set>
 
 namespace kiln::cli {
 namespace {
@@ -89,6 +92,42 @@ class Streamer {
   size_t printed_ = 0;
 };
 
+/// Runs `body` under the LibTorch (Kineto) profiler: CPU ops, and CUDA kernels on a GPU. Writes a
+/// Chrome trace to `file` and prints the ops and kernels that took the most time to stderr.
+template <class Body>
+void profiled(const std::string& file, bool cuda, Body&& body) {
+  namespace prof = torch::autograd::profiler;
+  using torch::profiler::impl::ActivityType;
+  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  std::set<ActivityType> activities = {ActivityType::CPU};
+  if (cuda) activities.insert(ActivityType::CUDA);
+  prof::prepareProfiler(config, activities);
+  prof::enableProfiler(config, activities);
+  body();
+  const auto result = prof::disableProfiler();
+  result->save(file);
+  std::map<std::string, std::pair<double, int64_t>> cpu, gpu; // name -> (ms, calls)
+  for (const auto& e : result->events()) {
+    auto& slot = (e.deviceType() == c10::DeviceType::CUDA ? gpu : cpu)[e.name()];
+    slot.first += static_cast<double>(e.durationNs()) * 1e-6;
+    ++slot.second;
+  }
+  auto top = [](const char* what, const auto& table) {
+    std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(table.begin(),
+                                                                         table.end());
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
+    std::cerr << fmt::format("{:>10} {:>7}  {} (total, inclusive)\n", "ms", "calls", what);
+    for (size_t i = 0; i < std::min<size_t>(rows.size(), 15); ++i) {
+      std::cerr << fmt::format("{:>10.2f} {:>7}  {}\n", rows[i].second.first, rows[i].second.second,
+                               rows[i].first.substr(0, 100));
+    }
+  };
+  top("CPU ops", cpu);
+  if (cuda) top("GPU kernels", gpu);
+  std::cerr << fmt::format("profile: {}\n", file);
+}
+
 std::string join_ids(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   std::string out;
   for (const auto* part : {&a, &b}) {
@@ -106,6 +145,7 @@ void usage_generate() {
          "                     [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]\n"
          "                     [--min-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]...\n"
          "                     [--stop-id ID]... [--no-cache] [--print-ids] [--stats]\n"
+         "                     [--profile TRACE.json]\n"
          "                     [--dtype float32|bfloat16] [--device cpu|cuda] [--backend NAME]\n\n"
          "Generates from the checkpoint in DIR (config.json + safetensors, HF layout). Each\n"
          "--prompt, --prompt-file or --input-ids is one row of the batch, as is each line of an\n"
@@ -116,7 +156,8 @@ void usage_generate() {
          "Greedy unless --temperature > 0 (or generation_config.json says do_sample); rows stop\n"
          "at an eos id of DIR/generation_config.json (or config.json), a --stop-id, a --stop\n"
          "string, or after --max-new-tokens. --no-cache recomputes every sequence each step.\n"
-         "--stats prints time to first token and decode tokens/s to stderr.\n\n"
+         "--stats prints time to first token and decode tokens/s to stderr; --profile F writes\n"
+         "a Chrome trace of the generation to F and the costliest ops and kernels to stderr.\n\n"
       << plugin_options();
 }
 
@@ -141,6 +182,7 @@ int cmd_generate(const std::vector<std::string>& args) {
       "no-cache", po::bool_switch(), "recompute the whole sequence every step")(
       "print-ids", po::bool_switch(), "print prompt + generated ids instead of text")(
       "stats", po::bool_switch(), "print timing to stderr")(
+      "profile", po::value<std::string>(), "write a Chrome trace of the generation here")(
       "dtype", po::value<std::string>()->default_value("float32"), "float32 or bfloat16")(
       "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda or cuda:N")(
       "backend", po::value<std::string>()->default_value("auto"), "backend or policy for all ops");
@@ -250,7 +292,13 @@ int cmd_generate(const std::vector<std::string>& args) {
       return s.text().find(stop) != std::string::npos;
     });
   };
-  const generate::Generation result = generator.generate(prompts, on_token);
+  generate::Generation result;
+  if (vm.count("profile")) {
+    profiled(vm["profile"].as<std::string>(), model->lm_head_weight().is_cuda(),
+             [&] { result = generator.generate(prompts, on_token); });
+  } else {
+    result = generator.generate(prompts, on_token);
+  }
 
   if (print_ids) {
     for (size_t b = 0; b < prompts.size(); ++b) {

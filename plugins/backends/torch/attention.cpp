@@ -43,6 +43,7 @@
 #include "kiln/sdk/error.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
@@ -293,11 +294,25 @@ SdpaCase hf_sdpa_case(const ops::AttentionArgs& a) {
   return SdpaCase::kNone;
 }
 
+// sdpa without its cuDNN backend: cuDNN's attention builds (and caches) a graph per shape, ~47 ms
+// each on an H200 (measured with kiln generate --profile), so every new sequence length (each
+// decode step, each prompt length, each packed document length) would pay that; flash and
+// memory-efficient attention have no per-shape cost. The user's global setting is restored.
 at::Tensor sdpa(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                 double scale) { // [B, S, H, D] each
-  const at::Tensor o = at::scaled_dot_product_attention(
-      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_mask=*/{}, /*dropout_p=*/0.0,
-      causal, scale, /*enable_gqa=*/true);
+  at::Context& context = at::globalContext();
+  const bool cudnn = context.userEnabledCuDNNSDP();
+  context.setSDPUseCuDNN(false);
+  at::Tensor o;
+  try {
+    o = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         /*attn_mask=*/{}, /*dropout_p=*/0.0, causal, scale,
+                                         /*enable_gqa=*/true);
+  } catch (...) {
+    context.setSDPUseCuDNN(cudnn);
+    throw;
+  }
+  context.setSDPUseCuDNN(cudnn);
   return o.transpose(1, 2);
 }
 
