@@ -76,13 +76,16 @@ at::Tensor Generator::head(const at::Tensor& hidden) const {
   return at::linear(hidden, model_.lm_head_weight()).to(at::kFloat);
 }
 
-at::Tensor Generator::prefill(const std::vector<std::vector<int64_t>>& prompts) {
-  const auto [ids, cu] = pack(prompts, device_);
+at::Tensor Generator::last_logits(const std::vector<std::vector<int64_t>>& sequences,
+                                  bool through_cache) {
+  const auto [ids, cu] = pack(sequences, device_);
   sdk::ForwardInput input;
   input.input_ids = ids;
   input.cu_seqlens = cu;
   input.compute_logits = false;
-  return head(last_of_each(decoder_->forward_cached(input, *cache_).hidden, cu));
+  const sdk::ForwardOutput out =
+      through_cache ? decoder_->forward_cached(input, *cache_) : model_.forward(input);
+  return head(last_of_each(out.hidden, cu));
 }
 
 at::Tensor Generator::step(const at::Tensor& last_tokens) {
@@ -90,15 +93,6 @@ at::Tensor Generator::step(const at::Tensor& last_tokens) {
   input.input_ids = last_tokens.view({-1, 1});
   input.compute_logits = false;
   return head(decoder_->forward_cached(input, *cache_).hidden.select(1, -1));
-}
-
-at::Tensor Generator::recompute(const std::vector<std::vector<int64_t>>& sequences) {
-  const auto [ids, cu] = pack(sequences, device_);
-  sdk::ForwardInput input;
-  input.input_ids = ids;
-  input.cu_seqlens = cu;
-  input.compute_logits = false;
-  return head(last_of_each(model_.forward(input).hidden, cu));
 }
 
 Generation Generator::generate(const std::vector<std::vector<int64_t>>& prompts,
@@ -152,7 +146,7 @@ Generation Generator::generate(const std::vector<std::vector<int64_t>>& prompts,
   result.finish.assign(static_cast<size_t>(batch), FinishReason::kLength);
   std::vector<bool> running(static_cast<size_t>(batch), true);
   int64_t still_running = batch;
-  at::Tensor logits = options_.use_cache ? prefill(prompts) : recompute(sequences);
+  at::Tensor logits = last_logits(prompts, /*through_cache=*/options_.use_cache);
   Clock::time_point decode_start;
   for (int64_t i = 0; i < options_.max_new_tokens && still_running > 0; ++i) {
     if (options_.keep_logits)
@@ -185,7 +179,7 @@ Generation Generator::generate(const std::vector<std::vector<int64_t>>& prompts,
     }
     if (still_running == 0 || i + 1 == options_.max_new_tokens) break;
     if (seen.defined()) seen.scatter_(1, next.view({-1, 1}), true);
-    logits = options_.use_cache ? step(next) : recompute(sequences);
+    logits = options_.use_cache ? step(next) : last_logits(sequences, false);
     ++result.stats.steps;
   }
   result.stats.decode_s = result.stats.steps > 0 ? seconds_since(decode_start) : 0.0;

@@ -67,10 +67,11 @@ class Generator {
   const sdk::InferenceCache* cache() const { return cache_.get(); }
 
  private:
-  /// float32 [B, V] logits of the last token of every prompt (prefill) or of every row (step).
-  at::Tensor prefill(const std::vector<std::vector<int64_t>>& prompts);
+  /// float32 [B, V] logits of each sequence's last token, from one packed forward: through the
+  /// cache (the prefill; every row empty) or a full forward without it.
+  at::Tensor last_logits(const std::vector<std::vector<int64_t>>& sequences, bool through_cache);
+  /// float32 [B, V] logits of one decode step: last_tokens [B] appended to every cache row.
   at::Tensor step(const at::Tensor& last_tokens);
-  at::Tensor recompute(const std::vector<std::vector<int64_t>>& sequences);
   at::Tensor head(const at::Tensor& hidden) const;
 
   sdk::Model& model_;

@@ -69,6 +69,12 @@ std::vector<Reference> references(const GenerateCase& c) {
   return out;
 }
 
+std::vector<std::vector<int64_t>> prompts_of(const std::vector<Reference>& refs) {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& r : refs) out.push_back(r.prompt);
+  return out;
+}
+
 std::shared_ptr<sdk::Model> load_model(const GenerateCase& c) {
   load_plugins_once();
   const nlohmann::json config = io::read_config(c.dir());
@@ -112,8 +118,7 @@ TEST_P(GenerateTest, CachedLogitsEqualUncachedAtEveryStep) {
   KILN_SKIP_WITHOUT_DEVICE();
   const auto model = load_model(GetParam());
   const auto refs = references(GetParam());
-  std::vector<std::vector<int64_t>> prompts;
-  for (const auto& r : refs) prompts.push_back(r.prompt);
+  const auto prompts = prompts_of(refs);
   const int64_t n = static_cast<int64_t>(refs[0].tokens.size());
   generate::Generator cached(*model, greedy(n, true));
   generate::Generator uncached(*model, greedy(n, false));
@@ -130,8 +135,7 @@ TEST_P(GenerateTest, RaggedBatchEqualsRowsOneByOneAndCacheIsReused) {
   KILN_SKIP_WITHOUT_DEVICE();
   const auto model = load_model(GetParam());
   const auto refs = references(GetParam());
-  std::vector<std::vector<int64_t>> prompts;
-  for (const auto& r : refs) prompts.push_back(r.prompt);
+  const auto prompts = prompts_of(refs);
   const int64_t n = static_cast<int64_t>(refs[0].tokens.size());
   generate::Generator generator(*model, greedy(n, true));
   for (int request = 0; request < 2; ++request) { // the second reuses (resets) the first's cache
