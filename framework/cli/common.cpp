@@ -73,6 +73,10 @@ std::shared_ptr<sdk::Model> load_checkpoint(const std::filesystem::path& dir,
   }
   KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
                   "--device {}: no CUDA device is available here; use --device cpu", device.str());
+  const auto gpus = static_cast<int64_t>(at::getNumGPUs());
+  KILN_CHECK_USER(!device.is_cuda() || !device.has_index() || device.index() < gpus,
+                  "--device {}: this machine has {} CUDA device(s), cuda:0 to cuda:{}",
+                  device.str(), gpus, gpus - 1);
   const nlohmann::json config = io::read_config(dir);
   const auto& family =
       core::ModelRegistry::global().find_for_config(config, (dir / "config.json").string());

@@ -73,6 +73,10 @@ c10::Device parse_device(const std::string& text) {
   const c10::Device device(text);
   KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
                   "model.device = \"{}\": no CUDA device is available here; use \"cpu\"", text);
+  const auto gpus = static_cast<int64_t>(at::getNumGPUs());
+  KILN_CHECK_USER(!device.is_cuda() || !device.has_index() || device.index() < gpus,
+                  "model.device = \"{}\": this machine has {} CUDA device(s), cuda:0 to cuda:{}",
+                  text, gpus, gpus - 1);
   return device;
 }
 
