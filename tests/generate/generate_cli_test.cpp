@@ -47,6 +47,26 @@ TEST_F(GenerateCliTest, PrintIdsEqualsHfGreedyForEveryFamilyWithAndWithoutCache)
   }
 }
 
+TEST_F(GenerateCliTest, EosIdsOfGenerationConfigEndTheRow) {
+  // A copy of a fixture whose generation_config.json names HF's 4th generated token as eos.
+  const fs::path src = kFixtures / "glm4_moe/base";
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, dir_ / f);
+  const io::SafetensorsFile ref(src / "generate.safetensors");
+  const at::Tensor prompt = ref.load("prompt/0");
+  const at::Tensor generated = ref.load("generated/0").to(at::kLong).contiguous();
+  const int64_t* ids = generated.data_ptr<int64_t>();
+  const int64_t eos = ids[prompt.numel() + 3];
+  write_file(dir_ / "generation_config.json",
+             fmt::format("{{\"eos_token_id\": [{}, 100000]}}", eos));
+  int64_t end = prompt.numel();
+  while (ids[end] != eos) ++end; // the first time the row produces it
+  const auto r =
+      run_kiln(fmt::format("generate --model {} --input-ids {} --max-new-tokens 16 --print-ids",
+                           dir_.string(), csv(prompt)));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, csv(generated.narrow(0, 0, end + 1)) + "\n");
+}
+
 TEST_F(GenerateCliTest, TextPromptsStreamAndStopOnAStopString) {
   // A checkpoint with a tokenizer.json: two steps of the embedded quickstart.
   const auto trained = run_kiln(
