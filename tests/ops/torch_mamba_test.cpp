@@ -435,6 +435,47 @@ TEST(TorchMamba2ScanTest, ChunksAndBlocksDoNotChangeTheResult) {
   }
 }
 
+// One token per row (decode) takes the direct recurrence instead of the chunked algorithm: the
+// same values, final states and gradients.
+TEST(TorchMamba2ScanTest, OneTokenStepEqualsTheChunkedScan) {
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {
+    const ScanCase c{"Step", dtype, 4, 3, 2, 5, 4, 0, 3, 1};
+    SCOPED_TRACE(c10::toString(dtype));
+    for (const bool with_init : {false, true}) {
+      const ScanInputs in = make_scan_inputs(c, 23);
+      const auto step = ref::mamba2_scan(scan_args(c, in, with_init));
+      const auto chunked = ref::detail::mamba2_scan_blocked(scan_args(c, in, with_init), 0);
+      const auto [y, fin] = naive_scan(c, in, with_init);
+      const Tolerance tol = scan_tolerance(dtype);
+      EXPECT_TRUE(close(step.y, y, tol)) << "initial states " << with_init;
+      EXPECT_TRUE(close(step.final_states, fin, tol)) << "initial states " << with_init;
+      EXPECT_TRUE(close(step.y, chunked.y, tol));
+      EXPECT_TRUE(close(step.final_states, chunked.final_states, tol));
+    }
+  }
+  // Gradients (float64) through y and the final states.
+  const ScanCase c{"StepGrad", at::kDouble, 4, 3, 2, 5, 4, 0, 3, 1};
+  const ScanInputs in = make_scan_inputs(c, 24);
+  auto grads = [&](bool direct) {
+    std::vector<at::Tensor> leaves = {in.x, in.dt, in.a, in.b, in.c, in.d, in.dt_bias, in.init};
+    for (auto& t : leaves) t = t.detach().clone().requires_grad_(true);
+    const ScanInputs li{leaves[0], leaves[1], leaves[2], leaves[3],
+                        leaves[4], leaves[5], leaves[6], leaves[7]};
+    const auto args = scan_args(c, li, true);
+    const auto r = direct ? ref::mamba2_scan(args) : ref::detail::mamba2_scan_blocked(args, 0);
+    at::manual_seed(5);
+    ((r.y * at::randn_like(r.y)).sum() + (r.final_states * at::randn_like(r.final_states)).sum())
+        .backward();
+    std::vector<at::Tensor> out;
+    for (const auto& t : leaves) out.push_back(t.grad());
+    return out;
+  };
+  const auto a = grads(true), b = grads(false);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(close(a[i], b[i], Tolerance{1e-11, 1e-11})) << "input " << i;
+  }
+}
+
 TEST(TorchMamba2ScanGradTest, MatchesTheRecurrencesAutograd) {
   for (const ScanCase& c : float_cases()) {
     SCOPED_TRACE(c.name);

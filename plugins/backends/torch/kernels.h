@@ -48,6 +48,8 @@ at::Tensor sparse_mla_chunked(const ops::SparseMlaArgs& args, int64_t query_chun
 /// that tests can cross block boundaries with tiny shapes.
 ops::Mamba2ScanResult mamba2_scan_blocked(const ops::Mamba2ScanArgs& args,
                                           int64_t chunks_per_block);
+/// `mamba2_scan` of one token per row (BSHD, L = 1): the recurrence step itself.
+ops::Mamba2ScanResult mamba2_scan_step(const ops::Mamba2ScanArgs& args);
 
 } // namespace detail
 

@@ -381,9 +381,40 @@ ops::Mamba2ScanResult mamba2_scan_blocked(const ops::Mamba2ScanArgs& args,
   return result;
 }
 
+ops::Mamba2ScanResult mamba2_scan_step(const ops::Mamba2ScanArgs& args) {
+  const at::Tensor& x = args.x; // [B, 1, H, P]
+  const at::ScalarType compute =
+      x.scalar_type() == at::kDouble ? at::kDouble : at::ScalarType::Float;
+  const int64_t batch = x.size(0), h = x.size(2), p = x.size(3);
+  const int64_t g = args.B.size(2), n = args.B.size(3);
+  at::Tensor dt = args.dt; // dt' as in the chunked path: promoted dtype first, then float32
+  if (args.dt_bias.defined()) dt = dt + args.dt_bias;
+  if (args.dt_softplus) dt = at::softplus(dt, /*beta=*/1, /*threshold=*/20);
+  dt = at::clamp(dt, args.dt_min, args.dt_max).to(compute).view({batch, h}); // [B, H]
+  const at::Tensor xf = x.to(compute).view({batch, g, h / g, p});            // [B, G, H/G, P]
+  const at::Tensor bf = args.B.to(compute).view({batch, g, 1, 1, n});
+  const at::Tensor cf = args.C.to(compute).view({batch, g, 1, n, 1});
+  const at::Tensor decay = at::exp(dt * args.A.to(compute)).view({batch, g, h / g, 1, 1});
+  const at::Tensor state = args.initial_states.defined()
+                               ? args.initial_states.to(compute).view({batch, g, h / g, p, n})
+                               : at::zeros({batch, g, h / g, p, n}, x.options().dtype(compute));
+  // S = exp(dt' A) S + dt' x B^T;  y = S C (+ D x)
+  const at::Tensor input = (dt.view({batch, g, h / g, 1}) * xf).unsqueeze(-1) * bf;
+  const at::Tensor next = decay * state + input; // [B, G, H/G, P, N]
+  at::Tensor y = at::matmul(next, cf).view({batch, 1, h, p});
+  if (args.D.defined()) y = y + args.D.to(compute).unsqueeze(-1) * x.to(compute);
+  ops::Mamba2ScanResult result;
+  result.y = y;
+  if (args.return_final_states) result.final_states = next.view({batch, h, p, n});
+  return result;
+}
+
 } // namespace detail
 
 ops::Mamba2ScanResult mamba2_scan(const ops::Mamba2ScanArgs& args) {
+  // One token per row (a decode step): the recurrence itself, a handful of kernels, instead of
+  // the chunked algorithm's layout machinery. The same math (models.md §4.3), differentiable.
+  if (!args.cu_seqlens.defined() && args.x.size(1) == 1) return detail::mamba2_scan_step(args);
   return detail::mamba2_scan_blocked(args, /*chunks_per_block=*/0);
 }
 
