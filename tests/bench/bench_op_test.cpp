@@ -1,5 +1,6 @@
 // `kiln bench op`: FLOP formulas (shared/perf.md's worked examples), the shape parser, the
 // sparse_mla index generator, and the command on the CPU with the torch backend.
+#include "bench/measure.h"
 #include "bench/ops.h"
 #include "kiln/sdk/error.h"
 
@@ -92,6 +93,28 @@ TEST(BenchInputsTest, SparseMlaIndicesAreCausalDistinctAndPadded) {
     EXPECT_LE(picked.max().item<int64_t>(), pos) << t;
     EXPECT_EQ(std::get<0>(at::_unique(picked)).numel(), valid) << t; // distinct
   }
+}
+
+TEST(BenchCompareTest, SetsTellNearTiesFromWrongPicks) {
+  // Scores of keys 0..4 for every row: keys 2 and 3 tie.
+  const at::Tensor scores = at::tensor({5.0f, 4.0f, 3.0f, 3.0f, 1.0f});
+  auto score = [&](const at::Tensor& rows, const at::Tensor& keys) {
+    return scores.index_select(0, keys.clamp_min(0).flatten()).view(keys.sizes());
+  };
+  auto rows = [](std::vector<int32_t> v) { return at::tensor(v, at::kInt).view({-1, 1, 3}); };
+  const at::Tensor ref = rows({0, 1, 2, /**/ 0, 1, 2, /**/ 0, 1, 2, /**/ 0, 1, -1});
+  const at::Tensor mine = rows({2, 1, 0, /**/ 0, 1, 3, /**/ 0, 1, 4, /**/ 0, 1, 2});
+  const auto stats = kiln::bench::compare_sets(mine, ref, score);
+  EXPECT_EQ(stats.rows, 4);
+  EXPECT_EQ(stats.rows_differ, 3);             // order does not matter (row 0)
+  EXPECT_EQ(stats.rows_differ_beyond_ties, 2); // row 1 is a tie; row 2 picks a low key; row 3
+                                               // has a different count of -1 slots
+}
+
+TEST(BenchCompareTest, ValuesGiveAbsAndRelativeToReferenceMax) {
+  const auto e = kiln::bench::compare_values(at::tensor({1.0f, 2.5f}), at::tensor({1.0f, 2.0f}));
+  EXPECT_DOUBLE_EQ(e.max_abs, 0.5);
+  EXPECT_DOUBLE_EQ(e.max_rel, 0.25);
 }
 
 class BenchCliTest : public kiln::test::ScratchDirTest {};
