@@ -59,24 +59,31 @@ po::variables_map parse(const std::vector<std::string>& args,
   return vm;
 }
 
-std::shared_ptr<sdk::Model> load_checkpoint(const std::filesystem::path& dir,
-                                            const std::string& device_text,
-                                            const std::string& dtype_text) {
-  const auto dtype = parse_dtype(dtype_text);
-  KILN_CHECK_USER(dtype && (*dtype == at::kFloat || *dtype == at::kBFloat16),
-                  "--dtype: expected float32 or bfloat16, found '{}'", dtype_text);
+c10::Device parse_device(const std::string& text) {
   c10::Device device(at::kCPU);
   try {
-    device = c10::Device(device_text);
+    device = c10::Device(text);
   } catch (const std::exception&) {
-    user_error("--device: expected cpu, cuda or cuda:N, found '{}'", device_text);
+    user_error("--device: expected cpu, cuda or cuda:N, found '{}'", text);
   }
+  KILN_CHECK_USER(device.is_cpu() || device.is_cuda(),
+                  "--device: expected cpu, cuda or cuda:N, found '{}'", text);
   KILN_CHECK_USER(!device.is_cuda() || at::hasCUDA(),
                   "--device {}: no CUDA device is available here; use --device cpu", device.str());
   const auto gpus = static_cast<int64_t>(at::getNumGPUs());
   KILN_CHECK_USER(!device.is_cuda() || !device.has_index() || device.index() < gpus,
                   "--device {}: this machine has {} CUDA device(s), cuda:0 to cuda:{}",
                   device.str(), gpus, gpus - 1);
+  return device;
+}
+
+std::shared_ptr<sdk::Model> load_checkpoint(const std::filesystem::path& dir,
+                                            const std::string& device_text,
+                                            const std::string& dtype_text) {
+  const auto dtype = parse_dtype(dtype_text);
+  KILN_CHECK_USER(dtype && (*dtype == at::kFloat || *dtype == at::kBFloat16),
+                  "--dtype: expected float32 or bfloat16, found '{}'", dtype_text);
+  const c10::Device device = parse_device(device_text);
   const nlohmann::json config = io::read_config(dir);
   const auto& family =
       core::ModelRegistry::global().find_for_config(config, (dir / "config.json").string());

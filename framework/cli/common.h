@@ -4,6 +4,7 @@
 #include "core/plugin_host.h"
 #include "kiln/sdk/model.h"
 
+#include <c10/core/Device.h>
 #include <boost/program_options.hpp>
 
 #include <filesystem>
@@ -38,6 +39,10 @@ std::vector<core::PluginRecord> load_plugins(const po::variables_map& vm,
                                              const std::vector<std::filesystem::path>& recipe_dirs,
                                              bool quiet_failures = false);
 
+/// "cpu", "cuda" or "cuda:N" as --device gives it; a one-line kiln::Error (naming --device) for
+/// bad syntax, another device type, no CUDA here, or an index past the machine's GPUs.
+c10::Device parse_device(const std::string& text);
+
 /// Builds the model of an HF checkpoint folder (config.json + safetensors) on `device` ("cpu",
 /// "cuda", "cuda:N") in `dtype` ("float32" or "bfloat16") and loads its weights. Plugins must be
 /// loaded. Bad values are kiln::Errors naming the --device / --dtype option.
@@ -61,5 +66,7 @@ int cmd_generate(const std::vector<std::string>& args);
 void usage_generate();
 int cmd_plot(const std::vector<std::string>& args);
 void usage_plot();
+int cmd_bench(const std::vector<std::string>& args);
+void usage_bench();
 
 } // namespace kiln::cli

@@ -68,6 +68,8 @@ const std::vector<Command>& commands() {
        &usage_generate, &cmd_generate},
       {"logits", "logits, loss and gradient norms of a checkpoint on given ids", &usage_logits,
        &cmd_logits},
+      {"bench", "A/B of backends: one op's error, time, TFLOP/s, memory (bench op)", &usage_bench,
+       &cmd_bench},
       {"plot", "draw a run's loss, learning rate and gradient norm curves to a PNG", &usage_plot,
        &cmd_plot},
       {"help", "show help for a command", &usage_help, &cmd_help},
