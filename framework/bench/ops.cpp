@@ -178,6 +178,47 @@ double no_flops(const Shape&) {
   return 0.0;
 }
 
+// ---- mamba2_scan and causal_conv1d (Nemotron-3-Nano widths; no FLOP convention in perf.md) ------
+
+OpInputs mamba2_scan_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
+  const int64_t b = s.at("B"), l = s.at("L"), h = s.at("H"), p = s.at("P"), g = s.at("G"),
+                n = s.at("N");
+  KILN_CHECK_USER(h % g == 0, "--shape: mamba2_scan needs H ({}) divisible by G ({})", h, g);
+  const auto opt = floating(dtype, device);
+  const auto f32 = floating(at::kFloat, device);
+  OpInputs in;
+  in.tensors = {at::randn({b, l, h, p}, opt),
+                (at::randn({b, l, h}, f32) - 1.0).to(dtype), // dt before dt_bias and softplus
+                -at::exp(0.5 * at::randn({h}, f32)),         // A = -exp(A_log)
+                at::randn({b, l, g, n}, opt),
+                at::randn({b, l, g, n}, opt),
+                at::randn({h}, f32).to(dtype),
+                (0.5 * at::randn({h}, f32)).to(dtype)};
+  in.differentiable = {0, 1, 2, 3, 4, 5, 6};
+  return in;
+}
+
+at::Tensor mamba2_scan_run(const Shape&, const std::vector<at::Tensor>& t) {
+  ops::Mamba2ScanArgs args{
+      .x = t[0], .dt = t[1], .A = t[2], .B = t[3], .C = t[4], .D = t[5], .dt_bias = t[6]};
+  args.dt_min = 1e-3; // HF's prefill clamp
+  return ops::mamba2_scan(args).y;
+}
+
+OpInputs causal_conv1d_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
+  const auto opt = floating(dtype, device);
+  OpInputs in;
+  in.tensors = {at::randn({s.at("B"), s.at("L"), s.at("C")}, opt),
+                (at::randn({s.at("C"), s.at("K")}, floating(at::kFloat, device)) * 0.3).to(dtype),
+                at::randn({s.at("C")}, opt)};
+  in.differentiable = {0, 1, 2};
+  return in;
+}
+
+at::Tensor causal_conv1d_run(const Shape&, const std::vector<at::Tensor>& t) {
+  return ops::causal_conv1d({.x = t[0], .weight = t[1], .bias = t[2]}).out;
+}
+
 const std::vector<OpSpec>& table() {
   static const std::vector<OpSpec> specs = {
       {.name = "sparse_mla",
@@ -214,6 +255,22 @@ const std::vector<OpSpec>& table() {
        .run = &moe_experts_run,
        .forward_flops = &moe_experts_fwd,
        .backward_flops = &moe_experts_bwd},
+      {.name = "mamba2_scan",
+       .keys = {{"B", 1}, {"L", 8192}, {"H", 64}, {"P", 64}, {"G", 8}, {"N", 128}},
+       .flops_rule = "no convention in perf.md, not counted",
+       .backward_flops_rule = "not counted",
+       .make_inputs = &mamba2_scan_inputs,
+       .run = &mamba2_scan_run,
+       .forward_flops = &no_flops,
+       .backward_flops = &no_flops},
+      {.name = "causal_conv1d",
+       .keys = {{"B", 1}, {"L", 8192}, {"C", 6144}, {"K", 4}},
+       .flops_rule = "memory-bound, not counted",
+       .backward_flops_rule = "memory-bound, not counted",
+       .make_inputs = &causal_conv1d_inputs,
+       .run = &causal_conv1d_run,
+       .forward_flops = &no_flops,
+       .backward_flops = &no_flops},
       {.name = "rms_norm",
        .keys = {{"T", 4096}, {"D", 6144}},
        .flops_rule = "memory-bound, not counted",
