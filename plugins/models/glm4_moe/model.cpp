@@ -84,13 +84,15 @@ sdk::ForwardOutput Model::forward(const sdk::ForwardInput& input) {
 }
 
 std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
-  return std::make_unique<Cache>(config_, batch_size, max_len, options_);
+  auto cache = std::make_unique<Cache>(config_, batch_size, max_len, options_);
+  cache->bind(this);
+  return cache;
 }
 
 sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
                                          sdk::InferenceCache& base) {
   auto* cache = dynamic_cast<Cache*>(&base);
-  KILN_CHECK_USER(cache != nullptr && cache->layers.size() == layers_.size(),
+  KILN_CHECK_USER(cache != nullptr && cache->made_by(this),
                   "glm4_moe: forward_cached needs a cache made by this model's make_cache");
   const nn::CacheStep step = nn::CacheStep::plan(*cache, input, options_.device(), "glm4_moe");
   const auto rope = rotary_(step.positions);

@@ -149,7 +149,9 @@ void Model::finish(at::Tensor h, const sdk::ForwardInput& input, at::IntArrayRef
 }
 
 std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
-  return std::make_unique<Cache>(config_, batch_size, max_len, tensor_options_);
+  auto cache = std::make_unique<Cache>(config_, batch_size, max_len, tensor_options_);
+  cache->bind(this);
+  return cache;
 }
 
 namespace {
@@ -176,10 +178,8 @@ TokenLayout cached_layout(const nn::CacheStep& step) {
 sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
                                          sdk::InferenceCache& base) {
   auto* cache = dynamic_cast<Cache*>(&base);
-  KILN_CHECK_USER(
-      cache != nullptr && cache->layers.size() == layers_.size() &&
-          cache->layers[0].latent.data.size(-1) == config_.kv_lora_rank + config_.qk_rope_head_dim,
-      "glm_moe_dsa: forward_cached needs a cache made by this model's make_cache");
+  KILN_CHECK_USER(cache != nullptr && cache->made_by(this),
+                  "glm_moe_dsa: forward_cached needs a cache made by this model's make_cache");
   const auto device = tensor_options_.device();
   const nn::CacheStep step = nn::CacheStep::plan(*cache, input, device, "glm_moe_dsa");
   const TokenLayout layout = cached_layout(step);

@@ -29,7 +29,6 @@ class Cache final : public sdk::InferenceCache {
     nn::Mamba2State mamba; ///< Mamba layers
   };
   std::vector<Layer> layers;
-  const void* owner = nullptr; ///< the model whose make_cache made it
 };
 
 } // namespace kiln::models::nemotron_v3

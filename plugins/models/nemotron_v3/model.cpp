@@ -148,14 +148,14 @@ at::Tensor Model::finish(const at::Tensor& last, const sdk::ForwardInput& input,
 std::unique_ptr<sdk::InferenceCache> Model::make_cache(int64_t batch_size, int64_t max_len) {
   // No positional limit: without rope, max_len only sizes the attention layers' K/V.
   auto cache = std::make_unique<Cache>(layers_, batch_size, max_len, tensor_options_);
-  cache->owner = this;
+  cache->bind(this);
   return cache;
 }
 
 sdk::ForwardOutput Model::forward_cached(const sdk::ForwardInput& input,
                                          sdk::InferenceCache& base) {
   auto* cache = dynamic_cast<Cache*>(&base);
-  KILN_CHECK_USER(cache != nullptr && cache->owner == this,
+  KILN_CHECK_USER(cache != nullptr && cache->made_by(this),
                   "nemotron_v3: forward_cached needs a cache made by this model's make_cache");
   c10::NoGradGuard no_grad; // inference only: the states must not record a graph
   const c10::Device device = tensor_options_.device();

@@ -86,7 +86,6 @@ CacheStep CacheStep::plan(const sdk::InferenceCache& cache, const sdk::ForwardIn
   step.slot = host_long(slots).to(device);
   step.positions = host_long(positions).to(device);
   if (!step.packed) step.positions = step.positions.view({step.batch, ids.size(1)});
-  step.start_device = host_long(step.start).to(device, at::kInt);
   return step;
 }
 

@@ -28,7 +28,6 @@ struct KILN_SDK_API CacheStep {
   at::Tensor slot;            ///< int64 [tokens]: flat cache index of each new token
   at::Tensor positions;       ///< int64 [B, S] or [T]: each new token's position in its row
   at::Tensor cu_seqlens;      ///< int32 [B+1]: offsets of each row's new tokens, flattened
-  at::Tensor start_device;    ///< int32 [B]: `start` on the device
   /// Ragged appends only (BSHD, rows of different lengths): every key a new token may see, as
   /// flat cache indices row after row (int64 [sum(start + count)]), and their int32 [B+1] offsets.
   at::Tensor key_slot, cu_keys;

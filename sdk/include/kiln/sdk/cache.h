@@ -46,8 +46,13 @@ class KILN_SDK_API InferenceCache {
   /// Records that row b grew by added[b] tokens (families call it once their layers have stored
   /// a forward's tokens). Throws kiln::Error past max_len().
   void advance(const std::vector<int64_t>& added);
+  /// The model whose make_cache made this cache (families set it there and check it in
+  /// forward_cached: a cache of another model of the same family has other shapes).
+  void bind(const void* model) { owner_ = model; }
+  bool made_by(const void* model) const { return owner_ != nullptr && owner_ == model; }
 
  private:
+  const void* owner_ = nullptr;
   int64_t max_len_;
   std::vector<int64_t> lengths_;
 };
