@@ -1,0 +1,26 @@
+// The cuda backend: hand-written Hopper (sm_90a) kernels behind kiln's op contracts. Each op's
+// .cpp holds the ATen side (argument checks beyond the schema's, layout fix-ups, autograd, the
+// cuBLAS parts); the .cu files hold the kernels and say in their header comment what they reach.
+#pragma once
+
+#include "kiln/sdk/ops.h"
+
+#include <ATen/core/Tensor.h>
+
+namespace kiln::backends::cuda {
+
+bool sparse_mla_supports(const ops::SparseMlaArgs& args);
+at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
+
+bool indexer_topk_supports(const ops::IndexerTopkArgs& args);
+at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
+
+/// `t` itself when its last dimension is contiguous, every other stride a multiple of 8 elements
+/// and its start 16-byte aligned (rows the kernels can copy 16 bytes at a time); else a contiguous
+/// copy.
+at::Tensor rows_16b(const at::Tensor& t);
+
+/// Throws kiln::Error naming `what` when `status` is not cudaSuccess.
+void check_launch(int status, const char* what);
+
+} // namespace kiln::backends::cuda

@@ -1,0 +1,88 @@
+// The cuda backend's kernel launchers: plain pointers, sizes and strides (in elements), no
+// LibTorch types, so that the .cu files compile without ATen headers. The ATen side (the .cpp
+// files) checks every precondition stated here before it launches; the kernels do not re-check.
+// Every launcher enqueues on `stream` and returns without synchronizing; launch errors are
+// returned (cudaGetLastError) for the caller to turn into a kiln error.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace kiln::backends::cuda {
+
+// ---- sparse_mla ---------------------------------------------------------------------------------
+// The attention core of `sparse_mla` on the latent (the w_vc projection is a cuBLAS bmm in the
+// ATen wrapper). For query t, head h, over the valid (>= 0) slots j of idx[t, :]:
+//   s_j = scale * q[t, h, :dqk] . kv[j, :dqk]          (float32 accumulation)
+//   o[t, h, :latent] = sum_j softmax(s)_j kv[j, :latent]  (bf16 probabilities, float32 sum)
+//   lse[t, h] = log(sum_j exp(s_j))                     (natural log; +inf for a row with no valid
+//                                                       slot, whose o is zero)
+// bf16 only. Preconditions: the channel dimension of q and kv is contiguous and every row start
+// is 16-byte aligned (strides and dqk multiples of 8); latent <= dqk; dims within what
+// sparse_mla_supported() accepts; slots are -1 or in [0, keys), valid slots of a row distinct.
+struct SparseMlaFwdParams {
+  const void* q = nullptr;      ///< bf16 [tokens, heads, dqk], strides q_t, q_h
+  const void* kv = nullptr;     ///< bf16 [keys, dqk], row stride kv_t
+  const int32_t* idx = nullptr; ///< [tokens, topk], row stride idx_t
+  void* o = nullptr;            ///< bf16 [tokens, heads, latent], contiguous
+  float* lse = nullptr;         ///< [tokens, heads], contiguous
+  int64_t q_t = 0, q_h = 0, kv_t = 0, idx_t = 0;
+  int tokens = 0, heads = 0, keys = 0, topk = 0, dqk = 0, latent = 0;
+  float scale = 0;
+};
+
+// Its gradient. With p_j = exp(s_j - lse), dp_j = d_o[t, h] . kv[j, :latent] and
+// delta = sum_j p_j dp_j (= d_o . o):
+//   dq[t, h]       = scale * sum_j p_j (dp_j - delta) kv[j, :dqk]
+//   dkv[j, :dqk]  += scale * p_j (dp_j - delta) q[t, h]          (summed over t and h)
+//   dkv[j, :latent] += p_j d_o[t, h]
+// dq is written (bf16, contiguous [tokens, heads, dqk]); dkv is a float32 [keys, dqk] contiguous
+// accumulator the caller zeroes; delta is a float32 [tokens, heads] workspace. Same
+// preconditions as the forward; d_o and o contiguous [tokens, heads, latent].
+struct SparseMlaBwdParams {
+  const void* q = nullptr;
+  const void* kv = nullptr;
+  const int32_t* idx = nullptr;
+  const void* o = nullptr;   ///< the forward's o
+  const void* d_o = nullptr; ///< bf16 [tokens, heads, latent]: the gradient of o
+  const float* lse = nullptr;
+  float* delta = nullptr; ///< workspace [tokens, heads]
+  void* dq = nullptr;     ///< bf16 [tokens, heads, dqk]
+  float* dkv = nullptr;   ///< float32 [keys, dqk], zeroed by the caller
+  int64_t q_t = 0, q_h = 0, kv_t = 0, idx_t = 0;
+  int tokens = 0, heads = 0, keys = 0, topk = 0, dqk = 0, latent = 0;
+  float scale = 0;
+};
+
+/// Whether the sparse_mla kernels are compiled for these widths.
+bool sparse_mla_supported(int dqk, int latent);
+cudaError_t launch_sparse_mla_fwd(const SparseMlaFwdParams& p, cudaStream_t stream);
+cudaError_t launch_sparse_mla_bwd(const SparseMlaBwdParams& p, cudaStream_t stream);
+
+// ---- indexer_topk -------------------------------------------------------------------------------
+// The lightning indexer's scores and causal top-k of op `indexer_topk` (kiln/sdk/ops/
+// indexer_topk.h states the contract; this is it with raw pointers):
+//   score[q, t] = sum_h w[q, h] * relu(iq[q, h] . ik[t])    float32 accumulation
+//   out[q, :] = the topk visible keys of largest score, -1 padded; order within a row unspecified
+// Query row q sits at position pos_q = query_indices[q] (or q); its document n is the last with
+// start_n <= pos_q (start = cu_padded or cu_seqlens); it sees keys [start_n, pos_q] when pos_q <
+// start_n + (cu_seqlens[n+1] - cu_seqlens[n]), nothing otherwise. bf16 only; channel dims
+// contiguous and 16-byte aligned rows; dims within indexer_topk_supported().
+struct IndexerTopkParams {
+  const void* q = nullptr;                ///< bf16 [tq, heads, dim], strides q_t, q_h
+  const void* k = nullptr;                ///< bf16 [tk, dim], row stride k_t
+  const float* w = nullptr;               ///< float32 [tq, heads], row stride w_t, heads contiguous
+  const int32_t* cu_seqlens = nullptr;    ///< [docs + 1]
+  const int32_t* cu_padded = nullptr;     ///< [docs + 1] or null
+  const int32_t* query_indices = nullptr; ///< [tq] or null
+  int32_t* out = nullptr;                 ///< [tq, topk], contiguous
+  int64_t q_t = 0, q_h = 0, k_t = 0, w_t = 0;
+  int tq = 0, tk = 0, heads = 0, dim = 0, topk = 0, docs = 0;
+};
+
+/// Whether the indexer kernel is compiled for these sizes.
+bool indexer_topk_supported(int heads, int dim, int topk);
+cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream);
+
+} // namespace kiln::backends::cuda

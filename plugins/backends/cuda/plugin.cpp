@@ -1,0 +1,53 @@
+// Registration table of the cuda backend. Every kernel registers for CUDA devices at a priority
+// above the torch reference, and says through supports() which calls it takes (dtype, widths);
+// the others go to the next backend (under `auto`) or fail (under backend.strict).
+#include "kernels.h"
+#include "launch.h"
+
+#include "kiln/sdk/error.h"
+#include "kiln/sdk/plugin.h"
+
+#include <ATen/core/Tensor.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace kiln::backends::cuda {
+
+at::Tensor rows_16b(const at::Tensor& t) {
+  bool ok = t.stride(-1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && (t.stride(d) % 8 == 0 || t.size(d) == 1);
+  return ok ? t : t.contiguous();
+}
+
+void check_launch(int status, const char* what) {
+  const auto error = static_cast<cudaError_t>(status);
+  if (error != cudaSuccess) {
+    internal_error("cuda backend: {} failed to launch: {} ({})", what, cudaGetErrorString(error),
+                   cudaGetErrorName(error));
+  }
+}
+
+namespace {
+
+constexpr int kPriority = 100;
+
+void register_cuda_backend(sdk::Registrar& r) {
+  r.add_kernel<ops::SparseMlaOp>({.backend = "cuda",
+                                  .device = c10::DeviceType::CUDA,
+                                  .priority = kPriority,
+                                  .version = "1",
+                                  .run = &sparse_mla,
+                                  .supports = &sparse_mla_supports});
+  r.add_kernel<ops::IndexerTopkOp>({.backend = "cuda",
+                                    .device = c10::DeviceType::CUDA,
+                                    .priority = kPriority,
+                                    .version = "1",
+                                    .run = &indexer_topk,
+                                    .supports = &indexer_topk_supports});
+}
+
+} // namespace
+} // namespace kiln::backends::cuda
+
+KILN_PLUGIN("cuda", backend, "0.1.0", kiln::backends::cuda::register_cuda_backend)
