@@ -55,8 +55,8 @@ struct SparseMlaBwdParams {
   float scale = 0;
 };
 
-/// Whether the sparse_mla kernels are compiled for these widths.
-bool sparse_mla_supported(int dqk, int latent);
+/// Whether the sparse_mla kernels are compiled for these widths and this many slots per row.
+bool sparse_mla_supported(int dqk, int latent, int topk);
 cudaError_t launch_sparse_mla_fwd(const SparseMlaFwdParams& p, cudaStream_t stream);
 cudaError_t launch_sparse_mla_bwd(const SparseMlaBwdParams& p, cudaStream_t stream);
 

@@ -21,6 +21,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -127,7 +128,8 @@ bool sparse_mla_supports(const ops::SparseMlaArgs& a) {
   return q.is_cuda() && q.scalar_type() == at::kBFloat16 && q.size(2) % 8 == 0 &&
          q.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
          a.kv_latent.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
-         sparse_mla_supported(static_cast<int>(q.size(2)), static_cast<int>(a.w_vc.size(2)));
+         sparse_mla_supported(static_cast<int>(q.size(2)), static_cast<int>(a.w_vc.size(2)),
+                              static_cast<int>(std::min<int64_t>(a.topk_indices.size(2), 1 << 30)));
 }
 
 at::Tensor sparse_mla(const ops::SparseMlaArgs& a) {
