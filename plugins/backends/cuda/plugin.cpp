@@ -1,6 +1,10 @@
 // Registration table of the cuda backend. Every kernel registers for CUDA devices at a priority
 // above the torch reference, and says through supports() which calls it takes (dtype, widths);
 // the others go to the next backend (under `auto`) or fail (under backend.strict).
+// cuda.h first: its CUDA_VERSION is what the plugin descriptor reports (build_info.h), so the host
+// refuses this plugin when its own CUDA major version differs.
+#include <cuda.h>
+
 #include "kernels.h"
 #include "launch.h"
 
