@@ -27,15 +27,16 @@
 // Widths: templates on padded widths (Dqk, Lat) = (64, 64), (128, 128), (576, 512), the
 // forward's set; a call takes the smallest that holds (dqk, latent), extra channels are zeros.
 // Numerics match the torch reference's (plugins/backends/torch/sparse_mla.cpp) up to summation
-// order and two roundings it does not make: dS is rounded to bf16 before dQ += dS K and
-// dK += dS^T Q (the reference keeps float32), and delta = d_o . o uses the bf16 o (the
-// reference sums dP * P in float32).
+// order and where bf16 rounding happens: here dS is rounded to bf16 before dQ += dS K and
+// dK += dS^T Q (the reference keeps float32) while dP stays float32 (the reference rounds it),
+// and delta = d_o . o uses the bf16 o (the reference sums dP * P).
 //
 // Budget at GLM-5 widths (Dqk 576, Lat 512), per key block of a CTA:
 //   FLOPs 2 * 64 * 64 * (2 * 512 + 3 * 576) = 22.5 M (perf.md's convention, masked slots and
 //   masked heads counted); gathered K 72 KiB (L2), dkv atomics 64 x 576 x 4 = 144 KiB (L2);
-//   shared-memory reads (ldmatrix) ~1.7 MB, i.e. ~13.6 k cycles at 128 B/cycle: a ceiling near
-//   400 TFLOP/s on 132 SMs at 1.83 GHz, above the 150 target.
+//   shared-memory reads 2880 ldmatrix.x4 = 1.47 MB (per warp: S/dP 140, dQ 76, dK 144), i.e.
+//   ~11.5 k cycles at 128 B/cycle: a ceiling near 470 TFLOP/s on 132 SMs at 1.83 GHz; the
+//   mma.sync work alone (5.5 k HMMA) is ~8 k cycles at ~2/3 of the wgmma rate.
 // Shared memory (one CTA per SM at 576/512): Q 72 KiB + dO 64 KiB + K 72 KiB + P 8 KiB +
 // dS 8 KiB + slots 0.5 KiB = 224.5 KiB of the 227 KiB; K is single-buffered, its next gather
 // overlaps the dK step (40% of the FLOPs) and its atomics.
