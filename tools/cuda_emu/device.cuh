@@ -67,6 +67,24 @@ inline float __shfl_xor_sync(unsigned, float v, int m) {
   emu_warp_bar[w]->arrive_and_wait();
   return r;
 }
+inline int __any_sync(unsigned, int pred) {
+  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+  emu_warp_u[w][l][0] = pred != 0;
+  emu_warp_bar[w]->arrive_and_wait();
+  int any = 0;
+  for (int t = 0; t < 32; ++t) any |= static_cast<int>(emu_warp_u[w][t][0]);
+  emu_warp_bar[w]->arrive_and_wait();
+  return any;
+}
+inline int __ffs(unsigned v) {
+  return __builtin_ffs(static_cast<int>(v));
+}
+inline unsigned atomicOr(unsigned* p, unsigned v) {
+  std::lock_guard<std::mutex> lock(emu_atomic_mutex);
+  const unsigned old = *p;
+  *p |= v;
+  return old;
+}
 inline float4 atomicAdd(float4* p, float4 v) {
   std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const float4 old = *p;

@@ -8,7 +8,7 @@
 // kernel's dq and the float32 dkv accumulator. Memory beyond the inputs: o and lse in forward
 // (T*H*(2L + 4) bytes: 2 GiB at T = 32768, H = 64), d_o, dq, delta and dkv in backward.
 //
-// supports(): no gradient needed (the backward kernel is not in this build yet), CUDA, bfloat16,
+// supports(): CUDA, bfloat16,
 // widths the kernels are compiled for (sparse_mla_supported), dqk a multiple of 8 (16-byte rows).
 // Inputs whose channel dimension is not contiguous or whose rows are not 16-byte aligned are copied
 // contiguous first.
@@ -18,7 +18,6 @@
 #include "kiln/sdk/error.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/autograd/custom_function.h>
