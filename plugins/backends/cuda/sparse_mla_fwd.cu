@@ -20,7 +20,8 @@
 // + row statistics: 226.5 KiB at GLM-5 width, one CTA per SM.
 //
 // Widths are template parameters padded to multiples of 64 (instantiated: (Dqk, L) = (64, 64),
-// (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). topk <= 16384.
+// (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). dqk and latent
+// multiples of 8, topk <= 16384.
 //
 // ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 247 registers, 0 spills,
 // 0 stack, 1 barrier; (128, 128) 140 registers; (64, 64) 101 registers; 231,968 bytes of dynamic
@@ -316,8 +317,9 @@ cudaError_t launch(const SparseMlaFwdParams& p, cudaStream_t stream) {
 } // namespace
 
 bool sparse_mla_supported(int dqk, int latent, int topk) {
-  return dqk > 0 && latent > 0 && latent <= dqk && dqk % 8 == 0 && topk >= 1 && topk <= kMaxTopk &&
-         (dqk <= 128 || (dqk <= 576 && latent <= 512));
+  // latent % 8: the epilogue stores o two values at a time into rows of `latent` values.
+  return dqk > 0 && latent > 0 && latent <= dqk && dqk % 8 == 0 && latent % 8 == 0 && topk >= 1 &&
+         topk <= kMaxTopk && (dqk <= 128 || (dqk <= 576 && latent <= 512));
 }
 
 cudaError_t launch_sparse_mla_fwd(const SparseMlaFwdParams& p, cudaStream_t stream) {
