@@ -209,6 +209,51 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return exp2f(x);
 }
 
+
+// ---- wgmma (sm_90a) as the real device.cuh uses it: K-major operands with the 128-byte swizzle
+// applied to absolute shared addresses (bits 4-6 ^= bits 7-9), descriptors decoded for the start
+// address and the 8-row-group stride (SBO). One call per thread of the warpgroup; each thread
+// computes its own accumulator elements (the warpgroup's 4 warps are threadIdx.x / 32 % 4).
+/// (copied verbatim from the real device.cuh)
+__device__ __forceinline__ uint32_t sw128(int r, int k, int rows) {
+  return static_cast<uint32_t>((k >> 3) * rows * 128 + r * 128 + (((k & 7) ^ (r & 7)) << 4));
+}
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+
+inline float emu_sw128_elem(uint64_t desc, int r, int k) {
+  if ((desc >> 62) != 1) {
+    fprintf(stderr, "wgmma emulation: only the 128-byte swizzle is modelled\n");
+    abort();
+  }
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+  const uint32_t logical = start + (r / 8) * sbo + (r % 8) * 128 + k * 2;
+  const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
+  emu_check(physical & ~1u, 2);
+  uint16_t h;
+  std::memcpy(&h, smem + physical, 2);
+  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+}
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
+                                                bool accumulate) {
+  const int w = (threadIdx.x / 32) % 4, l = threadIdx.x % 32;
+  const int g = l / 4, c = 2 * (l % 4);
+  for (int i = 0; i < 16; ++i) {
+    const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
+    float s = 0;
+    for (int k = 0; k < 16; ++k) s += emu_sw128_elem(a, row, k) * emu_sw128_elem(b, col, k);
+    d[i] = accumulate ? d[i] + s : s;
+  }
+}
+
 } // namespace kiln::backends::cuda::dev
 
 struct EmuCfg {
