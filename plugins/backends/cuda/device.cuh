@@ -73,3 +73,57 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 } // namespace kiln::backends::cuda::dev
+
+namespace kiln::backends::cuda::dev {
+
+// ---- wgmma (sm_90a) -------------------------------------------------------------------------
+// Tiles the tensor cores read through descriptors use the canonical K-major 128-byte-swizzle
+// layout: 64-element (128-byte) column blocks of all rows, one after another; in a block, row r
+// at r * 128 bytes with its 16-byte chunk k at chunk (k ^ (r % 8)). The tile starts on a 1024-
+// byte boundary.
+
+/// Byte offset of chunk `k` (8 bf16 values) of row `r` in such a tile of `rows` rows.
+__device__ __forceinline__ uint32_t sw128(int r, int k, int rows) {
+  return static_cast<uint32_t>((k >> 3) * rows * 128 + r * 128 + (((k & 7) ^ (r & 7)) << 4));
+}
+
+/// Shared-memory matrix descriptor of a K-major, 128-byte-swizzled operand starting at `addr`
+/// (8-row groups 1024 bytes apart; the leading offset is unused in this mode).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
+         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+/// Orders this thread's generic-proxy shared-memory writes before later tensor-core reads.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+
+/// d (+)= A B^T over k 16 for one warpgroup: A [64, 16] and B [32, 16] K-major in shared memory,
+/// d the m64n32 float32 accumulator (per warp w: rows 16 w + lane / 4 (+8), columns
+/// 8 i + 2 (lane % 4) (+1), in d[4 i .. 4 i + 3] as an m16n8 C fragment). accumulate = false
+/// overwrites d.
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
+                                                bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "%16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15])
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+}
+
+} // namespace kiln::backends::cuda::dev
