@@ -26,12 +26,12 @@
 // (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). dqk and latent
 // multiples of 8, topk <= 16384.
 //
-// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 247 registers, 0 spills,
-// 0 stack, 1 barrier; (128, 128) 140 registers; (64, 64) 101 registers; 231,968 bytes of dynamic
+// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 255 registers, 0 spills,
+// 0 stack, 1 barrier; (128, 128) 119 registers; (64, 64) 121 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
-// Measured (H200, bf16, topk 2048, tools/bench/RESULTS.md): 203-218 TFLOP/s at H = 64 and
-// 204-251 at H = 128 for T = 4K..32K (perf.md's convention), 7x the torch reference at H = 128,
-// T = 4K. Below the 300 bar: see RESULTS.md for the next step.
+// NOT YET RUN ON A GPU (passes tools/cuda_emu, whose wgmma model is this file's own reading of
+// the descriptor format). The mma.sync version it replaces measured 203-251 TFLOP/s (H200,
+// tools/bench/RESULTS.md).
 #include "device.cuh"
 #include "launch.h"
 
@@ -82,15 +82,15 @@ __device__ __forceinline__ int next_block(const uint32_t* mask, int blocks, int 
 template <int kDqk, int kDl>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFwdParams p) {
   using L = Layout<kDqk, kDl>;
-  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   // The swizzled tiles need a 1024-byte aligned start.
-  unsigned char* smem = smem_raw + ((1024 - (dev::smem_addr(smem_raw) & 1023)) & 1023);
-  const uint32_t s_q = dev::smem_addr(smem);
+  unsigned char* tile = smem + ((1024 - (dev::smem_addr(smem) & 1023)) & 1023);
+  const uint32_t s_q = dev::smem_addr(tile);
   const uint32_t s_p = s_q + L::kP;
-  float* row_max = reinterpret_cast<float*>(smem + L::kMax);
-  float* row_sum = reinterpret_cast<float*>(smem + L::kSum);
-  int* slots = reinterpret_cast<int*>(smem + L::kSlot);
-  uint32_t* mask = reinterpret_cast<uint32_t*>(smem + L::kMask);
+  float* row_max = reinterpret_cast<float*>(tile + L::kMax);
+  float* row_sum = reinterpret_cast<float*>(tile + L::kSum);
+  int* slots = reinterpret_cast<int*>(tile + L::kSlot);
+  uint32_t* mask = reinterpret_cast<uint32_t*>(tile + L::kMask);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int head_blocks = (p.heads + kRows - 1) / kRows;
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
         const float p1 = dev::fast_exp2(s[4 * i + 2 * hf + 1] - base);
         sum += p0 + p1;
         const int col = 32 * sj + 8 * i + c2;
-        *reinterpret_cast<uint32_t*>(smem + L::kP + dev::sw128(row, col >> 3, kRows) +
+        *reinterpret_cast<uint32_t*>(tile + L::kP + dev::sw128(row, col >> 3, kRows) +
                                      (col & 7) * 2) = dev::pack_bf16(p0, p1);
       }
       l_s[hf] = l_s[hf] * corr + sum;
