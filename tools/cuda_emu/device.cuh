@@ -209,7 +209,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return exp2f(x);
 }
 
-
 // ---- wgmma (sm_90a) as the real device.cuh uses it: K-major operands with the 128-byte swizzle
 // applied to absolute shared addresses (bits 4-6 ^= bits 7-9), descriptors decoded for the start
 // address and the 8-row-group stride (SBO). One call per thread of the warpgroup; each thread
@@ -250,6 +249,41 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint
     const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
     float s = 0;
     for (int k = 0; k < 16; ++k) s += emu_sw128_elem(a, row, k) * emu_sw128_elem(b, col, k);
+    d[i] = accumulate ? d[i] + s : s;
+  }
+}
+
+__device__ __forceinline__ uint64_t sw128_desc_mn(uint32_t addr, uint32_t atom_stride) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) |
+         (static_cast<uint64_t>((atom_stride & 0x3FFFF) >> 4) << 16) | (uint64_t{1024 >> 4} << 32) |
+         (uint64_t{1} << 62);
+}
+// B MN-major, 128-byte swizzle (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))):
+// element (k, n) at start + (n % 64) * 2 + (n / 64) * LBO + (k % 8) * 128 + (k / 8) * SBO.
+inline float emu_sw128_mn_elem(uint64_t desc, int k, int n) {
+  if ((desc >> 62) != 1) {
+    fprintf(stderr, "wgmma emulation: only the 128-byte swizzle is modelled\n");
+    abort();
+  }
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const uint32_t lbo = static_cast<uint32_t>((desc >> 16) & 0x3FFF) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+  const uint32_t logical = start + (n % 64) * 2 + (n / 64) * lbo + (k % 8) * 128 + (k / 8) * sbo;
+  const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
+  emu_check(physical & ~1u, 2);
+  uint16_t h;
+  std::memcpy(&h, smem + physical, 2);
+  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+}
+template <int N>
+__device__ __forceinline__ void wgmma_m64k16_bt(float (&d)[N / 2], uint64_t a, uint64_t b,
+                                                bool accumulate) {
+  const int w = (threadIdx.x / 32) % 4, l = threadIdx.x % 32;
+  const int g = l / 4, c = 2 * (l % 4);
+  for (int i = 0; i < N / 2; ++i) {
+    const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
+    float s = 0;
+    for (int k = 0; k < 16; ++k) s += emu_sw128_elem(a, row, k) * emu_sw128_mn_elem(b, k, col);
     d[i] = accumulate ? d[i] + s : s;
   }
 }

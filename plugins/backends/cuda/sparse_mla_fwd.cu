@@ -1,5 +1,5 @@
 // sparse_mla forward: gather-top-k attention on the absorbed MLA latent (launch.h states the
-// math), flash-style with online softmax, bf16 tensor cores (wgmma for S = Q K^T, mma.sync for
+// math), flash-style with online softmax, bf16 tensor cores (wgmma for both S = Q K^T and
 // O += P V), float32 accumulation.
 //
 // Work split: one CTA per (token, block of 64 heads). All heads of a token share its top-k
@@ -14,10 +14,10 @@
 //                the kv block read by the tensor cores straight from shared memory);
 //   softmax:     row maxima of the two halves meet in shared memory; row sums stay per thread
 //                until the end;
-//   P (bf16) -> shared memory; O += P V (mma.sync): warp (wm, wn) = (warp % 2, warp / 2) owns O
-//                rows [32 wm, +32) x latent columns [wn L/4, +L/4) (128 float32 registers at
-//                L = 512), V read straight from the gathered rows with ldmatrix.trans; each
-//                thread rescales its O rows from the same shared maxima.
+//   P (bf16) -> shared memory; O += P V: warpgroup j owns all 64 rows x latent columns
+//                [j L/2, +L/2) with wgmma m64n256k16 (128 float32 registers at L = 512), P
+//                K-major and V MN-major (the gathered rows as they are) from shared memory; each
+//                thread's O rows are its S rows, so one running maximum serves both.
 // Shared memory (tiles in the wgmma 128-byte-swizzle layout, device.cuh): Q + 2 kv blocks
 // (3 x 64 x Dqk bf16, 216 KiB at Dqk 576) + P (8 KiB) + row statistics + 1 KiB alignment slack:
 // 226.5 KiB at GLM-5 width, one CTA per SM.
@@ -26,11 +26,11 @@
 // (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). dqk and latent
 // multiples of 8, topk <= 16384.
 //
-// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 255 registers, 0 spills,
-// 0 stack, 1 barrier; (128, 128) 119 registers; (64, 64) 121 registers; 231,968 bytes of dynamic
+// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 194 registers, 0 spills,
+// 0 stack, 1 barrier; (128, 128) 95 registers; (64, 64) 79 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
-// NOT YET RUN ON A GPU (passes tools/cuda_emu, whose wgmma model is this file's own reading of
-// the descriptor format). The mma.sync version it replaces measured 203-251 TFLOP/s (H200,
+// NOT YET RUN ON A GPU (passes tools/cuda_emu, whose wgmma model follows the PTX ISA's canonical
+// layouts). The mma.sync version it replaces measured 203-251 TFLOP/s (H200,
 // tools/bench/RESULTS.md).
 #include "device.cuh"
 #include "launch.h"
@@ -62,8 +62,8 @@ struct Layout {
   static constexpr int kSlot = kSum + 2 * kRows * 4;  // int [2][64] slot of each gathered row
   static constexpr int kMask = kSlot + 2 * kKeys * 4; // uint32 [kMaskWords] non-empty blocks
   static constexpr int kBytes = kMask + kMaskWords * 4 + 1024; // + slack to align to 1024
-  static constexpr int kColsPerWarp = kDl / 4;                 // O columns of one warp
-  static constexpr int kOTiles = kColsPerWarp / 8;
+  static constexpr int kOCols = kDl / 2; // O columns of one warpgroup (the wgmma N)
+  static_assert(kOCols == 32 || kOCols == 64 || kOCols == 256);
 };
 
 // The first block index > `after` whose bit is set, or -1.
@@ -135,19 +135,12 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
   const int g = lane >> 2, c2 = 2 * (lane & 3);
   // S side: warpgroup sj holds keys [32 sj, +32), its warp sw rows 16 sw + g (+8).
   const int sj = warp >> 2, sw = warp & 3;
-  // O side: warp (wm, wn) holds rows 32 wm + 16 mt + g (+8) x columns [wn L/4, +L/4).
-  const int wm = warp & 1, wn = warp >> 1;
-  float o[2][L::kOTiles][4];
+  // O side: warpgroup sj holds all 64 rows x latent columns [sj L/2, +L/2): each thread the
+  // same two rows as its S values, so one running maximum per row serves both.
+  float o[L::kOCols / 2];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int n = 0; n < L::kOTiles; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.f;
-  float m_o[2][2];      // running maxima (log2 units) of the O rows
-  float m_s[2], l_s[2]; // running maxima and this thread's partial sums of the S rows
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) m_o[mt][0] = m_o[mt][1] = -INFINITY;
+  for (int i = 0; i < L::kOCols / 2; ++i) o[i] = 0.f;
+  float m_s[2], l_s[2]; // running maxima (log2 units) and this thread's partial sums per row
   m_s[0] = m_s[1] = -INFINITY;
   l_s[0] = l_s[1] = 0.f;
 
@@ -201,7 +194,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
     }
     __syncthreads();
 
-    // Online softmax: P = exp2(s - m) to shared memory as bf16 (S rows); rescale O (O rows).
+    // Online softmax: P = exp2(s - m) to shared memory as bf16, O rescaled.
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
       const int row = 16 * sw + 8 * hf + g;
@@ -220,46 +213,29 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
                                      (col & 7) * 2) = dev::pack_bf16(p0, p1);
       }
       l_s[hf] = l_s[hf] * corr + sum;
-    }
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int row = 32 * wm + 16 * mt + 8 * hf + g;
-        const float mx = fmaxf(m_o[mt][hf], fmaxf(row_max[row], row_max[kRows + row]));
-        const float corr = dev::fast_exp2(m_o[mt][hf] - (mx == -INFINITY ? 0.f : mx));
-        m_o[mt][hf] = mx;
-#pragma unroll
-        for (int n = 0; n < L::kOTiles; ++n) {
-          o[mt][n][2 * hf] *= corr;
-          o[mt][n][2 * hf + 1] *= corr;
-        }
+      for (int i = 0; i < L::kOCols / 8; ++i) {
+        o[4 * i + 2 * hf] *= corr;
+        o[4 * i + 2 * hf + 1] *= corr;
       }
     }
+    dev::fence_proxy_async(); // the tensor cores read P next
     __syncthreads();
 
-    // O += P V for rows [32 wm, +32) x columns [wn L/4, +L/4).
+    // O += P V: this warpgroup's 64 rows x L/2 columns, V read MN-major from the gathered rows
+    // (column col0 sits in 64-column atom col0 / 64 of the kv tile, at byte (col0 % 64) * 2).
+    const int col0 = L::kOCols * sj;
+    dev::wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < kKeys / 16; ++kc) {
-      uint32_t a[2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        dev::ldmatrix_x4(
-            a[mt], s_p + dev::sw128(32 * wm + 16 * mt + (lane & 15), 2 * kc + (lane >> 4), kRows));
-      }
-#pragma unroll
-      for (int nb = 0; nb < L::kOTiles / 2; ++nb) {
-        const int col0 = wn * L::kColsPerWarp + 16 * nb;
-        uint32_t b[4];
-        dev::ldmatrix_x4_trans(b, s_k + dev::sw128(16 * kc + (lane & 7) + (((lane >> 3) & 1) << 3),
-                                                   (col0 >> 3) + (lane >> 4), kKeys));
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          dev::mma_bf16(o[mt][2 * nb], a[mt], b[0], b[1]);
-          dev::mma_bf16(o[mt][2 * nb + 1], a[mt], b[2], b[3]);
-        }
-      }
+      dev::wgmma_m64k16_bt<L::kOCols>(
+          o, dev::sw128_desc(s_p + kc * 32),
+          dev::sw128_desc_mn(s_k + col0 / 64 * kKeys * 128 + col0 % 64 * 2 + kc * 16 * 128,
+                             kKeys * 128),
+          true);
     }
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
     block = next;
     buf ^= 1;
   }
@@ -276,27 +252,24 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
   __syncthreads();
   auto* out = static_cast<__nv_bfloat16*>(p.o);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = 16 * sw + 8 * hf + g;
+    const int h = h0 + row;
+    const float total = row_sum[row] + row_sum[kRows + row];
+    if (h >= p.heads) continue;
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+    __nv_bfloat16* dst = out + (static_cast<int64_t>(t) * p.heads + h) * p.latent;
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int row = 32 * wm + 16 * mt + 8 * hf + g;
-      const int h = h0 + row;
-      const float total = row_sum[row] + row_sum[kRows + row];
-      if (h >= p.heads) continue;
-      const float inv = total > 0.f ? 1.f / total : 0.f;
-      __nv_bfloat16* dst = out + (static_cast<int64_t>(t) * p.heads + h) * p.latent;
-#pragma unroll
-      for (int n = 0; n < L::kOTiles; ++n) {
-        const int col = wn * L::kColsPerWarp + 8 * n + c2;
-        if (col < p.latent) {
-          *reinterpret_cast<uint32_t*>(dst + col) =
-              dev::pack_bf16(o[mt][n][2 * hf] * inv, o[mt][n][2 * hf + 1] * inv);
-        }
+    for (int i = 0; i < L::kOCols / 8; ++i) {
+      const int col = L::kOCols * sj + 8 * i + c2;
+      if (col < p.latent) {
+        *reinterpret_cast<uint32_t*>(dst + col) =
+            dev::pack_bf16(o[4 * i + 2 * hf] * inv, o[4 * i + 2 * hf + 1] * inv);
       }
-      if (wn == 0 && (lane & 3) == 0) {
-        p.lse[static_cast<int64_t>(t) * p.heads + h] =
-            total > 0.f ? (m_o[mt][hf] + log2f(total)) * kLn2 : INFINITY;
-      }
+    }
+    if (sj == 0 && (lane & 3) == 0) {
+      p.lse[static_cast<int64_t>(t) * p.heads + h] =
+          total > 0.f ? (m_s[hf] + log2f(total)) * kLn2 : INFINITY;
     }
   }
 }
