@@ -1,23 +1,38 @@
 // CPU emulation of plugins/backends/cuda/device.cuh, for running a kernel's own source on a
 // machine without a GPU (tools/cuda_emu/run). One std::thread per CUDA thread, one CTA at a time;
-// __syncthreads and warp collectives (ldmatrix, mma, shfl) meet at std::barriers, and follow the
-// PTX ISA's fragment layouts, not the real device.cuh's code. What it checks: index math, tile
-// layouts and swizzles, fragment mappings, barrier structure (a divergent barrier hangs), shared
-// and global bounds it can see. What it cannot: timing and asynchrony (cp.async copies at once,
-// so reading a tile before its wait goes unnoticed), bank conflicts, registers, the PTX strings,
-// launch limits; mma sums in a different order than the tensor cores.
+// __syncthreads and warp collectives (ldmatrix, mma, shfl, votes, redux) meet at std::barriers, and
+// follow the PTX ISA's fragment layouts and lane rules, not the real device.cuh's code. What it
+// checks: index math, tile layouts and swizzles, fragment mappings, barrier structure (a warp
+// collective met by part of a warp is reported; a barrier part of the block never reaches is
+// reported by a watchdog), shared bounds it can see (ldmatrix/cp.async addresses, writes past the
+// launch's dynamic size). What it cannot: timing and asynchrony (cp.async copies at once, so
+// reading a tile before its wait goes unnoticed), races between warps it happens not to hit, bank
+// conflicts, registers, the PTX strings, launch limits other than shared memory, collectives with
+// partial masks (reported); mma sums in a different order than the tensor cores.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
-#include <barrier>
+#include <chrono>
+#include <climits>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
+#include <source_location>
 #include <thread>
 #include <vector>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define __launch_bounds__(...)
 
@@ -25,15 +40,85 @@ struct EmuDim {
   unsigned x = 0, y = 0, z = 0;
 };
 inline thread_local EmuDim threadIdx;
+inline thread_local int emu_tid; // linear thread index in the block: warp emu_tid / 32
 inline EmuDim blockIdx;
 inline EmuDim blockDim;
-inline std::barrier<>* emu_block_bar = nullptr;
-inline std::barrier<>* emu_warp_bar[32];
+inline EmuDim gridDim;
+// A barrier whose waiters sleep on a futex at once (std::barrier's waiters spin on sched_yield
+// first, which with 256 threads on a few cores costs ~10x the whole emulation). state_ holds the
+// count of later phases (high half) and the arrivals still missing in this one (low half); the
+// last arrival resets it and releases the next generation (its acq_rel update reads every earlier
+// arrival's, so their writes are visible to every waiter). arrive_and_drop lowers both counts.
+class EmuBarrier {
+ public:
+  explicit EmuBarrier(uint32_t expected) : state_(uint64_t{expected} << 32 | expected) {}
+  void arrive_and_wait() { arrive(false); }
+  void arrive_and_drop() { arrive(true); }
+
+ private:
+  void arrive(bool drop) {
+    const uint32_t gen = gen_.load(std::memory_order_acquire); // cannot move before we arrive
+    uint64_t old = state_.load(std::memory_order_relaxed), next;
+    bool last;
+    do {
+      const uint64_t expected = (old >> 32) - (drop ? 1 : 0), left = (old & 0xffffffffu) - 1;
+      last = left == 0;
+      next = expected << 32 | (last ? expected : left);
+    } while (!state_.compare_exchange_weak(old, next, std::memory_order_acq_rel));
+    if (last) {
+      gen_.store(gen + 1, std::memory_order_release);
+      syscall(SYS_futex, &gen_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+      return;
+    }
+    if (drop) return;
+    while (gen_.load(std::memory_order_acquire) == gen) {
+      syscall(SYS_futex, &gen_, FUTEX_WAIT_PRIVATE, gen, nullptr, nullptr, 0);
+    }
+  }
+  std::atomic<uint64_t> state_;
+  std::atomic<uint32_t> gen_{0};
+  static_assert(sizeof(std::atomic<uint32_t>) == 4, "futex word");
+};
+inline EmuBarrier* emu_block_bar = nullptr;
+inline EmuBarrier* emu_warp_bar[32];
 inline std::atomic<int> emu_or[2];
 inline thread_local int emu_or_phase = 0;
 inline uint32_t emu_warp_u[32][32][8];
-inline float emu_warp_f[32][32];
 inline std::mutex emu_atomic_mutex;
+
+// ---- failures and the hang watchdog -------------------------------------------------------------
+// A thread about to wait at a barrier says where (emu_where[tid]); every arrival bumps
+// emu_progress. emu_launch's watchdog reports every thread's place and aborts when nothing
+// arrives anywhere for EMU_HANG_SECONDS (default 60): a barrier or warp collective that part of
+// the block (or warp) never reaches.
+using EmuLoc = std::source_location;
+struct EmuWhere {
+  const char* what;
+  const char* file;
+  unsigned line;
+};
+inline std::atomic<const EmuWhere*> emu_where[1024];
+inline std::atomic<uint64_t> emu_progress{0};
+inline std::mutex emu_fail_mutex;
+
+[[noreturn]] inline void emu_fail(const char* format, ...) {
+  std::lock_guard<std::mutex> lock(emu_fail_mutex); // one report; abort() ends the rest
+  va_list args;
+  va_start(args, format);
+  fprintf(stderr, "cuda_emu: block (%u, %u, %u): ", blockIdx.x, blockIdx.y, blockIdx.z);
+  vfprintf(stderr, format, args);
+  va_end(args);
+  fflush(stderr);
+  abort();
+}
+
+inline void emu_wait(EmuBarrier& bar, const char* what, const EmuLoc& loc) {
+  const EmuWhere here{what, loc.file_name(), loc.line()};
+  emu_where[emu_tid].store(&here);
+  emu_progress.fetch_add(1, std::memory_order_relaxed);
+  bar.arrive_and_wait();
+  emu_where[emu_tid].store(nullptr);
+}
 
 inline float __uint_as_float(uint32_t u) {
   float f;
@@ -45,40 +130,247 @@ inline float __int_as_float(int u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-
-inline void __syncthreads() {
-  emu_block_bar->arrive_and_wait();
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
-inline int __syncthreads_or(int pred) {
-  const int ph = emu_or_phase;
-  emu_or_phase ^= 1;
-  if (pred) emu_or[ph] = 1;
-  emu_block_bar->arrive_and_wait();
-  const int r = emu_or[ph].load();
-  emu_block_bar->arrive_and_wait();
-  if (threadIdx.x == 0) emu_or[ph] = 0;
-  return r;
+inline int __float_as_int(float f) {
+  int u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
-inline float __shfl_xor_sync(unsigned, float v, int m) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  emu_warp_f[w][l] = v;
-  emu_warp_bar[w]->arrive_and_wait();
-  const float r = emu_warp_f[w][l ^ m];
-  emu_warp_bar[w]->arrive_and_wait();
-  return r;
+inline int __popc(unsigned v) {
+  return __builtin_popcount(v);
 }
-inline int __any_sync(unsigned, int pred) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  emu_warp_u[w][l][0] = pred != 0;
-  emu_warp_bar[w]->arrive_and_wait();
-  int any = 0;
-  for (int t = 0; t < 32; ++t) any |= static_cast<int>(emu_warp_u[w][t][0]);
-  emu_warp_bar[w]->arrive_and_wait();
-  return any;
+inline int __clz(int v) {
+  return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v));
 }
 inline int __ffs(unsigned v) {
   return __builtin_ffs(static_cast<int>(v));
 }
+
+// Device min/max overloads of cuda's math headers (mixed int/unsigned compare as unsigned).
+#define EMU_MIN_MAX(ta, tb, tr)                                                               \
+  inline tr min(ta a, tb b) {                                                                 \
+    return static_cast<tr>(a) < static_cast<tr>(b) ? static_cast<tr>(a) : static_cast<tr>(b); \
+  }                                                                                           \
+  inline tr max(ta a, tb b) {                                                                 \
+    return static_cast<tr>(a) > static_cast<tr>(b) ? static_cast<tr>(a) : static_cast<tr>(b); \
+  }
+EMU_MIN_MAX(int, int, int)
+EMU_MIN_MAX(unsigned, unsigned, unsigned)
+EMU_MIN_MAX(int, unsigned, unsigned)
+EMU_MIN_MAX(unsigned, int, unsigned)
+EMU_MIN_MAX(long long, long long, long long)
+EMU_MIN_MAX(unsigned long long, unsigned long long, unsigned long long)
+#undef EMU_MIN_MAX
+
+inline void __syncthreads(EmuLoc loc = EmuLoc::current()) {
+  emu_wait(*emu_block_bar, "__syncthreads", loc);
+}
+inline int __syncthreads_or(int pred, EmuLoc loc = EmuLoc::current()) {
+  const int ph = emu_or_phase;
+  emu_or_phase ^= 1;
+  if (pred) emu_or[ph] = 1;
+  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  const int r = emu_or[ph].load();
+  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  if (emu_tid == 0) emu_or[ph] = 0;
+  return r;
+}
+
+// ---- warp collectives ---------------------------------------------------------------------------
+// Every collective is two barriers of the warp's non-exited lanes: enter (each lane has posted
+// its operands and its tag), read the other lanes' operands, leave (nobody overwrites a slot
+// still being read). At entry each lane checks that every non-exited lane of its warp is at the
+// same collective with the same mask, and, for .aligned PTX instructions (ldmatrix, mma), at the
+// same call site; *_sync intrinsics met from different call sites are legal on sm_70+ and get a
+// warning once. A collective that only part of the warp reaches either meets another collective
+// (reported here) or waits for good (reported by the watchdog). Masks other than the full warp
+// are not emulated (reported). Operands read from an exited lane are undefined (reported);
+// exited lanes vote 0.
+struct EmuTag {
+  const char* what;
+  unsigned mask;
+  const char* file;
+  unsigned line;
+};
+inline EmuTag emu_tag[32][32];
+inline bool emu_exited[32][32]; // per block: lanes that returned (or do not exist)
+inline std::atomic<bool> emu_site_warned{false};
+
+inline void emu_warp_enter(const char* what, unsigned mask, bool aligned, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  if (mask != 0xffffffffu) {
+    emu_fail("warp %d lane %d: %s with mask 0x%08x at %s:%u: only full-warp masks are emulated\n",
+             w, l, what, mask, loc.file_name(), loc.line());
+  }
+  emu_tag[w][l] = {what, mask, loc.file_name(), loc.line()};
+  emu_wait(*emu_warp_bar[w], what, loc);
+  for (int t = 0; t < 32; ++t) {
+    const EmuTag& o = emu_tag[w][t];
+    if (emu_exited[w][t] || t == l) continue;
+    const bool same_site = o.line == loc.line() && std::strcmp(o.file, loc.file_name()) == 0;
+    if (std::strcmp(o.what, what) != 0 || o.mask != mask || (aligned && !same_site)) {
+      emu_fail(
+          "warp %d: lane %d is at %s (%s:%u), lane %d at %s (%s:%u): a warp collective that "
+          "part of the warp does not reach\n",
+          w, l, what, loc.file_name(), loc.line(), t, o.what, o.file, o.line);
+    }
+    if (!same_site && !emu_site_warned.exchange(true)) {
+      fprintf(stderr,
+              "cuda_emu: warning: warp %d meets at %s from %s:%u (lane %d) and %s:%u (lane %d); "
+              "legal on sm_70+, reported once\n",
+              w, what, loc.file_name(), loc.line(), l, o.file, o.line, t);
+    }
+  }
+}
+inline void emu_warp_leave(const char* what, const EmuLoc& loc) {
+  emu_wait(*emu_warp_bar[emu_tid / 32], what, loc);
+}
+// Lane `src`'s posted word `i`, between enter and leave.
+inline uint32_t emu_lane_word(int src, int i, const char* what, const EmuLoc& loc) {
+  const int w = emu_tid / 32;
+  if (emu_exited[w][src]) {
+    emu_fail("warp %d lane %d: %s at %s:%u reads lane %d, which has exited (undefined)\n", w,
+             emu_tid % 32, what, loc.file_name(), loc.line(), src);
+  }
+  return emu_warp_u[w][src][i];
+}
+
+inline void __syncwarp(unsigned mask = 0xffffffffu, EmuLoc loc = EmuLoc::current()) {
+  emu_warp_enter("__syncwarp", mask, false, loc);
+  emu_warp_leave("__syncwarp", loc);
+}
+
+// Votes: bit t of the result is lane t's predicate (0 for exited lanes).
+inline unsigned emu_vote(const char* what, unsigned mask, int pred, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  emu_warp_u[w][l][0] = pred != 0;
+  emu_warp_enter(what, mask, false, loc);
+  unsigned bits = 0;
+  for (int t = 0; t < 32; ++t) {
+    if (!emu_exited[w][t] && emu_warp_u[w][t][0] != 0) bits |= 1u << t;
+  }
+  emu_warp_leave(what, loc);
+  return bits;
+}
+inline unsigned __ballot_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  return emu_vote("__ballot_sync", mask, pred, loc);
+}
+inline int __any_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  return emu_vote("__any_sync", mask, pred, loc) != 0;
+}
+inline int __all_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  const int w = emu_tid / 32;
+  unsigned live = 0;
+  for (int t = 0; t < 32; ++t) live |= emu_exited[w][t] ? 0u : 1u << t;
+  return (emu_vote("__all_sync", mask, pred, loc) & live) == live;
+}
+
+// Shuffles of 4- or 8-byte values (two 32-bit shuffles, as cuda's headers do), with the PTX
+// shfl.sync lane rule: c = ((32 - width) << 8) | (up ? 0 : 31); segmask = c[12:8], b = b[4:0],
+// maxLane = (lane & segmask) | (c[4:0] & ~segmask), minLane = lane & segmask; the source is
+// lane - b (up, valid when >= maxLane), lane + b (down), lane ^ b (xor), minLane | (b & ~segmask)
+// (idx), each valid when <= maxLane; an invalid source gives the lane's own value.
+enum class EmuShfl { kIdx, kUp, kDown, kXor };
+template <class T>
+inline T emu_shfl(const char* what, EmuShfl mode, unsigned mask, T var, int b, int width,
+                  const EmuLoc& loc) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "shuffles of 4- and 8-byte values");
+  const int w = emu_tid / 32, lane = emu_tid % 32;
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    emu_fail("warp %d lane %d: %s at %s:%u with width %d (a power of two up to 32)\n", w, lane,
+             what, loc.file_name(), loc.line(), width);
+  }
+  std::memcpy(emu_warp_u[w][lane], &var, sizeof(T));
+  emu_warp_enter(what, mask, false, loc);
+  const int c = ((32 - width) << 8) | (mode == EmuShfl::kUp ? 0 : 31);
+  const int segmask = (c >> 8) & 31, cval = c & 31, bval = b & 31;
+  const int max_lane = (lane & segmask) | (cval & ~segmask), min_lane = lane & segmask;
+  int j = lane;
+  bool valid = false;
+  switch (mode) {
+    case EmuShfl::kUp:
+      j = lane - bval;
+      valid = j >= max_lane;
+      break;
+    case EmuShfl::kDown:
+      j = lane + bval;
+      valid = j <= max_lane;
+      break;
+    case EmuShfl::kXor:
+      j = lane ^ bval;
+      valid = j <= max_lane;
+      break;
+    case EmuShfl::kIdx:
+      j = min_lane | (bval & ~segmask);
+      valid = j <= max_lane;
+      break;
+  }
+  if (!valid) j = lane;
+  uint32_t words[2];
+  for (int i = 0; i < int(sizeof(T) / 4); ++i) words[i] = emu_lane_word(j, i, what, loc);
+  T r;
+  std::memcpy(&r, words, sizeof(T));
+  emu_warp_leave(what, loc);
+  return r;
+}
+template <class T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32,
+                     EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_sync", EmuShfl::kIdx, mask, var, src_lane, width, loc);
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
+                        EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_up_sync", EmuShfl::kUp, mask, var, static_cast<int>(delta), width, loc);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
+                          EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_down_sync", EmuShfl::kDown, mask, var, static_cast<int>(delta), width,
+                  loc);
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
+                         EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_xor_sync", EmuShfl::kXor, mask, var, lane_mask, width, loc);
+}
+
+// redux.sync (sm_80): min, max, add over the non-exited lanes, for int and unsigned.
+template <class T, class Op>
+inline T emu_reduce(const char* what, unsigned mask, T value, Op op, const EmuLoc& loc) {
+  static_assert(sizeof(T) == 4);
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  std::memcpy(emu_warp_u[w][l], &value, 4);
+  emu_warp_enter(what, mask, false, loc);
+  bool first = true;
+  T r{};
+  for (int t = 0; t < 32; ++t) {
+    if (emu_exited[w][t]) continue;
+    T v;
+    std::memcpy(&v, &emu_warp_u[w][t][0], 4);
+    r = first ? v : op(r, v);
+    first = false;
+  }
+  emu_warp_leave(what, loc);
+  return r;
+}
+#define EMU_REDUCE(name, type, expr)                                            \
+  inline type name(unsigned mask, type value, EmuLoc loc = EmuLoc::current()) { \
+    return emu_reduce(                                                          \
+        #name, mask, value, [](type a, type b) -> type { return expr; }, loc);  \
+  }
+EMU_REDUCE(__reduce_max_sync, unsigned, a > b ? a : b)
+EMU_REDUCE(__reduce_max_sync, int, a > b ? a : b)
+EMU_REDUCE(__reduce_min_sync, unsigned, a < b ? a : b)
+EMU_REDUCE(__reduce_min_sync, int, a < b ? a : b)
+EMU_REDUCE(__reduce_add_sync, unsigned, a + b)
+EMU_REDUCE(__reduce_add_sync, int, static_cast<int>(static_cast<unsigned>(a) + b))
+#undef EMU_REDUCE
+
 inline unsigned atomicOr(unsigned* p, unsigned v) {
   std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const unsigned old = *p;
@@ -93,6 +385,22 @@ inline float4 atomicAdd(float4* p, float4 v) {
   p->z += v.z;
   p->w += v.w;
   return old;
+}
+
+// ---- the runtime calls a launcher makes (no GPU: an H100/H200's limits)
+// --------------------------
+constexpr int kEmuOptinSmem = 232448; // cudaDevAttrMaxSharedMemoryPerBlockOptin of sm_90
+extern "C" cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+extern "C" cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) {
+    fprintf(stderr, "cuda_emu: cudaDeviceGetAttribute(%d) is not emulated\n", int(attr));
+    abort();
+  }
+  *value = kEmuOptinSmem;
+  return cudaSuccess;
 }
 
 namespace kiln::backends::cuda {
@@ -138,30 +446,33 @@ inline uint16_t emu_half(uint32_t row_addr, int col) {
 // PTX ldmatrix .m8n8 .x4 .b16: lanes 8i..8i+7 give the row addresses of matrix i; thread t gets
 // row t/4, elements 2(t%4), 2(t%4)+1 of each matrix (transposed: element [2(t%4)+e][t/4]).
 template <bool Trans>
-inline void emu_ldmatrix(uint32_t (&r)[4], uint32_t addr) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+inline void emu_ldmatrix(uint32_t (&r)[4], uint32_t addr, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  const char* what = Trans ? "ldmatrix_x4_trans" : "ldmatrix_x4";
   emu_check(addr, 16);
   emu_warp_u[w][l][0] = addr;
-  emu_warp_bar[w]->arrive_and_wait();
+  emu_warp_enter(what, 0xffffffffu, true, loc);
   for (int i = 0; i < 4; ++i) {
     uint16_t e0, e1;
     if (!Trans) {
-      const uint32_t row = emu_warp_u[w][8 * i + l / 4][0];
+      const uint32_t row = emu_lane_word(8 * i + l / 4, 0, what, loc);
       e0 = emu_half(row, 2 * (l % 4));
       e1 = emu_half(row, 2 * (l % 4) + 1);
     } else {
-      e0 = emu_half(emu_warp_u[w][8 * i + 2 * (l % 4)][0], l / 4);
-      e1 = emu_half(emu_warp_u[w][8 * i + 2 * (l % 4) + 1][0], l / 4);
+      e0 = emu_half(emu_lane_word(8 * i + 2 * (l % 4), 0, what, loc), l / 4);
+      e1 = emu_half(emu_lane_word(8 * i + 2 * (l % 4) + 1, 0, what, loc), l / 4);
     }
     r[i] = static_cast<uint32_t>(e0) | (static_cast<uint32_t>(e1) << 16);
   }
-  emu_warp_bar[w]->arrive_and_wait();
+  emu_warp_leave(what, loc);
 }
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  emu_ldmatrix<false>(r, addr);
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr,
+                                            EmuLoc loc = EmuLoc::current()) {
+  emu_ldmatrix<false>(r, addr, loc);
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  emu_ldmatrix<true>(r, addr);
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr,
+                                                  EmuLoc loc = EmuLoc::current()) {
+  emu_ldmatrix<true>(r, addr, loc);
 }
 
 inline float emu_bf(uint32_t word, int hi) {
@@ -170,32 +481,34 @@ inline float emu_bf(uint32_t word, int hi) {
 // PTX mma.m16n8k16 .bf16 fragments, g = lane/4, c = 2(lane%4):
 // A: a0 = A[g][c..c+1], a1 = A[g+8][c..], a2 = A[g][c+8..], a3 = A[g+8][c+8..]
 // B: b0 = B[c..c+1][g], b1 = B[c+8..c+9][g];  C: c0,c1 = C[g][c..c+1], c2,c3 = C[g+8][c..c+1]
+// Each lane computes its own four elements from the lanes holding its rows of A (4g..4g+3) and
+// its columns of B (4col..4col+3), summing k = 0..15 in order.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+                                         uint32_t b1, EmuLoc loc = EmuLoc::current()) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
   for (int i = 0; i < 4; ++i) emu_warp_u[w][l][i] = a[i];
   emu_warp_u[w][l][4] = b0;
   emu_warp_u[w][l][5] = b1;
-  emu_warp_bar[w]->arrive_and_wait();
-  float A[16][16], B[16][8];
-  for (int t = 0; t < 32; ++t) {
-    const int g = t / 4, c = 2 * (t % 4);
-    const uint32_t* u = emu_warp_u[w][t];
+  emu_warp_enter("mma_bf16", 0xffffffffu, true, loc);
+  const int g = l / 4, c = 2 * (l % 4);
+  float A[2][16], B[2][16]; // A rows g, g + 8; B columns c, c + 1
+  for (int t = 0; t < 4; ++t) {
+    const int k = 2 * t;
     for (int e = 0; e < 2; ++e) {
-      A[g][c + e] = emu_bf(u[0], e);
-      A[g + 8][c + e] = emu_bf(u[1], e);
-      A[g][c + 8 + e] = emu_bf(u[2], e);
-      A[g + 8][c + 8 + e] = emu_bf(u[3], e);
-      B[c + e][g] = emu_bf(u[4], e);
-      B[c + 8 + e][g] = emu_bf(u[5], e);
+      A[0][k + e] = emu_bf(emu_lane_word(4 * g + t, 0, "mma_bf16", loc), e);
+      A[1][k + e] = emu_bf(emu_lane_word(4 * g + t, 1, "mma_bf16", loc), e);
+      A[0][k + 8 + e] = emu_bf(emu_lane_word(4 * g + t, 2, "mma_bf16", loc), e);
+      A[1][k + 8 + e] = emu_bf(emu_lane_word(4 * g + t, 3, "mma_bf16", loc), e);
+      for (int j = 0; j < 2; ++j) {
+        B[j][k + e] = emu_bf(emu_lane_word(4 * (c + j) + t, 4, "mma_bf16", loc), e);
+        B[j][k + 8 + e] = emu_bf(emu_lane_word(4 * (c + j) + t, 5, "mma_bf16", loc), e);
+      }
     }
   }
-  emu_warp_bar[w]->arrive_and_wait();
-  const int g = l / 4, c = 2 * (l % 4);
+  emu_warp_leave("mma_bf16", loc);
   for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = c + i % 2;
     float s = 0;
-    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+    for (int k = 0; k < 16; ++k) s += A[i / 2][k] * B[i % 2][k];
     d[i] += s;
   }
 }
@@ -208,7 +521,6 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 __device__ __forceinline__ float fast_exp2(float x) {
   return exp2f(x);
 }
-
 
 // ---- wgmma (sm_90a) as the real device.cuh uses it: K-major operands with the 128-byte swizzle
 // applied to absolute shared addresses (bits 4-6 ^= bits 7-9), descriptors decoded for the start
@@ -244,7 +556,7 @@ inline float emu_sw128_elem(uint64_t desc, int r, int k) {
 }
 __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
                                                 bool accumulate) {
-  const int w = (threadIdx.x / 32) % 4, l = threadIdx.x % 32;
+  const int w = (emu_tid / 32) % 4, l = emu_tid % 32;
   const int g = l / 4, c = 2 * (l % 4);
   for (int i = 0; i < 16; ++i) {
     const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
@@ -256,34 +568,134 @@ __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint
 
 } // namespace kiln::backends::cuda::dev
 
+// A launch <<<grid, block, smem, stream>>> as `run` rewrites it: emu_launch(kernel, EmuCfg(...),
+// args...). Blocks run one at a time (x fastest, then y, z), each with one std::thread per CUDA
+// thread; shared memory is poisoned (0xcd) before each block, and bytes past the launch's dynamic
+// size are checked to be still poisoned after it (writes out of the block's shared memory).
 struct EmuCfg {
-  unsigned grid;
-  int block;
-  int smem;
-  cudaStream_t stream;
+  dim3 grid, block;
+  size_t smem;
+  EmuCfg(dim3 grid_, dim3 block_, size_t smem_ = 0, cudaStream_t = nullptr)
+      : grid(grid_), block(block_), smem(smem_) {}
 };
+// cudaFuncAttributeMaxDynamicSharedMemorySize per kernel (48 KB unless set).
+inline std::map<const void*, size_t> emu_smem_attribute;
 template <class T>
-inline cudaError_t emu_set_attribute(T, cudaFuncAttribute, int bytes) {
-  return bytes <= 232448 ? cudaSuccess : cudaErrorInvalidValue;
+inline cudaError_t emu_set_attribute(T kernel, cudaFuncAttribute attr, int bytes) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+  if (bytes < 0 || bytes > kEmuOptinSmem) return cudaErrorInvalidValue;
+  emu_smem_attribute[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(bytes);
+  return cudaSuccess;
 }
+
+// Reports every thread's barrier (grouped by warp and place) once nothing has arrived anywhere for
+// EMU_HANG_SECONDS, and aborts.
+inline void emu_watchdog(const std::atomic<bool>& done, int threads) {
+  const char* env = getenv("EMU_HANG_SECONDS");
+  const double limit = env != nullptr ? atof(env) : 60.0;
+  uint64_t seen = emu_progress.load();
+  auto since = std::chrono::steady_clock::now();
+  while (!done.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const uint64_t now = emu_progress.load();
+    if (now != seen) {
+      seen = now;
+      since = std::chrono::steady_clock::now();
+      continue;
+    }
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() < limit)
+      continue;
+    std::lock_guard<std::mutex> lock(emu_fail_mutex);
+    fprintf(stderr, "cuda_emu: block (%u, %u, %u) hangs (no barrier arrival for %.0f s):\n",
+            blockIdx.x, blockIdx.y, blockIdx.z, limit);
+    auto same = [](const EmuWhere* x, const EmuWhere* y) {
+      return x == y || (x != nullptr && y != nullptr && x->line == y->line &&
+                        std::strcmp(x->what, y->what) == 0 && std::strcmp(x->file, y->file) == 0);
+    };
+    for (int w = 0; w * 32 < threads; ++w) {
+      const int lanes = std::min(32, threads - 32 * w);
+      for (int l = 0, end = 0; l < lanes; l = end) {
+        const EmuWhere* at = emu_where[32 * w + l].load();
+        const bool exited = emu_exited[w][l];
+        for (end = l + 1; end < lanes; ++end) {
+          if (!same(emu_where[32 * w + end].load(), at) || emu_exited[w][end] != exited) break;
+        }
+        fprintf(stderr, "  warp %d lanes %2d-%2d: ", w, l, end - 1);
+        if (at != nullptr) {
+          fprintf(stderr, "wait at %s (%s:%u)\n", at->what, at->file, at->line);
+        } else {
+          fprintf(stderr, "%s\n", exited ? "exited" : "running");
+        }
+      }
+    }
+    fflush(stderr);
+    abort();
+  }
+}
+
 template <class K, class... Args>
 inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
-  std::barrier<> block_bar(cfg.block);
-  for (int w = 0; w < cfg.block / 32; ++w) emu_warp_bar[w] = new std::barrier<>(32);
-  emu_block_bar = &block_bar;
-  blockDim.x = cfg.block;
-  for (unsigned b = 0; b < cfg.grid; ++b) {
-    blockIdx.x = b;
-    std::memset(kiln::backends::cuda::smem, 0xcd, sizeof(kiln::backends::cuda::smem)); // poison
-    std::vector<std::thread> threads;
-    for (int t = 0; t < cfg.block; ++t) {
-      threads.emplace_back([=] {
-        threadIdx.x = t;
-        emu_or_phase = 0;
-        kernel(args...);
-      });
-    }
-    for (auto& th : threads) th.join();
+  const int threads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
+  if (threads < 1 || threads > 1024 || cfg.grid.x * cfg.grid.y * cfg.grid.z == 0) {
+    fprintf(stderr, "cuda_emu: launch of %d threads x %u blocks: invalid configuration\n", threads,
+            cfg.grid.x * cfg.grid.y * cfg.grid.z);
+    abort();
   }
-  for (int w = 0; w < cfg.block / 32; ++w) delete emu_warp_bar[w];
+  const auto attribute = emu_smem_attribute.find(reinterpret_cast<const void*>(kernel));
+  const size_t allowed = attribute != emu_smem_attribute.end() ? attribute->second : 48 * 1024;
+  if (cfg.smem > allowed) {
+    fprintf(stderr,
+            "cuda_emu: launch with %zu bytes of dynamic shared memory, above the %zu the kernel's "
+            "attribute allows\n",
+            cfg.smem, allowed);
+    abort();
+  }
+  namespace kbc = kiln::backends::cuda;
+  blockDim = {cfg.block.x, cfg.block.y, cfg.block.z};
+  gridDim = {cfg.grid.x, cfg.grid.y, cfg.grid.z};
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] { emu_watchdog(done, threads); });
+  for (unsigned bz = 0; bz < cfg.grid.z; ++bz) {
+    for (unsigned by = 0; by < cfg.grid.y; ++by) {
+      for (unsigned bx = 0; bx < cfg.grid.x; ++bx) {
+        blockIdx = {bx, by, bz};
+        std::memset(kbc::smem, 0xcd, sizeof(kbc::smem)); // poison
+        EmuBarrier block_bar(threads);
+        std::vector<std::unique_ptr<EmuBarrier>> warp_bars;
+        for (int w = 0; w * 32 < threads; ++w) {
+          warp_bars.push_back(std::make_unique<EmuBarrier>(std::min(32, threads - 32 * w)));
+          emu_warp_bar[w] = warp_bars.back().get();
+          for (int l = 0; l < 32; ++l) emu_exited[w][l] = 32 * w + l >= threads;
+        }
+        emu_block_bar = &block_bar;
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t) {
+          pool.emplace_back([=] {
+            emu_tid = t;
+            threadIdx = {t % cfg.block.x, t / cfg.block.x % cfg.block.y,
+                         t / (cfg.block.x * cfg.block.y)};
+            emu_or_phase = 0;
+            kernel(args...);
+            // An exited thread holds up no barrier and no warp collective any more.
+            emu_exited[t / 32][t % 32] = true;
+            emu_progress.fetch_add(1, std::memory_order_relaxed);
+            emu_warp_bar[t / 32]->arrive_and_drop();
+            emu_block_bar->arrive_and_drop();
+          });
+        }
+        for (auto& th : pool) th.join();
+        for (size_t i = cfg.smem; i < sizeof(kbc::smem); ++i) {
+          if (kbc::smem[i] != 0xcd) {
+            fprintf(stderr,
+                    "cuda_emu: block (%u, %u, %u) wrote shared byte %zu, past its %zu bytes of "
+                    "dynamic shared memory\n",
+                    bx, by, bz, i, cfg.smem);
+            abort();
+          }
+        }
+      }
+    }
+  }
+  done = true;
+  watchdog.join();
 }
