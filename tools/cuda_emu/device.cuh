@@ -1,108 +1,57 @@
 // CPU emulation of plugins/backends/cuda/device.cuh, for running a kernel's own source on a
-// machine without a GPU (tools/cuda_emu/run). One std::thread per CUDA thread, one CTA at a time;
-// __syncthreads and warp collectives (ldmatrix, mma, shfl, votes, redux) meet at std::barriers, and
-// follow the PTX ISA's fragment layouts and lane rules, not the real device.cuh's code. What it
-// checks: index math, tile layouts and swizzles, fragment mappings, barrier structure (a warp
-// collective met by part of a warp is reported; a barrier part of the block never reaches is
-// reported by a watchdog), shared bounds it can see (ldmatrix/cp.async addresses, writes past the
-// launch's dynamic size). What it cannot: timing and asynchrony (cp.async copies at once, so
-// reading a tile before its wait goes unnoticed), races between warps it happens not to hit, bank
-// conflicts, registers, the PTX strings, launch limits other than shared memory, collectives with
-// partial masks (reported); mma sums in a different order than the tensor cores.
+// machine without a GPU (tools/cuda_emu/run). One fiber (own stack) per CUDA thread, one CTA at a
+// time on one OS thread; __syncthreads and warp collectives (ldmatrix, mma, shfl, votes, redux)
+// meet at barriers, and follow the PTX ISA's fragment layouts and lane rules, not the real
+// device.cuh's code. What it checks: index math, tile layouts and swizzles, fragment mappings,
+// barrier structure (a warp collective met by part of a warp, and a barrier part of the block never
+// reaches, are reported with every thread's place), shared bounds it can see (ldmatrix/cp.async
+// addresses, writes past the launch's dynamic size). What it cannot: timing and asynchrony
+// (cp.async copies at once, so reading a tile before its wait goes unnoticed), races between
+// threads (they interleave only at barriers, in one order per run), bank conflicts, registers, the
+// PTX strings, launch limits other than shared memory, collectives with partial masks (reported),
+// threads that wait on each other without a barrier (spin loops hang); mma sums in a different
+// order than the tensor cores.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <climits>
 #include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
+#include <random>
 #include <source_location>
-#include <thread>
 #include <vector>
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+#include <sys/mman.h>
+#include <csignal>
 
 #define __launch_bounds__(...)
 
 struct EmuDim {
   unsigned x = 0, y = 0, z = 0;
 };
-inline thread_local EmuDim threadIdx;
-inline thread_local int emu_tid; // linear thread index in the block: warp emu_tid / 32
+// Per-thread built-ins, swapped with the running fiber.
+inline EmuDim threadIdx;
+inline int emu_tid;      // linear thread index in the block: warp emu_tid / 32
+inline int emu_or_phase; // __syncthreads_or's alternating slot
 inline EmuDim blockIdx;
 inline EmuDim blockDim;
 inline EmuDim gridDim;
-// A barrier whose waiters sleep on a futex at once (std::barrier's waiters spin on sched_yield
-// first, which with 256 threads on a few cores costs ~10x the whole emulation). state_ holds the
-// count of later phases (high half) and the arrivals still missing in this one (low half); the
-// last arrival resets it and releases the next generation (its acq_rel update reads every earlier
-// arrival's, so their writes are visible to every waiter). arrive_and_drop lowers both counts.
-class EmuBarrier {
- public:
-  explicit EmuBarrier(uint32_t expected) : state_(uint64_t{expected} << 32 | expected) {}
-  void arrive_and_wait() { arrive(false); }
-  void arrive_and_drop() { arrive(true); }
-
- private:
-  void arrive(bool drop) {
-    const uint32_t gen = gen_.load(std::memory_order_acquire); // cannot move before we arrive
-    uint64_t old = state_.load(std::memory_order_relaxed), next;
-    bool last;
-    do {
-      const uint64_t expected = (old >> 32) - (drop ? 1 : 0), left = (old & 0xffffffffu) - 1;
-      last = left == 0;
-      next = expected << 32 | (last ? expected : left);
-    } while (!state_.compare_exchange_weak(old, next, std::memory_order_acq_rel));
-    if (last) {
-      gen_.store(gen + 1, std::memory_order_release);
-      syscall(SYS_futex, &gen_, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
-      return;
-    }
-    if (drop) return;
-    while (gen_.load(std::memory_order_acquire) == gen) {
-      syscall(SYS_futex, &gen_, FUTEX_WAIT_PRIVATE, gen, nullptr, nullptr, 0);
-    }
-  }
-  std::atomic<uint64_t> state_;
-  std::atomic<uint32_t> gen_{0};
-  static_assert(sizeof(std::atomic<uint32_t>) == 4, "futex word");
-};
-inline EmuBarrier* emu_block_bar = nullptr;
-inline EmuBarrier* emu_warp_bar[32];
-inline std::atomic<int> emu_or[2];
-inline thread_local int emu_or_phase = 0;
+inline int emu_or[2];
 inline uint32_t emu_warp_u[32][32][8];
-inline std::mutex emu_atomic_mutex;
+inline bool emu_exited[32][32]; // per block: lanes that returned (or do not exist)
 
-// ---- failures and the hang watchdog -------------------------------------------------------------
-// A thread about to wait at a barrier says where (emu_where[tid]); every arrival bumps
-// emu_progress. emu_launch's watchdog reports every thread's place and aborts when nothing
-// arrives anywhere for EMU_HANG_SECONDS (default 60): a barrier or warp collective that part of
-// the block (or warp) never reaches.
 using EmuLoc = std::source_location;
-struct EmuWhere {
-  const char* what;
-  const char* file;
-  unsigned line;
-};
-inline std::atomic<const EmuWhere*> emu_where[1024];
-inline std::atomic<uint64_t> emu_progress{0};
-inline std::mutex emu_fail_mutex;
 
 [[noreturn]] inline void emu_fail(const char* format, ...) {
-  std::lock_guard<std::mutex> lock(emu_fail_mutex); // one report; abort() ends the rest
   va_list args;
   va_start(args, format);
   fprintf(stderr, "cuda_emu: block (%u, %u, %u): ", blockIdx.x, blockIdx.y, blockIdx.z);
@@ -112,12 +61,158 @@ inline std::mutex emu_fail_mutex;
   abort();
 }
 
+// ---- fibers -------------------------------------------------------------------------------------
+// The threads of a block are fibers of the launching OS thread, switched only where they wait at
+// a barrier: the first runnable one runs next (EMU_SHUFFLE=<seed>: a random one, to vary the
+// interleavings between barriers). A block whose unfinished threads all wait is deadlocked: every
+// thread's place is reported. Each fiber has 256 KiB of stack above a guard page.
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+#if defined(__x86_64__)
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores
+// the stack pointer to *save_sp, and resumes the stack load_sp the same way (System V ABI).
+asm(R"(
+  .text
+  .p2align 4
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+)");
+#else
+#error "cuda_emu: the fiber switch is written for x86-64"
+#endif
+
+struct EmuWhere {
+  const char* what = nullptr; // null: not waiting
+  const char* file = "";
+  unsigned line = 0;
+};
+struct EmuFiber {
+  void* sp = nullptr; // saved stack pointer while switched out
+  unsigned char* stack = nullptr;
+  EmuDim idx;
+  int or_phase = 0;
+  bool done = false;
+  EmuWhere where;
+};
+struct EmuScheduler {
+  static constexpr size_t kStack = 256 * 1024, kGuard = 4096;
+  std::vector<EmuFiber> fibers;
+  std::deque<int> runnable;
+  int current = -1; // the running fiber
+  void* launcher_sp = nullptr;
+  std::function<void()> body; // the kernel call of the launch
+  bool shuffle = false;
+  std::mt19937 rng;
+};
+inline EmuScheduler emu_sched;
+
+[[noreturn]] inline void emu_deadlock() {
+  auto& s = emu_sched;
+  fprintf(stderr, "cuda_emu: block (%u, %u, %u) is deadlocked: every unfinished thread waits\n",
+          blockIdx.x, blockIdx.y, blockIdx.z);
+  auto same = [](const EmuFiber& a, const EmuFiber& b) {
+    return a.done == b.done && a.where.line == b.where.line &&
+           (a.where.what == b.where.what || (a.where.what != nullptr && b.where.what != nullptr &&
+                                             std::strcmp(a.where.what, b.where.what) == 0 &&
+                                             std::strcmp(a.where.file, b.where.file) == 0));
+  };
+  const int threads = static_cast<int>(s.fibers.size());
+  for (int w = 0; w * 32 < threads; ++w) {
+    const int lanes = std::min(32, threads - 32 * w);
+    for (int l = 0, end = 0; l < lanes; l = end) {
+      const EmuFiber& f = s.fibers[32 * w + l];
+      for (end = l + 1; end < lanes && same(s.fibers[32 * w + end], f);) ++end;
+      if (f.done) {
+        fprintf(stderr, "  warp %d lanes %2d-%2d: exited\n", w, l, end - 1);
+      } else {
+        fprintf(stderr, "  warp %d lanes %2d-%2d: wait at %s (%s:%u)\n", w, l, end - 1,
+                f.where.what, f.where.file, f.where.line);
+      }
+    }
+  }
+  fflush(stderr);
+  abort();
+}
+
+// Leaves the running fiber (which waits or has finished) for the next runnable one, or for the
+// launcher once every fiber has finished; returns when the fiber is resumed.
+inline void emu_yield() {
+  auto& s = emu_sched;
+  EmuFiber& self = s.fibers[s.current];
+  self.idx = threadIdx;
+  self.or_phase = emu_or_phase;
+  if (s.runnable.empty()) {
+    for (const EmuFiber& f : s.fibers) {
+      if (!f.done) emu_deadlock();
+    }
+    s.current = -1;
+    emu_switch(&self.sp, s.launcher_sp);
+    return; // not reached: a finished fiber is not resumed
+  }
+  size_t pick = 0;
+  if (s.shuffle) pick = std::uniform_int_distribution<size_t>(0, s.runnable.size() - 1)(s.rng);
+  const int next = s.runnable[pick];
+  s.runnable.erase(s.runnable.begin() + static_cast<std::ptrdiff_t>(pick));
+  s.current = next;
+  threadIdx = s.fibers[next].idx;
+  emu_tid = next;
+  emu_or_phase = s.fibers[next].or_phase;
+  emu_switch(&self.sp, s.fibers[next].sp);
+}
+
+// A barrier of `expected` fibers; the last arrival makes the waiters runnable and goes on.
+// arrive_and_drop also lowers the count of later phases (an exited thread).
+class EmuBarrier {
+ public:
+  explicit EmuBarrier(int expected) : expected_(expected), left_(expected) {}
+  void arrive_and_wait() {
+    if (arrive(false)) return;
+    waiters_.push_back(emu_sched.current);
+    emu_yield();
+  }
+  void arrive_and_drop() { arrive(true); }
+
+ private:
+  bool arrive(bool drop) {
+    if (drop) --expected_;
+    if (--left_ > 0) return false;
+    left_ = expected_;
+    for (int f : waiters_) emu_sched.runnable.push_back(f);
+    waiters_.clear();
+    return true;
+  }
+  int expected_, left_;
+  std::vector<int> waiters_;
+};
+inline EmuBarrier* emu_block_bar = nullptr;
+inline EmuBarrier* emu_warp_bar[32];
+
 inline void emu_wait(EmuBarrier& bar, const char* what, const EmuLoc& loc) {
-  const EmuWhere here{what, loc.file_name(), loc.line()};
-  emu_where[emu_tid].store(&here);
-  emu_progress.fetch_add(1, std::memory_order_relaxed);
+  EmuWhere& where = emu_sched.fibers[emu_sched.current].where;
+  where = {what, loc.file_name(), loc.line()};
   bar.arrive_and_wait();
-  emu_where[emu_tid].store(nullptr);
+  where.what = nullptr;
 }
 
 inline float __uint_as_float(uint32_t u) {
@@ -174,7 +269,7 @@ inline int __syncthreads_or(int pred, EmuLoc loc = EmuLoc::current()) {
   emu_or_phase ^= 1;
   if (pred) emu_or[ph] = 1;
   emu_wait(*emu_block_bar, "__syncthreads_or", loc);
-  const int r = emu_or[ph].load();
+  const int r = emu_or[ph];
   emu_wait(*emu_block_bar, "__syncthreads_or", loc);
   if (emu_tid == 0) emu_or[ph] = 0;
   return r;
@@ -187,8 +282,8 @@ inline int __syncthreads_or(int pred, EmuLoc loc = EmuLoc::current()) {
 // same collective with the same mask, and, for .aligned PTX instructions (ldmatrix, mma), at the
 // same call site; *_sync intrinsics met from different call sites are legal on sm_70+ and get a
 // warning once. A collective that only part of the warp reaches either meets another collective
-// (reported here) or waits for good (reported by the watchdog). Masks other than the full warp
-// are not emulated (reported). Operands read from an exited lane are undefined (reported);
+// (reported here) or deadlocks the block (reported by the scheduler). Masks other than the full
+// warp are not emulated (reported). Operands read from an exited lane are undefined (reported);
 // exited lanes vote 0.
 struct EmuTag {
   const char* what;
@@ -197,8 +292,7 @@ struct EmuTag {
   unsigned line;
 };
 inline EmuTag emu_tag[32][32];
-inline bool emu_exited[32][32]; // per block: lanes that returned (or do not exist)
-inline std::atomic<bool> emu_site_warned{false};
+inline bool emu_site_warned = false;
 
 inline void emu_warp_enter(const char* what, unsigned mask, bool aligned, const EmuLoc& loc) {
   const int w = emu_tid / 32, l = emu_tid % 32;
@@ -218,7 +312,8 @@ inline void emu_warp_enter(const char* what, unsigned mask, bool aligned, const 
           "part of the warp does not reach\n",
           w, l, what, loc.file_name(), loc.line(), t, o.what, o.file, o.line);
     }
-    if (!same_site && !emu_site_warned.exchange(true)) {
+    if (!same_site && !emu_site_warned) {
+      emu_site_warned = true;
       fprintf(stderr,
               "cuda_emu: warning: warp %d meets at %s from %s:%u (lane %d) and %s:%u (lane %d); "
               "legal on sm_70+, reported once\n",
@@ -371,14 +466,13 @@ EMU_REDUCE(__reduce_add_sync, unsigned, a + b)
 EMU_REDUCE(__reduce_add_sync, int, static_cast<int>(static_cast<unsigned>(a) + b))
 #undef EMU_REDUCE
 
+// Atomics: fibers switch only at barriers, so a read-modify-write is atomic as it stands.
 inline unsigned atomicOr(unsigned* p, unsigned v) {
-  std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const unsigned old = *p;
   *p |= v;
   return old;
 }
 inline float4 atomicAdd(float4* p, float4 v) {
-  std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const float4 old = *p;
   p->x += v.x;
   p->y += v.y;
@@ -588,49 +682,44 @@ inline cudaError_t emu_set_attribute(T kernel, cudaFuncAttribute attr, int bytes
   return cudaSuccess;
 }
 
-// Reports every thread's barrier (grouped by warp and place) once nothing has arrived anywhere for
-// EMU_HANG_SECONDS, and aborts.
-inline void emu_watchdog(const std::atomic<bool>& done, int threads) {
-  const char* env = getenv("EMU_HANG_SECONDS");
-  const double limit = env != nullptr ? atof(env) : 60.0;
-  uint64_t seen = emu_progress.load();
-  auto since = std::chrono::steady_clock::now();
-  while (!done.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    const uint64_t now = emu_progress.load();
-    if (now != seen) {
-      seen = now;
-      since = std::chrono::steady_clock::now();
-      continue;
-    }
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count() < limit)
-      continue;
-    std::lock_guard<std::mutex> lock(emu_fail_mutex);
-    fprintf(stderr, "cuda_emu: block (%u, %u, %u) hangs (no barrier arrival for %.0f s):\n",
-            blockIdx.x, blockIdx.y, blockIdx.z, limit);
-    auto same = [](const EmuWhere* x, const EmuWhere* y) {
-      return x == y || (x != nullptr && y != nullptr && x->line == y->line &&
-                        std::strcmp(x->what, y->what) == 0 && std::strcmp(x->file, y->file) == 0);
-    };
-    for (int w = 0; w * 32 < threads; ++w) {
-      const int lanes = std::min(32, threads - 32 * w);
-      for (int l = 0, end = 0; l < lanes; l = end) {
-        const EmuWhere* at = emu_where[32 * w + l].load();
-        const bool exited = emu_exited[w][l];
-        for (end = l + 1; end < lanes; ++end) {
-          if (!same(emu_where[32 * w + end].load(), at) || emu_exited[w][end] != exited) break;
-        }
-        fprintf(stderr, "  warp %d lanes %2d-%2d: ", w, l, end - 1);
-        if (at != nullptr) {
-          fprintf(stderr, "wait at %s (%s:%u)\n", at->what, at->file, at->line);
-        } else {
-          fprintf(stderr, "%s\n", exited ? "exited" : "running");
-        }
-      }
-    }
-    fflush(stderr);
-    abort();
-  }
+// A crash (an out-of-bounds access, a fiber's stack overflow) says which thread of which block
+// ran; the default action follows (a core, or gdb's stop when run under it).
+inline void emu_on_signal(int sig, siginfo_t* info, void*) {
+  const int t = emu_sched.current;
+  fprintf(stderr,
+          "cuda_emu: signal %d (%s) at address %p in block (%u, %u, %u), thread %d (warp %d lane "
+          "%d); gdb --args <driver> <case> shows the line\n",
+          sig, strsignal(sig), info->si_addr, blockIdx.x, blockIdx.y, blockIdx.z, t, t / 32,
+          t % 32);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+inline void emu_catch_signals() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
+  static std::vector<unsigned char> alt(64 * 1024);
+  stack_t ss{};
+  ss.ss_sp = alt.data();
+  ss.ss_size = alt.size();
+  sigaltstack(&ss, nullptr);
+  struct sigaction sa {};
+  sa.sa_sigaction = emu_on_signal;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &sa, nullptr);
+}
+
+// A fiber's first frame: runs the kernel for its thread, leaves the barriers (an exited thread
+// holds up none any more) and never returns.
+[[noreturn]] inline void emu_fiber_main() {
+  emu_sched.body();
+  const int t = emu_sched.current;
+  emu_exited[t / 32][t % 32] = true;
+  emu_sched.fibers[t].done = true;
+  emu_warp_bar[t / 32]->arrive_and_drop();
+  emu_block_bar->arrive_and_drop();
+  emu_yield();
+  abort(); // not reached
 }
 
 template <class K, class... Args>
@@ -651,10 +740,26 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
     abort();
   }
   namespace kbc = kiln::backends::cuda;
+  emu_catch_signals();
+  auto& s = emu_sched;
+  if (const char* seed = getenv("EMU_SHUFFLE")) {
+    s.shuffle = true;
+    s.rng.seed(static_cast<unsigned>(atoi(seed)));
+  }
   blockDim = {cfg.block.x, cfg.block.y, cfg.block.z};
   gridDim = {cfg.grid.x, cfg.grid.y, cfg.grid.z};
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] { emu_watchdog(done, threads); });
+  s.body = [&] { kernel(args...); };
+  s.fibers.resize(static_cast<size_t>(threads));
+  for (EmuFiber& f : s.fibers) {
+    if (f.stack != nullptr) continue;
+    void* m = mmap(nullptr, s.kGuard + s.kStack, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED || mprotect(m, s.kGuard, PROT_NONE) != 0) {
+      fprintf(stderr, "cuda_emu: no memory for %d fiber stacks\n", threads);
+      abort();
+    }
+    f.stack = static_cast<unsigned char*>(m) + s.kGuard;
+  }
   for (unsigned bz = 0; bz < cfg.grid.z; ++bz) {
     for (unsigned by = 0; by < cfg.grid.y; ++by) {
       for (unsigned bx = 0; bx < cfg.grid.x; ++bx) {
@@ -668,22 +773,33 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
           for (int l = 0; l < 32; ++l) emu_exited[w][l] = 32 * w + l >= threads;
         }
         emu_block_bar = &block_bar;
-        std::vector<std::thread> pool;
+        s.runnable.clear();
         for (int t = 0; t < threads; ++t) {
-          pool.emplace_back([=] {
-            emu_tid = t;
-            threadIdx = {t % cfg.block.x, t / cfg.block.x % cfg.block.y,
-                         t / (cfg.block.x * cfg.block.y)};
-            emu_or_phase = 0;
-            kernel(args...);
-            // An exited thread holds up no barrier and no warp collective any more.
-            emu_exited[t / 32][t % 32] = true;
-            emu_progress.fetch_add(1, std::memory_order_relaxed);
-            emu_warp_bar[t / 32]->arrive_and_drop();
-            emu_block_bar->arrive_and_drop();
-          });
+          EmuFiber& f = s.fibers[t];
+          f.idx = {t % cfg.block.x, t / cfg.block.x % cfg.block.y, t / (cfg.block.x * cfg.block.y)};
+          f.or_phase = 0;
+          f.done = false;
+          f.where = {};
+          // The frame emu_switch resumes: MXCSR/x87 word (the launcher's), six registers, the
+          // return address emu_fiber_main, and a null return address for it (entry alignment).
+          auto* top = reinterpret_cast<uint64_t*>(f.stack + s.kStack);
+          uint64_t* sp = top - 9;
+          uint32_t csr[2];
+          asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+          std::memcpy(sp, csr, 8);
+          for (int r = 1; r <= 6; ++r) sp[r] = 0;
+          sp[7] = reinterpret_cast<uint64_t>(&emu_fiber_main);
+          sp[8] = 0;
+          f.sp = sp;
+          s.runnable.push_back(t);
         }
-        for (auto& th : pool) th.join();
+        const int first = s.runnable.front();
+        s.runnable.pop_front();
+        s.current = first;
+        threadIdx = s.fibers[first].idx;
+        emu_tid = first;
+        emu_or_phase = 0;
+        emu_switch(&s.launcher_sp, s.fibers[first].sp); // back when every fiber has finished
         for (size_t i = cfg.smem; i < sizeof(kbc::smem); ++i) {
           if (kbc::smem[i] != 0xcd) {
             fprintf(stderr,
@@ -696,6 +812,5 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
       }
     }
   }
-  done = true;
-  watchdog.join();
+  s.body = nullptr;
 }
