@@ -523,8 +523,14 @@ inline void emu_check(uint32_t addr, int bytes) {
     abort();
   }
 }
+// cp.async.cg ... 16, src-size: both addresses 16-byte aligned (the global one too, whatever
+// src-size), 0 <= src-size <= 16, the rest of the 16 bytes zero-filled.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int bytes) {
   emu_check(dst, 16);
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || bytes < 0 || bytes > 16) {
+    emu_fail("thread %d: cp.async of %d bytes from %p (16-byte aligned, 0..16 bytes)\n", emu_tid,
+             bytes, src);
+  }
   if (bytes > 0) std::memcpy(smem + dst, src, bytes);
   std::memset(smem + dst + bytes, 0, 16 - bytes);
 }
