@@ -1,39 +1,219 @@
 // CPU emulation of plugins/backends/cuda/device.cuh, for running a kernel's own source on a
-// machine without a GPU (tools/cuda_emu/run). One std::thread per CUDA thread, one CTA at a time;
-// __syncthreads and warp collectives (ldmatrix, mma, shfl) meet at std::barriers, and follow the
-// PTX ISA's fragment layouts, not the real device.cuh's code. What it checks: index math, tile
-// layouts and swizzles, fragment mappings, barrier structure (a divergent barrier hangs), shared
-// and global bounds it can see. What it cannot: timing and asynchrony (cp.async copies at once,
-// so reading a tile before its wait goes unnoticed), bank conflicts, registers, the PTX strings,
-// launch limits; mma sums in a different order than the tensor cores.
+// machine without a GPU (tools/cuda_emu/run). One fiber (own stack) per CUDA thread, one CTA at a
+// time on one OS thread; __syncthreads and warp collectives (ldmatrix, mma, shfl, votes, redux)
+// meet at barriers, and follow the PTX ISA's fragment layouts and lane rules, not the real
+// device.cuh's code. What it checks: index math, tile layouts and swizzles, fragment mappings,
+// barrier structure (a warp collective met by part of a warp, and a barrier part of the block never
+// reaches, are reported with every thread's place), shared bounds it can see (ldmatrix/cp.async
+// addresses, writes past the launch's dynamic size). What it cannot: timing and asynchrony
+// (cp.async copies at once, so reading a tile before its wait goes unnoticed), races between
+// threads (they interleave only at barriers, in one order per run), bank conflicts, registers, the
+// PTX strings, launch limits other than shared memory, collectives with partial masks (reported),
+// threads that wait on each other without a barrier (spin loops hang); mma sums in a different
+// order than the tensor cores.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
-#include <atomic>
-#include <barrier>
+#include <algorithm>
 #include <cmath>
+#include <cstdarg>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <mutex>
-#include <thread>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <random>
+#include <source_location>
 #include <vector>
+
+#include <sys/mman.h>
+#include <csignal>
 
 #define __launch_bounds__(...)
 
 struct EmuDim {
   unsigned x = 0, y = 0, z = 0;
 };
-inline thread_local EmuDim threadIdx;
+// Per-thread built-ins, swapped with the running fiber.
+inline EmuDim threadIdx;
+inline int emu_tid;      // linear thread index in the block: warp emu_tid / 32
+inline int emu_or_phase; // __syncthreads_or's alternating slot
 inline EmuDim blockIdx;
 inline EmuDim blockDim;
-inline std::barrier<>* emu_block_bar = nullptr;
-inline std::barrier<>* emu_warp_bar[32];
-inline std::atomic<int> emu_or[2];
-inline thread_local int emu_or_phase = 0;
+inline EmuDim gridDim;
+inline int emu_or[2];
 inline uint32_t emu_warp_u[32][32][8];
-inline float emu_warp_f[32][32];
-inline std::mutex emu_atomic_mutex;
+inline bool emu_exited[32][32]; // per block: lanes that returned (or do not exist)
+
+using EmuLoc = std::source_location;
+
+[[noreturn]] inline void emu_fail(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  fprintf(stderr, "cuda_emu: block (%u, %u, %u): ", blockIdx.x, blockIdx.y, blockIdx.z);
+  vfprintf(stderr, format, args);
+  va_end(args);
+  fflush(stderr);
+  abort();
+}
+
+// ---- fibers -------------------------------------------------------------------------------------
+// The threads of a block are fibers of the launching OS thread, switched only where they wait at
+// a barrier: the first runnable one runs next (EMU_SHUFFLE=<seed>: a random one, to vary the
+// interleavings between barriers). A block whose unfinished threads all wait is deadlocked: every
+// thread's place is reported. Each fiber has 256 KiB of stack above a guard page.
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+#if defined(__x86_64__)
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores
+// the stack pointer to *save_sp, and resumes the stack load_sp the same way (System V ABI).
+asm(R"(
+  .text
+  .p2align 4
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+)");
+#else
+#error "cuda_emu: the fiber switch is written for x86-64"
+#endif
+
+struct EmuWhere {
+  const char* what = nullptr; // null: not waiting
+  const char* file = "";
+  unsigned line = 0;
+};
+struct EmuFiber {
+  void* sp = nullptr; // saved stack pointer while switched out
+  unsigned char* stack = nullptr;
+  EmuDim idx;
+  int or_phase = 0;
+  bool done = false;
+  EmuWhere where;
+};
+struct EmuScheduler {
+  static constexpr size_t kStack = 256 * 1024, kGuard = 4096;
+  std::vector<EmuFiber> fibers;
+  std::deque<int> runnable;
+  int current = -1; // the running fiber
+  void* launcher_sp = nullptr;
+  std::function<void()> body; // the kernel call of the launch
+  bool shuffle = false;
+  std::mt19937 rng;
+};
+inline EmuScheduler emu_sched;
+
+[[noreturn]] inline void emu_deadlock() {
+  auto& s = emu_sched;
+  fprintf(stderr, "cuda_emu: block (%u, %u, %u) is deadlocked: every unfinished thread waits\n",
+          blockIdx.x, blockIdx.y, blockIdx.z);
+  auto same = [](const EmuFiber& a, const EmuFiber& b) {
+    return a.done == b.done && a.where.line == b.where.line &&
+           (a.where.what == b.where.what || (a.where.what != nullptr && b.where.what != nullptr &&
+                                             std::strcmp(a.where.what, b.where.what) == 0 &&
+                                             std::strcmp(a.where.file, b.where.file) == 0));
+  };
+  const int threads = static_cast<int>(s.fibers.size());
+  for (int w = 0; w * 32 < threads; ++w) {
+    const int lanes = std::min(32, threads - 32 * w);
+    for (int l = 0, end = 0; l < lanes; l = end) {
+      const EmuFiber& f = s.fibers[32 * w + l];
+      for (end = l + 1; end < lanes && same(s.fibers[32 * w + end], f);) ++end;
+      if (f.done) {
+        fprintf(stderr, "  warp %d lanes %2d-%2d: exited\n", w, l, end - 1);
+      } else {
+        fprintf(stderr, "  warp %d lanes %2d-%2d: wait at %s (%s:%u)\n", w, l, end - 1,
+                f.where.what, f.where.file, f.where.line);
+      }
+    }
+  }
+  fflush(stderr);
+  abort();
+}
+
+// Leaves the running fiber (which waits or has finished) for the next runnable one, or for the
+// launcher once every fiber has finished; returns when the fiber is resumed.
+inline void emu_yield() {
+  auto& s = emu_sched;
+  EmuFiber& self = s.fibers[s.current];
+  self.idx = threadIdx;
+  self.or_phase = emu_or_phase;
+  if (s.runnable.empty()) {
+    for (const EmuFiber& f : s.fibers) {
+      if (!f.done) emu_deadlock();
+    }
+    s.current = -1;
+    emu_switch(&self.sp, s.launcher_sp);
+    return; // not reached: a finished fiber is not resumed
+  }
+  size_t pick = 0;
+  if (s.shuffle) pick = std::uniform_int_distribution<size_t>(0, s.runnable.size() - 1)(s.rng);
+  const int next = s.runnable[pick];
+  s.runnable.erase(s.runnable.begin() + static_cast<std::ptrdiff_t>(pick));
+  s.current = next;
+  threadIdx = s.fibers[next].idx;
+  emu_tid = next;
+  emu_or_phase = s.fibers[next].or_phase;
+  emu_switch(&self.sp, s.fibers[next].sp);
+}
+
+// A barrier of `expected` fibers; the last arrival makes the waiters runnable and goes on.
+// arrive_and_drop also lowers the count of later phases (an exited thread).
+class EmuBarrier {
+ public:
+  explicit EmuBarrier(int expected) : expected_(expected), left_(expected) {}
+  void arrive_and_wait() {
+    if (arrive(false)) return;
+    waiters_.push_back(emu_sched.current);
+    emu_yield();
+  }
+  void arrive_and_drop() { arrive(true); }
+
+ private:
+  bool arrive(bool drop) {
+    if (drop) --expected_;
+    if (--left_ > 0) return false;
+    left_ = expected_;
+    for (int f : waiters_) emu_sched.runnable.push_back(f);
+    waiters_.clear();
+    return true;
+  }
+  int expected_, left_;
+  std::vector<int> waiters_;
+};
+inline EmuBarrier* emu_block_bar = nullptr;
+inline EmuBarrier* emu_warp_bar[32];
+
+inline void emu_wait(EmuBarrier& bar, const char* what, const EmuLoc& loc) {
+  EmuWhere& where = emu_sched.fibers[emu_sched.current].where;
+  where = {what, loc.file_name(), loc.line()};
+  bar.arrive_and_wait();
+  where.what = nullptr;
+}
 
 inline float __uint_as_float(uint32_t u) {
   float f;
@@ -45,54 +225,276 @@ inline float __int_as_float(int u) {
   std::memcpy(&f, &u, 4);
   return f;
 }
-
-inline void __syncthreads() {
-  emu_block_bar->arrive_and_wait();
+inline uint32_t __float_as_uint(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
-inline int __syncthreads_or(int pred) {
-  const int ph = emu_or_phase;
-  emu_or_phase ^= 1;
-  if (pred) emu_or[ph] = 1;
-  emu_block_bar->arrive_and_wait();
-  const int r = emu_or[ph].load();
-  emu_block_bar->arrive_and_wait();
-  if (threadIdx.x == 0) emu_or[ph] = 0;
-  return r;
+inline int __float_as_int(float f) {
+  int u;
+  std::memcpy(&u, &f, 4);
+  return u;
 }
-inline float __shfl_xor_sync(unsigned, float v, int m) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  emu_warp_f[w][l] = v;
-  emu_warp_bar[w]->arrive_and_wait();
-  const float r = emu_warp_f[w][l ^ m];
-  emu_warp_bar[w]->arrive_and_wait();
-  return r;
+inline int __popc(unsigned v) {
+  return __builtin_popcount(v);
 }
-inline int __any_sync(unsigned, int pred) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
-  emu_warp_u[w][l][0] = pred != 0;
-  emu_warp_bar[w]->arrive_and_wait();
-  int any = 0;
-  for (int t = 0; t < 32; ++t) any |= static_cast<int>(emu_warp_u[w][t][0]);
-  emu_warp_bar[w]->arrive_and_wait();
-  return any;
+inline int __clz(int v) {
+  return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v));
 }
 inline int __ffs(unsigned v) {
   return __builtin_ffs(static_cast<int>(v));
 }
+
+// Device min/max overloads of cuda's math headers (mixed int/unsigned compare as unsigned).
+#define EMU_MIN_MAX(ta, tb, tr)                                                               \
+  inline tr min(ta a, tb b) {                                                                 \
+    return static_cast<tr>(a) < static_cast<tr>(b) ? static_cast<tr>(a) : static_cast<tr>(b); \
+  }                                                                                           \
+  inline tr max(ta a, tb b) {                                                                 \
+    return static_cast<tr>(a) > static_cast<tr>(b) ? static_cast<tr>(a) : static_cast<tr>(b); \
+  }
+EMU_MIN_MAX(int, int, int)
+EMU_MIN_MAX(unsigned, unsigned, unsigned)
+EMU_MIN_MAX(int, unsigned, unsigned)
+EMU_MIN_MAX(unsigned, int, unsigned)
+EMU_MIN_MAX(long long, long long, long long)
+EMU_MIN_MAX(unsigned long long, unsigned long long, unsigned long long)
+#undef EMU_MIN_MAX
+
+inline void __syncthreads(EmuLoc loc = EmuLoc::current()) {
+  emu_wait(*emu_block_bar, "__syncthreads", loc);
+}
+inline int __syncthreads_or(int pred, EmuLoc loc = EmuLoc::current()) {
+  const int ph = emu_or_phase;
+  emu_or_phase ^= 1;
+  if (pred) emu_or[ph] = 1;
+  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  const int r = emu_or[ph];
+  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  if (emu_tid == 0) emu_or[ph] = 0;
+  return r;
+}
+
+// ---- warp collectives ---------------------------------------------------------------------------
+// Every collective is two barriers of the warp's non-exited lanes: enter (each lane has posted
+// its operands and its tag), read the other lanes' operands, leave (nobody overwrites a slot
+// still being read). At entry each lane checks that every non-exited lane of its warp is at the
+// same collective with the same mask, and, for .aligned PTX instructions (ldmatrix, mma), at the
+// same call site; *_sync intrinsics met from different call sites are legal on sm_70+ and get a
+// warning once. A collective that only part of the warp reaches either meets another collective
+// (reported here) or deadlocks the block (reported by the scheduler). Masks other than the full
+// warp are not emulated (reported). Operands read from an exited lane are undefined (reported);
+// exited lanes vote 0.
+struct EmuTag {
+  const char* what;
+  unsigned mask;
+  const char* file;
+  unsigned line;
+};
+inline EmuTag emu_tag[32][32];
+inline bool emu_site_warned = false;
+
+inline void emu_warp_enter(const char* what, unsigned mask, bool aligned, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  if (mask != 0xffffffffu) {
+    emu_fail("warp %d lane %d: %s with mask 0x%08x at %s:%u: only full-warp masks are emulated\n",
+             w, l, what, mask, loc.file_name(), loc.line());
+  }
+  emu_tag[w][l] = {what, mask, loc.file_name(), loc.line()};
+  emu_wait(*emu_warp_bar[w], what, loc);
+  for (int t = 0; t < 32; ++t) {
+    const EmuTag& o = emu_tag[w][t];
+    if (emu_exited[w][t] || t == l) continue;
+    const bool same_site = o.line == loc.line() && std::strcmp(o.file, loc.file_name()) == 0;
+    if (std::strcmp(o.what, what) != 0 || o.mask != mask || (aligned && !same_site)) {
+      emu_fail(
+          "warp %d: lane %d is at %s (%s:%u), lane %d at %s (%s:%u): a warp collective that "
+          "part of the warp does not reach\n",
+          w, l, what, loc.file_name(), loc.line(), t, o.what, o.file, o.line);
+    }
+    if (!same_site && !emu_site_warned) {
+      emu_site_warned = true;
+      fprintf(stderr,
+              "cuda_emu: warning: warp %d meets at %s from %s:%u (lane %d) and %s:%u (lane %d); "
+              "legal on sm_70+, reported once\n",
+              w, what, loc.file_name(), loc.line(), l, o.file, o.line, t);
+    }
+  }
+}
+inline void emu_warp_leave(const char* what, const EmuLoc& loc) {
+  emu_wait(*emu_warp_bar[emu_tid / 32], what, loc);
+}
+// Lane `src`'s posted word `i`, between enter and leave.
+inline uint32_t emu_lane_word(int src, int i, const char* what, const EmuLoc& loc) {
+  const int w = emu_tid / 32;
+  if (emu_exited[w][src]) {
+    emu_fail("warp %d lane %d: %s at %s:%u reads lane %d, which has exited (undefined)\n", w,
+             emu_tid % 32, what, loc.file_name(), loc.line(), src);
+  }
+  return emu_warp_u[w][src][i];
+}
+
+inline void __syncwarp(unsigned mask = 0xffffffffu, EmuLoc loc = EmuLoc::current()) {
+  emu_warp_enter("__syncwarp", mask, false, loc);
+  emu_warp_leave("__syncwarp", loc);
+}
+
+// Votes: bit t of the result is lane t's predicate (0 for exited lanes).
+inline unsigned emu_vote(const char* what, unsigned mask, int pred, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  emu_warp_u[w][l][0] = pred != 0;
+  emu_warp_enter(what, mask, false, loc);
+  unsigned bits = 0;
+  for (int t = 0; t < 32; ++t) {
+    if (!emu_exited[w][t] && emu_warp_u[w][t][0] != 0) bits |= 1u << t;
+  }
+  emu_warp_leave(what, loc);
+  return bits;
+}
+inline unsigned __ballot_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  return emu_vote("__ballot_sync", mask, pred, loc);
+}
+inline int __any_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  return emu_vote("__any_sync", mask, pred, loc) != 0;
+}
+inline int __all_sync(unsigned mask, int pred, EmuLoc loc = EmuLoc::current()) {
+  const int w = emu_tid / 32;
+  unsigned live = 0;
+  for (int t = 0; t < 32; ++t) live |= emu_exited[w][t] ? 0u : 1u << t;
+  return (emu_vote("__all_sync", mask, pred, loc) & live) == live;
+}
+
+// Shuffles of 4- or 8-byte values (two 32-bit shuffles, as cuda's headers do), with the PTX
+// shfl.sync lane rule: c = ((32 - width) << 8) | (up ? 0 : 31); segmask = c[12:8], b = b[4:0],
+// maxLane = (lane & segmask) | (c[4:0] & ~segmask), minLane = lane & segmask; the source is
+// lane - b (up, valid when >= maxLane), lane + b (down), lane ^ b (xor), minLane | (b & ~segmask)
+// (idx), each valid when <= maxLane; an invalid source gives the lane's own value.
+enum class EmuShfl { kIdx, kUp, kDown, kXor };
+template <class T>
+inline T emu_shfl(const char* what, EmuShfl mode, unsigned mask, T var, int b, int width,
+                  const EmuLoc& loc) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 8, "shuffles of 4- and 8-byte values");
+  const int w = emu_tid / 32, lane = emu_tid % 32;
+  if (width < 1 || width > 32 || (width & (width - 1)) != 0) {
+    emu_fail("warp %d lane %d: %s at %s:%u with width %d (a power of two up to 32)\n", w, lane,
+             what, loc.file_name(), loc.line(), width);
+  }
+  std::memcpy(emu_warp_u[w][lane], &var, sizeof(T));
+  emu_warp_enter(what, mask, false, loc);
+  const int c = ((32 - width) << 8) | (mode == EmuShfl::kUp ? 0 : 31);
+  const int segmask = (c >> 8) & 31, cval = c & 31, bval = b & 31;
+  const int max_lane = (lane & segmask) | (cval & ~segmask), min_lane = lane & segmask;
+  int j = lane;
+  bool valid = false;
+  switch (mode) {
+    case EmuShfl::kUp:
+      j = lane - bval;
+      valid = j >= max_lane;
+      break;
+    case EmuShfl::kDown:
+      j = lane + bval;
+      valid = j <= max_lane;
+      break;
+    case EmuShfl::kXor:
+      j = lane ^ bval;
+      valid = j <= max_lane;
+      break;
+    case EmuShfl::kIdx:
+      j = min_lane | (bval & ~segmask);
+      valid = j <= max_lane;
+      break;
+  }
+  if (!valid) j = lane;
+  uint32_t words[2];
+  for (int i = 0; i < int(sizeof(T) / 4); ++i) words[i] = emu_lane_word(j, i, what, loc);
+  T r;
+  std::memcpy(&r, words, sizeof(T));
+  emu_warp_leave(what, loc);
+  return r;
+}
+template <class T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32,
+                     EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_sync", EmuShfl::kIdx, mask, var, src_lane, width, loc);
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32,
+                        EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_up_sync", EmuShfl::kUp, mask, var, static_cast<int>(delta), width, loc);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32,
+                          EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_down_sync", EmuShfl::kDown, mask, var, static_cast<int>(delta), width,
+                  loc);
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32,
+                         EmuLoc loc = EmuLoc::current()) {
+  return emu_shfl("__shfl_xor_sync", EmuShfl::kXor, mask, var, lane_mask, width, loc);
+}
+
+// redux.sync (sm_80): min, max, add over the non-exited lanes, for int and unsigned.
+template <class T, class Op>
+inline T emu_reduce(const char* what, unsigned mask, T value, Op op, const EmuLoc& loc) {
+  static_assert(sizeof(T) == 4);
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  std::memcpy(emu_warp_u[w][l], &value, 4);
+  emu_warp_enter(what, mask, false, loc);
+  bool first = true;
+  T r{};
+  for (int t = 0; t < 32; ++t) {
+    if (emu_exited[w][t]) continue;
+    T v;
+    std::memcpy(&v, &emu_warp_u[w][t][0], 4);
+    r = first ? v : op(r, v);
+    first = false;
+  }
+  emu_warp_leave(what, loc);
+  return r;
+}
+#define EMU_REDUCE(name, type, expr)                                            \
+  inline type name(unsigned mask, type value, EmuLoc loc = EmuLoc::current()) { \
+    return emu_reduce(                                                          \
+        #name, mask, value, [](type a, type b) -> type { return expr; }, loc);  \
+  }
+EMU_REDUCE(__reduce_max_sync, unsigned, a > b ? a : b)
+EMU_REDUCE(__reduce_max_sync, int, a > b ? a : b)
+EMU_REDUCE(__reduce_min_sync, unsigned, a < b ? a : b)
+EMU_REDUCE(__reduce_min_sync, int, a < b ? a : b)
+EMU_REDUCE(__reduce_add_sync, unsigned, a + b)
+EMU_REDUCE(__reduce_add_sync, int, static_cast<int>(static_cast<unsigned>(a) + b))
+#undef EMU_REDUCE
+
+// Atomics: fibers switch only at barriers, so a read-modify-write is atomic as it stands.
 inline unsigned atomicOr(unsigned* p, unsigned v) {
-  std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const unsigned old = *p;
   *p |= v;
   return old;
 }
 inline float4 atomicAdd(float4* p, float4 v) {
-  std::lock_guard<std::mutex> lock(emu_atomic_mutex);
   const float4 old = *p;
   p->x += v.x;
   p->y += v.y;
   p->z += v.z;
   p->w += v.w;
   return old;
+}
+
+// ---- the runtime calls a launcher makes (no GPU: an H100/H200's limits)
+// --------------------------
+constexpr int kEmuOptinSmem = 232448; // cudaDevAttrMaxSharedMemoryPerBlockOptin of sm_90
+extern "C" cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+extern "C" cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) {
+    fprintf(stderr, "cuda_emu: cudaDeviceGetAttribute(%d) is not emulated\n", int(attr));
+    abort();
+  }
+  *value = kEmuOptinSmem;
+  return cudaSuccess;
 }
 
 namespace kiln::backends::cuda {
@@ -121,8 +523,14 @@ inline void emu_check(uint32_t addr, int bytes) {
     abort();
   }
 }
+// cp.async.cg ... 16, src-size: both addresses 16-byte aligned (the global one too, whatever
+// src-size), 0 <= src-size <= 16, the rest of the 16 bytes zero-filled.
 __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int bytes) {
   emu_check(dst, 16);
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || bytes < 0 || bytes > 16) {
+    emu_fail("thread %d: cp.async of %d bytes from %p (16-byte aligned, 0..16 bytes)\n", emu_tid,
+             bytes, src);
+  }
   if (bytes > 0) std::memcpy(smem + dst, src, bytes);
   std::memset(smem + dst + bytes, 0, 16 - bytes);
 }
@@ -138,30 +546,33 @@ inline uint16_t emu_half(uint32_t row_addr, int col) {
 // PTX ldmatrix .m8n8 .x4 .b16: lanes 8i..8i+7 give the row addresses of matrix i; thread t gets
 // row t/4, elements 2(t%4), 2(t%4)+1 of each matrix (transposed: element [2(t%4)+e][t/4]).
 template <bool Trans>
-inline void emu_ldmatrix(uint32_t (&r)[4], uint32_t addr) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+inline void emu_ldmatrix(uint32_t (&r)[4], uint32_t addr, const EmuLoc& loc) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
+  const char* what = Trans ? "ldmatrix_x4_trans" : "ldmatrix_x4";
   emu_check(addr, 16);
   emu_warp_u[w][l][0] = addr;
-  emu_warp_bar[w]->arrive_and_wait();
+  emu_warp_enter(what, 0xffffffffu, true, loc);
   for (int i = 0; i < 4; ++i) {
     uint16_t e0, e1;
     if (!Trans) {
-      const uint32_t row = emu_warp_u[w][8 * i + l / 4][0];
+      const uint32_t row = emu_lane_word(8 * i + l / 4, 0, what, loc);
       e0 = emu_half(row, 2 * (l % 4));
       e1 = emu_half(row, 2 * (l % 4) + 1);
     } else {
-      e0 = emu_half(emu_warp_u[w][8 * i + 2 * (l % 4)][0], l / 4);
-      e1 = emu_half(emu_warp_u[w][8 * i + 2 * (l % 4) + 1][0], l / 4);
+      e0 = emu_half(emu_lane_word(8 * i + 2 * (l % 4), 0, what, loc), l / 4);
+      e1 = emu_half(emu_lane_word(8 * i + 2 * (l % 4) + 1, 0, what, loc), l / 4);
     }
     r[i] = static_cast<uint32_t>(e0) | (static_cast<uint32_t>(e1) << 16);
   }
-  emu_warp_bar[w]->arrive_and_wait();
+  emu_warp_leave(what, loc);
 }
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  emu_ldmatrix<false>(r, addr);
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr,
+                                            EmuLoc loc = EmuLoc::current()) {
+  emu_ldmatrix<false>(r, addr, loc);
 }
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  emu_ldmatrix<true>(r, addr);
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr,
+                                                  EmuLoc loc = EmuLoc::current()) {
+  emu_ldmatrix<true>(r, addr, loc);
 }
 
 inline float emu_bf(uint32_t word, int hi) {
@@ -170,32 +581,34 @@ inline float emu_bf(uint32_t word, int hi) {
 // PTX mma.m16n8k16 .bf16 fragments, g = lane/4, c = 2(lane%4):
 // A: a0 = A[g][c..c+1], a1 = A[g+8][c..], a2 = A[g][c+8..], a3 = A[g+8][c+8..]
 // B: b0 = B[c..c+1][g], b1 = B[c+8..c+9][g];  C: c0,c1 = C[g][c..c+1], c2,c3 = C[g+8][c..c+1]
+// Each lane computes its own four elements from the lanes holding its rows of A (4g..4g+3) and
+// its columns of B (4col..4col+3), summing k = 0..15 in order.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  const int w = threadIdx.x / 32, l = threadIdx.x % 32;
+                                         uint32_t b1, EmuLoc loc = EmuLoc::current()) {
+  const int w = emu_tid / 32, l = emu_tid % 32;
   for (int i = 0; i < 4; ++i) emu_warp_u[w][l][i] = a[i];
   emu_warp_u[w][l][4] = b0;
   emu_warp_u[w][l][5] = b1;
-  emu_warp_bar[w]->arrive_and_wait();
-  float A[16][16], B[16][8];
-  for (int t = 0; t < 32; ++t) {
-    const int g = t / 4, c = 2 * (t % 4);
-    const uint32_t* u = emu_warp_u[w][t];
+  emu_warp_enter("mma_bf16", 0xffffffffu, true, loc);
+  const int g = l / 4, c = 2 * (l % 4);
+  float A[2][16], B[2][16]; // A rows g, g + 8; B columns c, c + 1
+  for (int t = 0; t < 4; ++t) {
+    const int k = 2 * t;
     for (int e = 0; e < 2; ++e) {
-      A[g][c + e] = emu_bf(u[0], e);
-      A[g + 8][c + e] = emu_bf(u[1], e);
-      A[g][c + 8 + e] = emu_bf(u[2], e);
-      A[g + 8][c + 8 + e] = emu_bf(u[3], e);
-      B[c + e][g] = emu_bf(u[4], e);
-      B[c + 8 + e][g] = emu_bf(u[5], e);
+      A[0][k + e] = emu_bf(emu_lane_word(4 * g + t, 0, "mma_bf16", loc), e);
+      A[1][k + e] = emu_bf(emu_lane_word(4 * g + t, 1, "mma_bf16", loc), e);
+      A[0][k + 8 + e] = emu_bf(emu_lane_word(4 * g + t, 2, "mma_bf16", loc), e);
+      A[1][k + 8 + e] = emu_bf(emu_lane_word(4 * g + t, 3, "mma_bf16", loc), e);
+      for (int j = 0; j < 2; ++j) {
+        B[j][k + e] = emu_bf(emu_lane_word(4 * (c + j) + t, 4, "mma_bf16", loc), e);
+        B[j][k + 8 + e] = emu_bf(emu_lane_word(4 * (c + j) + t, 5, "mma_bf16", loc), e);
+      }
     }
   }
-  emu_warp_bar[w]->arrive_and_wait();
-  const int g = l / 4, c = 2 * (l % 4);
+  emu_warp_leave("mma_bf16", loc);
   for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = c + i % 2;
     float s = 0;
-    for (int k = 0; k < 16; ++k) s += A[row][k] * B[k][col];
+    for (int k = 0; k < 16; ++k) s += A[i / 2][k] * B[i % 2][k];
     d[i] += s;
   }
 }
@@ -243,7 +656,7 @@ inline float emu_sw128_elem(uint64_t desc, int r, int k) {
 }
 __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
                                                 bool accumulate) {
-  const int w = (threadIdx.x / 32) % 4, l = threadIdx.x % 32;
+  const int w = (emu_tid / 32) % 4, l = emu_tid % 32;
   const int g = l / 4, c = 2 * (l % 4);
   for (int i = 0; i < 16; ++i) {
     const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
@@ -290,34 +703,155 @@ __device__ __forceinline__ void wgmma_m64k16_bt(float (&d)[N / 2], uint64_t a, u
 
 } // namespace kiln::backends::cuda::dev
 
+// A launch <<<grid, block, smem, stream>>> as `run` rewrites it: emu_launch(kernel, EmuCfg(...),
+// args...). Blocks run one at a time (x fastest, then y, z), each with one std::thread per CUDA
+// thread; shared memory is poisoned (0xcd) before each block, and bytes past the launch's dynamic
+// size are checked to be still poisoned after it (writes out of the block's shared memory).
 struct EmuCfg {
-  unsigned grid;
-  int block;
-  int smem;
-  cudaStream_t stream;
+  dim3 grid, block;
+  size_t smem;
+  EmuCfg(dim3 grid_, dim3 block_, size_t smem_ = 0, cudaStream_t = nullptr)
+      : grid(grid_), block(block_), smem(smem_) {}
 };
+// cudaFuncAttributeMaxDynamicSharedMemorySize per kernel (48 KB unless set).
+inline std::map<const void*, size_t> emu_smem_attribute;
 template <class T>
-inline cudaError_t emu_set_attribute(T, cudaFuncAttribute, int bytes) {
-  return bytes <= 232448 ? cudaSuccess : cudaErrorInvalidValue;
+inline cudaError_t emu_set_attribute(T kernel, cudaFuncAttribute attr, int bytes) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
+  if (bytes < 0 || bytes > kEmuOptinSmem) return cudaErrorInvalidValue;
+  emu_smem_attribute[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(bytes);
+  return cudaSuccess;
 }
+
+// A crash (an out-of-bounds access, a fiber's stack overflow) says which thread of which block
+// ran; the default action follows (a core, or gdb's stop when run under it).
+inline void emu_on_signal(int sig, siginfo_t* info, void*) {
+  const int t = emu_sched.current;
+  fprintf(stderr,
+          "cuda_emu: signal %d (%s) at address %p in block (%u, %u, %u), thread %d (warp %d lane "
+          "%d); gdb --args <driver> <case> shows the line\n",
+          sig, strsignal(sig), info->si_addr, blockIdx.x, blockIdx.y, blockIdx.z, t, t / 32,
+          t % 32);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+inline void emu_catch_signals() {
+  static bool installed = false;
+  if (installed) return;
+  installed = true;
+  static std::vector<unsigned char> alt(64 * 1024);
+  stack_t ss{};
+  ss.ss_sp = alt.data();
+  ss.ss_size = alt.size();
+  sigaltstack(&ss, nullptr);
+  struct sigaction sa {};
+  sa.sa_sigaction = emu_on_signal;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL}) sigaction(sig, &sa, nullptr);
+}
+
+// A fiber's first frame: runs the kernel for its thread, leaves the barriers (an exited thread
+// holds up none any more) and never returns.
+[[noreturn]] inline void emu_fiber_main() {
+  emu_sched.body();
+  const int t = emu_sched.current;
+  emu_exited[t / 32][t % 32] = true;
+  emu_sched.fibers[t].done = true;
+  emu_warp_bar[t / 32]->arrive_and_drop();
+  emu_block_bar->arrive_and_drop();
+  emu_yield();
+  abort(); // not reached
+}
+
 template <class K, class... Args>
 inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
-  std::barrier<> block_bar(cfg.block);
-  for (int w = 0; w < cfg.block / 32; ++w) emu_warp_bar[w] = new std::barrier<>(32);
-  emu_block_bar = &block_bar;
-  blockDim.x = cfg.block;
-  for (unsigned b = 0; b < cfg.grid; ++b) {
-    blockIdx.x = b;
-    std::memset(kiln::backends::cuda::smem, 0xcd, sizeof(kiln::backends::cuda::smem)); // poison
-    std::vector<std::thread> threads;
-    for (int t = 0; t < cfg.block; ++t) {
-      threads.emplace_back([=] {
-        threadIdx.x = t;
-        emu_or_phase = 0;
-        kernel(args...);
-      });
-    }
-    for (auto& th : threads) th.join();
+  const int threads = static_cast<int>(cfg.block.x * cfg.block.y * cfg.block.z);
+  if (threads < 1 || threads > 1024 || cfg.grid.x * cfg.grid.y * cfg.grid.z == 0) {
+    fprintf(stderr, "cuda_emu: launch of %d threads x %u blocks: invalid configuration\n", threads,
+            cfg.grid.x * cfg.grid.y * cfg.grid.z);
+    abort();
   }
-  for (int w = 0; w < cfg.block / 32; ++w) delete emu_warp_bar[w];
+  const auto attribute = emu_smem_attribute.find(reinterpret_cast<const void*>(kernel));
+  const size_t allowed = attribute != emu_smem_attribute.end() ? attribute->second : 48 * 1024;
+  if (cfg.smem > allowed) {
+    fprintf(stderr,
+            "cuda_emu: launch with %zu bytes of dynamic shared memory, above the %zu the kernel's "
+            "attribute allows\n",
+            cfg.smem, allowed);
+    abort();
+  }
+  namespace kbc = kiln::backends::cuda;
+  emu_catch_signals();
+  auto& s = emu_sched;
+  if (const char* seed = getenv("EMU_SHUFFLE")) {
+    s.shuffle = true;
+    s.rng.seed(static_cast<unsigned>(atoi(seed)));
+  }
+  blockDim = {cfg.block.x, cfg.block.y, cfg.block.z};
+  gridDim = {cfg.grid.x, cfg.grid.y, cfg.grid.z};
+  s.body = [&] { kernel(args...); };
+  s.fibers.resize(static_cast<size_t>(threads));
+  for (EmuFiber& f : s.fibers) {
+    if (f.stack != nullptr) continue;
+    void* m = mmap(nullptr, s.kGuard + s.kStack, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED || mprotect(m, s.kGuard, PROT_NONE) != 0) {
+      fprintf(stderr, "cuda_emu: no memory for %d fiber stacks\n", threads);
+      abort();
+    }
+    f.stack = static_cast<unsigned char*>(m) + s.kGuard;
+  }
+  for (unsigned bz = 0; bz < cfg.grid.z; ++bz) {
+    for (unsigned by = 0; by < cfg.grid.y; ++by) {
+      for (unsigned bx = 0; bx < cfg.grid.x; ++bx) {
+        blockIdx = {bx, by, bz};
+        std::memset(kbc::smem, 0xcd, sizeof(kbc::smem)); // poison
+        EmuBarrier block_bar(threads);
+        std::vector<std::unique_ptr<EmuBarrier>> warp_bars;
+        for (int w = 0; w * 32 < threads; ++w) {
+          warp_bars.push_back(std::make_unique<EmuBarrier>(std::min(32, threads - 32 * w)));
+          emu_warp_bar[w] = warp_bars.back().get();
+          for (int l = 0; l < 32; ++l) emu_exited[w][l] = 32 * w + l >= threads;
+        }
+        emu_block_bar = &block_bar;
+        s.runnable.clear();
+        for (int t = 0; t < threads; ++t) {
+          EmuFiber& f = s.fibers[t];
+          f.idx = {t % cfg.block.x, t / cfg.block.x % cfg.block.y, t / (cfg.block.x * cfg.block.y)};
+          f.or_phase = 0;
+          f.done = false;
+          f.where = {};
+          // The frame emu_switch resumes: MXCSR/x87 word (the launcher's), six registers, the
+          // return address emu_fiber_main, and a null return address for it (entry alignment).
+          auto* top = reinterpret_cast<uint64_t*>(f.stack + s.kStack);
+          uint64_t* sp = top - 9;
+          uint32_t csr[2];
+          asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(csr[0]), "=m"(csr[1]));
+          std::memcpy(sp, csr, 8);
+          for (int r = 1; r <= 6; ++r) sp[r] = 0;
+          sp[7] = reinterpret_cast<uint64_t>(&emu_fiber_main);
+          sp[8] = 0;
+          f.sp = sp;
+          s.runnable.push_back(t);
+        }
+        const int first = s.runnable.front();
+        s.runnable.pop_front();
+        s.current = first;
+        threadIdx = s.fibers[first].idx;
+        emu_tid = first;
+        emu_or_phase = 0;
+        emu_switch(&s.launcher_sp, s.fibers[first].sp); // back when every fiber has finished
+        for (size_t i = cfg.smem; i < sizeof(kbc::smem); ++i) {
+          if (kbc::smem[i] != 0xcd) {
+            fprintf(stderr,
+                    "cuda_emu: block (%u, %u, %u) wrote shared byte %zu, past its %zu bytes of "
+                    "dynamic shared memory\n",
+                    bx, by, bz, i, cfg.smem);
+            abort();
+          }
+        }
+      }
+    }
+  }
+  s.body = nullptr;
 }
