@@ -232,6 +232,7 @@ struct Candidates {
 // are still to be kept. The kept set: every entry whose masked key is above the prefix, and the
 // first `rank` (in slot order) of those equal to it.
 __device__ void compact(Candidates& c, int topk, int lane) {
+  __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const int n = c.count;
   uint32_t* hist = c.scratch; // hist[bin * 32 + lane]: per-lane counters, no conflicts
   uint32_t mask = ~0u, prefix = c.kmin;
