@@ -9,7 +9,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <span>
 #include <string>
 
 namespace {
@@ -53,16 +55,18 @@ TEST(BenchAbTest, BadSpecsAreUserErrorsNamingAb) {
   }
 }
 
+// The bench's temporary folders go under the scratch folder's tmp/, where a test can see them
+// removed.
+constexpr const char* kEnv = "TMPDIR=tmp";
+
 class BenchModelCliTest : public kiln::test::ScratchDirTest {
  protected:
-  // The quickstart (a 2-layer glm4_moe on Shakespeare) with short sequences, and a private
-  // temporary folder so the test can see the bench's own one removed.
+  // The quickstart (a 2-layer glm4_moe on Shakespeare) with short sequences.
   static std::string bench(const std::string& args) {
     return fmt::format(
         "bench model {}/recipes/quickstart.toml --data.seq_len 64 --train.micro_batch 2 {}",
         KILN_SOURCE_DIR, args);
   }
-  static constexpr const char* kEnv = "TMPDIR=tmp";
   void SetUp() override {
     ScratchDirTest::SetUp();
     fs::create_directories("tmp");
@@ -187,35 +191,8 @@ TEST_F(BenchModelCliTest, FallbackIsShownNotSilent) {
   EXPECT_GT(settings[1]["logits_max_rel_diff"].get<double>(), 0.0);
 }
 
-TEST_F(BenchModelCliTest, BadInputIsOneLineExit2) {
-  const std::string plugin =
-      fmt::format("--plugin {}/good/libkiln-backend-testgood.so", KILN_TEST_PLUGIN_CASES);
-  const std::pair<std::string, const char*> cases[] = {
-      {bench(""), "missing --ab KEY=V1,V2"},
-      {bench("--ab backend.default"), "--ab 'backend.default': expected KEY=V1,V2"},
-      {bench("--ab backend.default=torch"), "expected at least two values"},
-      {bench("--ab train.setps=1,2"),
-       "--ab train.setps=1: override '--train.setps': unknown key 'train.setps' (did you mean "
-       "'train.steps'?)"},
-      {bench("--ab model.dtype=float32,float16"), "--ab model.dtype=float16: "},
-      {bench("--ab train.micro_batch=1,zero"), "--ab train.micro_batch=zero: "},
-      {bench("--ab backend.default=torch,nope"),
-       "--ab backend.default=nope: unknown backend 'nope'"},
-      {bench("--ab backend.default=torch,auto --steps 0"), "--steps: expected an integer >= 1"},
-      {bench("--ab backend.default=torch,auto --warmup -1"), "--warmup: expected an integer"},
-      {bench("--ab backend.default=torch,auto --plot no/such/dir/x.png"),
-       "--plot no/such/dir/x.png: folder 'no/such/dir' does not exist"},
-      {bench("--ab backend.default=torch,auto --json no/such/out.json"),
-       "--json no/such/out.json: folder 'no/such' does not exist"},
-      {bench("--ab backend.default=torch,auto --json ."), "is a folder"},
-      {bench("--ab train.steps=1,2"), "sets this key itself"},
-      {bench("--ab a=1,2 --ab b=1,2"), "--ab is given twice"},
-      // A strict backend without kernels fails while its setting runs, and says which one.
-      {bench(fmt::format("{} --backend.default testgood --ab backend.strict=true,false --steps 1 "
-                         "--warmup 0",
-                         plugin)),
-       "(while running --ab backend.strict=true)"},
-  };
+// Each case exits 2 with one error line (plus the progress line of a setting that started).
+void expect_one_line_errors(std::span<const std::pair<std::string, const char*>> cases) {
   for (const auto& [args, message] : cases) {
     const auto r = run_kiln(args, kEnv);
     EXPECT_EQ(r.code, 2) << args << "\n" << r.out;
@@ -223,8 +200,46 @@ TEST_F(BenchModelCliTest, BadInputIsOneLineExit2) {
     const auto error_lines = std::count(r.out.begin(), r.out.end(), '\n') -
                              (r.out.find("kiln bench model: setting") != std::string::npos);
     EXPECT_EQ(error_lines, 1) << args << "\n" << r.out;
-    EXPECT_TRUE(temp_is_empty()) << args;
+    EXPECT_TRUE(fs::is_empty("tmp")) << args;
   }
+}
+
+TEST_F(BenchModelCliTest, BadArgumentsAreOneLineExit2BeforeAnythingRuns) {
+  const std::pair<std::string, const char*> cases[] = {
+      {bench(""), "missing --ab KEY=V1,V2"},
+      {bench("--ab backend.default"), "--ab 'backend.default': expected KEY=V1,V2"},
+      {bench("--ab backend.default=torch"), "expected at least two values"},
+      {bench("--ab train.steps=1,2"), "sets this key itself"},
+      {bench("--ab a.b=1,2 --ab c.d=1,2"), "--ab is given twice"},
+      {bench("--ab backend.default=torch,auto --steps 0"), "--steps: expected an integer >= 1"},
+      {bench("--ab backend.default=torch,auto --warmup -1"), "--warmup: expected an integer"},
+      {bench("--ab backend.default=torch,auto --plot no/such/dir/x.png"),
+       "--plot no/such/dir/x.png: folder 'no/such/dir' does not exist"},
+      {bench("--ab backend.default=torch,auto --json no/such/out.json"),
+       "--json no/such/out.json: folder 'no/such' does not exist"},
+      {bench("--ab backend.default=torch,auto --json ."), "is a folder"},
+  };
+  expect_one_line_errors(cases);
+}
+
+TEST_F(BenchModelCliTest, BadValuesAreOneLineExit2NamingTheSetting) {
+  const std::string plugin =
+      fmt::format("--plugin {}/good/libkiln-backend-testgood.so", KILN_TEST_PLUGIN_CASES);
+  const std::pair<std::string, const char*> cases[] = {
+      {bench("--ab train.setps=1,2"),
+       "--ab train.setps=1: override '--train.setps': unknown key 'train.setps' (did you mean "
+       "'train.steps'?)"},
+      {bench("--ab model.dtype=float32,float16"), "--ab model.dtype=float16: "},
+      {bench("--ab train.micro_batch=1,zero"), "--ab train.micro_batch=zero: "},
+      {bench("--ab backend.default=torch,nope"),
+       "--ab backend.default=nope: unknown backend 'nope'"},
+      // A strict backend without kernels fails while its setting runs, and says which one.
+      {bench(fmt::format("{} --backend.default testgood --ab backend.strict=true,false --steps 1 "
+                         "--warmup 0",
+                         plugin)),
+       "(while running --ab backend.strict=true)"},
+  };
+  expect_one_line_errors(cases);
 }
 
 TEST_F(BenchModelCliTest, HelpDescribesModelBench) {
