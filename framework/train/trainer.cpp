@@ -19,6 +19,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
 #include <atomic>
@@ -147,19 +148,6 @@ void truncate_metrics(const fs::path& file, int64_t step) {
   io::replace_file(file, kept);
 }
 
-json resolved_backends() {
-  json out = json::array();
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    out.push_back({{"op", r.op},
-                   {"device", c10::DeviceTypeName(r.device, /*lower_case=*/true)},
-                   {"dtype", dtype_name(r.dtype)},
-                   {"requested", r.requested},
-                   {"chosen", r.chosen},
-                   {"note", r.note}});
-  }
-  return out;
-}
-
 // A fingerprint of what decides the data order: a resume with different settings continues, but
 // says so.
 json data_setup(const recipe::Recipe& recipe) {
@@ -228,7 +216,35 @@ std::string greedy_sample(sdk::Model& model, const io::Tokenizer& tokenizer,
   return prompt + tokenizer.decode(generated);
 }
 
+// Blocks until the work queued on `device` is done (the CPU runs synchronously).
+void wait_for(const c10::Device& device) {
+  if (device.is_cpu()) return;
+  const auto* impl = c10::impl::getDeviceGuardImpl(device.type());
+  impl->synchronizeDevice(device.has_index() ? device.index() : impl->getDevice().index());
+}
+
 } // namespace
+
+sdk::DispatchConfig dispatch_config(const recipe::BackendSection& backend) {
+  sdk::DispatchConfig config;
+  config.default_backend = backend.default_backend;
+  config.ops.insert(backend.ops.begin(), backend.ops.end());
+  config.strict = backend.strict;
+  return config;
+}
+
+json resolved_backends() {
+  json out = json::array();
+  for (const auto& r : sdk::Dispatcher::global().resolved()) {
+    out.push_back({{"op", r.op},
+                   {"device", c10::DeviceTypeName(r.device, /*lower_case=*/true)},
+                   {"dtype", dtype_name(r.dtype)},
+                   {"requested", r.requested},
+                   {"chosen", r.chosen},
+                   {"note", r.note}});
+  }
+  return out;
+}
 
 TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                 const TrainOptions& options) {
@@ -462,6 +478,9 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       targets += batches.back().num_targets;
       tokens += batches.back().num_tokens;
     }
+    if (step == saved.step && options.before_first_step) {
+      options.before_first_step(*model, batches.front());
+    }
     Totals totals;
     const double denominator = std::max<int64_t>(1, targets);
     for (const auto& batch : batches) {
@@ -492,6 +511,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
     result.losses.push_back(loss);
     result.last_step = step;
 
+    if (options.synchronize_steps) wait_for(device);
     const double seconds = seconds_since(step_start);
     json line = {{"step", step},
                  {"loss", loss},
@@ -516,6 +536,14 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
     }
     record(line);
     progress.step(line, step % recipe.train.log_every == 0 || step == total_steps);
+    if (options.on_step) {
+      options.on_step({.step = step,
+                       .loss = loss,
+                       .grad_norm = grad_norm,
+                       .tokens = tokens,
+                       .targets = targets,
+                       .seconds = seconds});
+    }
     if (!backends_written) {
       io::replace_file(run_dir / "backends.json", resolved_backends().dump(2) + "\n");
       backends_written = true;
