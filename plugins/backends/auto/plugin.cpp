@@ -195,6 +195,15 @@ class CacheFile {
 
   /// Adds `entry` under `key` to what is on disk now and replaces the file atomically.
   void write(const fs::path& path, const std::string& key, const json& entry) {
+    try {
+      write_merged(path, key, entry);
+    } catch (const std::exception& e) { // e.g. json's dump of a string that is not UTF-8
+      unwritable(path, e.what());
+    }
+  }
+
+ private:
+  void write_merged(const fs::path& path, const std::string& key, const json& entry) {
     json entries = read(path);
     entries[key] = entry;
     const json doc = {{"format", kCacheFormat}, {"entries", entries}};
@@ -229,7 +238,6 @@ class CacheFile {
     }
   }
 
- private:
   json ignore(const fs::path& path, const std::string& what) {
     if (warned_read_.insert(path.string()).second) {
       log_warn("autotune cache {}: {}; ignoring it (the next measurement rewrites it)",
