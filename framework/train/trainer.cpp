@@ -21,6 +21,7 @@
 #include <c10/core/GradMode.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -156,6 +157,28 @@ json resolved_backends() {
                    {"requested", r.requested},
                    {"chosen", r.chosen},
                    {"note", r.note}});
+  }
+  return out;
+}
+
+// The resolved table as `kiln run` prints it once, after the first step: one line per (op,
+// device, dtype) with what was asked for, what ran and the policy's notes (its measurements).
+std::string backends_table(const fs::path& saved_to) {
+  const auto resolved = sdk::Dispatcher::global().resolved();
+  std::vector<std::array<std::string, 3>> rows;
+  size_t widths[2] = {0, 0};
+  for (const auto& r : resolved) {
+    rows.push_back(
+        {fmt::format("{} {} {}", r.op, c10::DeviceTypeName(r.device, true), dtype_name(r.dtype)),
+         fmt::format("{} -> {}", r.requested, r.chosen), r.note});
+    widths[0] = std::max(widths[0], rows.back()[0].size());
+    widths[1] = std::max(widths[1], rows.back()[1].size());
+  }
+  std::string out = fmt::format("backends ({}):", saved_to.string());
+  for (const auto& [what, choice, note] : rows) {
+    out += fmt::format("\n  {:<{}}  {:<{}}", what, widths[0], choice, widths[1]);
+    if (!note.empty()) out += fmt::format("  {}", note);
+    while (!out.empty() && out.back() == ' ') out.pop_back();
   }
   return out;
 }
@@ -516,8 +539,9 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
     }
     record(line);
     progress.step(line, step % recipe.train.log_every == 0 || step == total_steps);
-    if (!backends_written) {
+    if (!backends_written) { // every op of a training step has been resolved by now
       io::replace_file(run_dir / "backends.json", resolved_backends().dump(2) + "\n");
+      progress.message(backends_table(run_dir / "backends.json"));
       backends_written = true;
     }
 
