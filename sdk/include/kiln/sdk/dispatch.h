@@ -69,7 +69,7 @@ class KILN_SDK_API Policy {
 /// this thread: call it from Policy::select, e.g. "sparse_mla T=16384,...: measured cuda 1.21 ms,
 /// torch 35.2 ms -> cuda". The dispatcher collects the notes after select returns and keeps each
 /// distinct note once per resolution, so a policy may repeat the note of a cached decision on
-/// every call. Outside a select the note is dropped by the next one.
+/// every call. Outside a select it is ignored.
 KILN_SDK_API void note_selection(std::string note);
 
 /// How one (op, device, dtype) was resolved.
