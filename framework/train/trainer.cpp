@@ -22,6 +22,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -146,6 +147,28 @@ void truncate_metrics(const fs::path& file, int64_t step) {
     }
   }
   io::replace_file(file, kept);
+}
+
+// The resolved table as `kiln run` prints it once, after the first step: one line per (op,
+// device, dtype) with what was asked for, what ran and the policy's notes (its measurements).
+std::string backends_table(const fs::path& saved_to) {
+  const auto resolved = sdk::Dispatcher::global().resolved();
+  std::vector<std::array<std::string, 3>> rows;
+  size_t widths[2] = {0, 0};
+  for (const auto& r : resolved) {
+    rows.push_back(
+        {fmt::format("{} {} {}", r.op, c10::DeviceTypeName(r.device, true), dtype_name(r.dtype)),
+         fmt::format("{} -> {}", r.requested, r.chosen), r.note});
+    widths[0] = std::max(widths[0], rows.back()[0].size());
+    widths[1] = std::max(widths[1], rows.back()[1].size());
+  }
+  std::string out = fmt::format("backends ({}):", saved_to.string());
+  for (const auto& [what, choice, note] : rows) {
+    out += fmt::format("\n  {:<{}}  {:<{}}", what, widths[0], choice, widths[1]);
+    if (!note.empty()) out += fmt::format("  {}", note);
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+  }
+  return out;
 }
 
 // A fingerprint of what decides the data order: a resume with different settings continues, but
@@ -544,8 +567,9 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                        .targets = targets,
                        .seconds = seconds});
     }
-    if (!backends_written) {
+    if (!backends_written) { // every op of a training step has been resolved by now
       io::replace_file(run_dir / "backends.json", resolved_backends().dump(2) + "\n");
+      progress.message(backends_table(run_dir / "backends.json"));
       backends_written = true;
     }
 
