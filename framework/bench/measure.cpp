@@ -35,6 +35,35 @@ void synchronize(c10::Device device) {
 #endif
 }
 
+#if KILN_BENCH_CUDA_EVENTS
+namespace {
+c10::DeviceIndex cuda_index(c10::Device device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
+} // namespace
+#endif
+
+void reset_peak_memory(c10::Device device) {
+#if KILN_BENCH_CUDA_EVENTS
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index(device));
+#else
+  (void)device;
+#endif
+}
+
+std::optional<int64_t> peak_memory(c10::Device device) {
+#if KILN_BENCH_CUDA_EVENTS
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device));
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+        .peak;
+  }
+#else
+  (void)device;
+#endif
+  return std::nullopt;
+}
+
 Timing time_runs(c10::Device device, int64_t warmup, int64_t steps,
                  const std::function<void()>& setup, const std::function<void()>& body,
                  const std::function<void()>& check) {
@@ -52,18 +81,14 @@ Timing time_runs(c10::Device device, int64_t warmup, int64_t steps,
 #if KILN_BENCH_CUDA_EVENTS
     if (device.is_cuda()) {
       timing.timer = "cuda events";
-      c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+      reset_peak_memory(device);
       at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
       start.record();
       body();
       stop.record();
       stop.synchronize();
       ms.push_back(start.elapsed_time(stop));
-      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-      const int64_t peak =
-          stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
-              .peak;
-      timing.peak_bytes = std::max(timing.peak_bytes.value_or(0), peak);
+      timing.peak_bytes = std::max(timing.peak_bytes.value_or(0), peak_memory(device).value_or(0));
       if (check) check();
       continue;
     }

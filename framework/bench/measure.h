@@ -32,6 +32,13 @@ Timing time_runs(c10::Device device, int64_t warmup, int64_t steps,
 /// Waits for all work on `device` (no-op on the CPU).
 void synchronize(c10::Device device);
 
+/// Starts the CUDA caching allocator's peak of allocated bytes afresh on `device` (a device
+/// without an index means the current one); no-op on the CPU.
+void reset_peak_memory(c10::Device device);
+/// That peak since the last reset_peak_memory; nullopt on the CPU (no allocator statistics) and
+/// in builds without the CUDA runtime headers.
+std::optional<int64_t> peak_memory(c10::Device device);
+
 /// "NVIDIA H200", or "cpu".
 std::string device_description(c10::Device device);
 

@@ -5,6 +5,7 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "recipe/recipe.h"
+#include "train/trainer.h"
 
 #include <fmt/format.h>
 
@@ -60,12 +61,8 @@ int cmd_recipe(const std::vector<std::string>& args) {
 
   load_plugins(vm, r.plugins.dirs);
   if (!r.model.family.empty()) core::ModelRegistry::global().find(r.model.family);
-  sdk::DispatchConfig config;
-  config.default_backend = r.backend.default_backend;
-  config.ops.insert(r.backend.ops.begin(), r.backend.ops.end());
-  config.strict = r.backend.strict;
   try {
-    sdk::Dispatcher::global().configure(config);
+    sdk::Dispatcher::global().configure(train::dispatch_config(r.backend));
   } catch (const Error& e) {
     throw e.with_context(fmt::format("checking {}", file));
   }

@@ -63,11 +63,7 @@ int cmd_run(const std::vector<std::string>& args) {
       recipe::load_recipe(file, recipe::parse_override_args(overrides), &origins);
   recipe::check_trainable(r, origins);
   load_plugins(vm, r.plugins.dirs);
-  sdk::DispatchConfig config;
-  config.default_backend = r.backend.default_backend;
-  config.ops.insert(r.backend.ops.begin(), r.backend.ops.end());
-  config.strict = r.backend.strict;
-  sdk::Dispatcher::global().configure(config);
+  sdk::Dispatcher::global().configure(train::dispatch_config(r.backend));
 
   const auto result = train::run(r, origins, {.log_format = format});
   if (result.exit_code == 0 && !result.losses.empty()) {

@@ -65,6 +65,7 @@ void Progress::clear_bar() {
 }
 
 void Progress::step(const nlohmann::json& metrics, bool print_line) {
+  if (format_ == LogFormat::kQuiet) return;
   const auto step = metrics.at("step").get<int64_t>();
   const double elapsed = now_seconds() - start_seconds_;
   const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, step - first_));
@@ -74,6 +75,8 @@ void Progress::step(const nlohmann::json& metrics, bool print_line) {
   const double grad_norm = number(metrics, "grad_norm");
   const double rate = number(metrics, "tokens_per_s");
   switch (format_) {
+    case LogFormat::kQuiet:
+      break;
     case LogFormat::kJsonl:
       if (print_line) std::cout << metrics.dump() << std::endl;
       break;
@@ -108,6 +111,7 @@ void Progress::step(const nlohmann::json& metrics, bool print_line) {
 }
 
 void Progress::event(const nlohmann::json& metrics) {
+  if (format_ == LogFormat::kQuiet) return;
   if (format_ == LogFormat::kJsonl) {
     std::cout << metrics.dump() << std::endl;
     return;
@@ -122,6 +126,7 @@ void Progress::event(const nlohmann::json& metrics) {
 }
 
 void Progress::message(const std::string& text) {
+  if (format_ == LogFormat::kQuiet) return;
   clear_bar();
   std::cerr << text << std::endl;
 }

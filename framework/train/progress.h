@@ -9,7 +9,9 @@
 
 namespace kiln::train {
 
-enum class LogFormat { kAuto, kBar, kText, kJsonl };
+/// kQuiet prints nothing: for callers that report progress themselves (`kiln bench model`); it
+/// has no --log-format name.
+enum class LogFormat { kAuto, kBar, kText, kJsonl, kQuiet };
 
 /// "auto" | "bar" | "text" | "jsonl"; throws kiln::Error (user) otherwise.
 LogFormat parse_log_format(std::string_view name);

@@ -19,8 +19,10 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -147,15 +149,24 @@ void truncate_metrics(const fs::path& file, int64_t step) {
   io::replace_file(file, kept);
 }
 
-json resolved_backends() {
-  json out = json::array();
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    out.push_back({{"op", r.op},
-                   {"device", c10::DeviceTypeName(r.device, /*lower_case=*/true)},
-                   {"dtype", dtype_name(r.dtype)},
-                   {"requested", r.requested},
-                   {"chosen", r.chosen},
-                   {"note", r.note}});
+// The resolved table as `kiln run` prints it once, after the first step: one line per (op,
+// device, dtype) with what was asked for, what ran and the policy's notes (its measurements).
+std::string backends_table(const fs::path& saved_to) {
+  const auto resolved = sdk::Dispatcher::global().resolved();
+  std::vector<std::array<std::string, 3>> rows;
+  size_t widths[2] = {0, 0};
+  for (const auto& r : resolved) {
+    rows.push_back(
+        {fmt::format("{} {} {}", r.op, c10::DeviceTypeName(r.device, true), dtype_name(r.dtype)),
+         fmt::format("{} -> {}", r.requested, r.chosen), r.note});
+    widths[0] = std::max(widths[0], rows.back()[0].size());
+    widths[1] = std::max(widths[1], rows.back()[1].size());
+  }
+  std::string out = fmt::format("backends ({}):", saved_to.string());
+  for (const auto& [what, choice, note] : rows) {
+    out += fmt::format("\n  {:<{}}  {:<{}}", what, widths[0], choice, widths[1]);
+    if (!note.empty()) out += fmt::format("  {}", note);
+    while (!out.empty() && out.back() == ' ') out.pop_back();
   }
   return out;
 }
@@ -228,7 +239,35 @@ std::string greedy_sample(sdk::Model& model, const io::Tokenizer& tokenizer,
   return prompt + tokenizer.decode(generated);
 }
 
+// Blocks until the work queued on `device` is done (the CPU runs synchronously).
+void wait_for(const c10::Device& device) {
+  if (device.is_cpu()) return;
+  const auto* impl = c10::impl::getDeviceGuardImpl(device.type());
+  impl->synchronizeDevice(device.has_index() ? device.index() : impl->getDevice().index());
+}
+
 } // namespace
+
+sdk::DispatchConfig dispatch_config(const recipe::BackendSection& backend) {
+  sdk::DispatchConfig config;
+  config.default_backend = backend.default_backend;
+  config.ops.insert(backend.ops.begin(), backend.ops.end());
+  config.strict = backend.strict;
+  return config;
+}
+
+json resolved_backends() {
+  json out = json::array();
+  for (const auto& r : sdk::Dispatcher::global().resolved()) {
+    out.push_back({{"op", r.op},
+                   {"device", c10::DeviceTypeName(r.device, /*lower_case=*/true)},
+                   {"dtype", dtype_name(r.dtype)},
+                   {"requested", r.requested},
+                   {"chosen", r.chosen},
+                   {"note", r.note}});
+  }
+  return out;
+}
 
 TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                 const TrainOptions& options) {
@@ -462,6 +501,9 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       targets += batches.back().num_targets;
       tokens += batches.back().num_tokens;
     }
+    if (step == saved.step && options.before_first_step) {
+      options.before_first_step(*model, batches.front());
+    }
     Totals totals;
     const double denominator = std::max<int64_t>(1, targets);
     for (const auto& batch : batches) {
@@ -492,6 +534,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
     result.losses.push_back(loss);
     result.last_step = step;
 
+    if (options.synchronize_steps) wait_for(device);
     const double seconds = seconds_since(step_start);
     json line = {{"step", step},
                  {"loss", loss},
@@ -516,8 +559,17 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
     }
     record(line);
     progress.step(line, step % recipe.train.log_every == 0 || step == total_steps);
-    if (!backends_written) {
+    if (options.on_step) {
+      options.on_step({.step = step,
+                       .loss = loss,
+                       .grad_norm = grad_norm,
+                       .tokens = tokens,
+                       .targets = targets,
+                       .seconds = seconds});
+    }
+    if (!backends_written) { // every op of a training step has been resolved by now
       io::replace_file(run_dir / "backends.json", resolved_backends().dump(2) + "\n");
+      progress.message(backends_table(run_dir / "backends.json"));
       backends_written = true;
     }
 

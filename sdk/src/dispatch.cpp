@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 namespace kiln::sdk {
@@ -25,7 +26,60 @@ std::string resolution_key(std::string_view op, c10::DeviceType device, c10::Sca
   return fmt::format("{}|{}|{}", op, device_name(device), dtype_name(dtype));
 }
 
+// Notes that policies attach to the selection running on this thread (note_selection). Only
+// collected inside a NoteScope; a nested selection (a kernel timed by a policy may dispatch
+// other ops) takes only the notes made after it started.
+struct ThreadNotes {
+  std::vector<std::string> notes;
+  int depth = 0;
+};
+ThreadNotes& thread_notes() {
+  thread_local ThreadNotes notes;
+  return notes;
+}
+
+class NoteScope {
+ public:
+  NoteScope() : mark_(thread_notes().notes.size()) { ++thread_notes().depth; }
+  ~NoteScope() {
+    auto& t = thread_notes();
+    t.notes.resize(std::min(t.notes.size(), mark_));
+    --t.depth;
+  }
+  NoteScope(const NoteScope&) = delete;
+  NoteScope& operator=(const NoteScope&) = delete;
+  /// The notes made since this scope began (and forgets them).
+  std::vector<std::string> take() {
+    auto& t = thread_notes();
+    const auto begin = t.notes.begin() + static_cast<std::ptrdiff_t>(mark_);
+    std::vector<std::string> out(std::make_move_iterator(begin),
+                                 std::make_move_iterator(t.notes.end()));
+    t.notes.erase(begin, t.notes.end());
+    return out;
+  }
+
+ private:
+  size_t mark_;
+};
+
+// Appends `part` to a "; "-joined note unless it is already one of its parts.
+void append_note(std::string& note, const std::string& part) {
+  if (part.empty()) return;
+  for (size_t begin = 0; !note.empty() && begin <= note.size();) {
+    const size_t end = std::min(note.find("; ", begin), note.size());
+    if (std::string_view(note).substr(begin, end - begin) == part) return;
+    begin = end + 2;
+  }
+  if (!note.empty()) note += "; ";
+  note += part;
+}
+
 } // namespace
+
+void note_selection(std::string note) {
+  auto& t = thread_notes();
+  if (t.depth > 0) t.notes.push_back(std::move(note));
+}
 
 Dispatcher& Dispatcher::global() {
   static Dispatcher* instance = new Dispatcher(); // never destroyed: plugins outlive main()
@@ -144,6 +198,7 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
 
   const KernelRecord* chosen = nullptr;
   std::string note;
+  NoteScope notes;
   if (policy) {
     chosen = policy->select(call, candidates);
     if (chosen == nullptr) {
@@ -184,6 +239,7 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     }
   }
 
+  const std::vector<std::string> policy_notes = notes.take();
   std::lock_guard lock(mutex_);
   const std::string key = resolution_key(call.op, call.device, call.dtype);
   auto it = std::find_if(resolved_.begin(), resolved_.end(), [&](const Resolution& r) {
@@ -192,9 +248,11 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
   if (it == resolved_.end()) {
     resolved_.push_back(Resolution{std::string(call.op), call.device, call.dtype, requested,
                                    chosen->info.backend, note});
+    it = std::prev(resolved_.end());
   } else if (it->chosen.find(chosen->info.backend) == std::string::npos) {
     it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
+  for (const auto& part : policy_notes) append_note(it->note, part);
   if (!policy && note.find("fell back") != std::string::npos && !warned_[key]) {
     warned_[key] = true;
     log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);

@@ -205,7 +205,7 @@ TEST_F(BenchCliTest, BadInputIsOneLineExit2) {
        "unknown backend 'nope'; registered backends: torch"},
       {"bench op --op sparse_mla --dtype int8 --device cpu", "--dtype"},
       {"bench op --op sparse_mla --steps 0 --device cpu", "--steps"},
-      {"bench model recipe.toml", "not written yet"},
+      {"bench model recipe.toml", "missing --ab KEY=V1,V2"},
       {"bench", "expected a subcommand"},
   };
   for (const auto& [args, message] : cases) {

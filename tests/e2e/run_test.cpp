@@ -148,6 +148,11 @@ TEST_F(RunTest, WithoutARecipeItRunsTheEmbeddedQuickstart) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("kiln run quickstart: glm4_moe"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("sample: Shall I compare thee"), std::string::npos) << r.out;
+  // The resolved kernel table, printed once after the first step.
+  const auto table = r.out.find("backends (runs/quickstart/backends.json):\n  ");
+  EXPECT_NE(table, std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("auto -> torch", table), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("backends (", table + 1), std::string::npos) << "printed once: " << r.out;
   EXPECT_TRUE(fs::exists(dir_ / "runs/quickstart/checkpoints/step-3/config.json"));
   const auto cached = fs::directory_iterator(dir_ / "cache/kiln")->path();
   EXPECT_TRUE(fs::exists(cached / "quickstart.toml"));

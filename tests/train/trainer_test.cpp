@@ -9,6 +9,7 @@
 #include "kiln/nn/module.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
+#include "kiln/sdk/model.h"
 #include "recipe/recipe.h"
 #include "support/model_test.h"
 #include "support/scratch_dir.h"
@@ -333,6 +334,43 @@ TEST_F(TrainerTest, BadCombinationsAreOneLineErrors) {
     EXPECT_NE(std::string(e.what()).find("data.train: no training files"), std::string::npos)
         << e.what();
   }
+}
+
+TEST_F(TrainerTest, HooksSeeTheStartingModelAndEveryStep) {
+  recipe::KeyOrigins origins;
+  const auto recipe =
+      recipe::load_recipe("tiny.toml", std::vector<std::string>{"train.steps=3"}, &origins);
+  int64_t first_calls = 0;
+  double first_batch_loss = 0;
+  std::vector<train::StepReport> steps;
+  train::TrainOptions options{.log_format = train::LogFormat::kQuiet};
+  options.synchronize_steps = true;
+  options.before_first_step = [&](sdk::Model& model, const data::MicroBatch& batch) {
+    ++first_calls;
+    const c10::NoGradGuard no_grad;
+    const at::Tensor logits =
+        model.forward({.input_ids = batch.input_ids, .cu_seqlens = batch.cu_seqlens}).logits;
+    first_batch_loss =
+        at::cross_entropy_loss(logits.to(at::kDouble), batch.labels, {}, at::Reduction::Mean, -100)
+            .item<double>();
+  };
+  options.on_step = [&](const train::StepReport& step) { steps.push_back(step); };
+  const auto result = train::run(recipe, origins, options);
+  ASSERT_EQ(result.exit_code, 0);
+  EXPECT_EQ(first_calls, 1);
+  ASSERT_EQ(steps.size(), 3u);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    EXPECT_EQ(steps[i].step, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(steps[i].loss, result.losses[i]);
+    EXPECT_GT(steps[i].tokens, 0);
+    EXPECT_LE(steps[i].tokens, 96); // 2 packed sequences of at most 48
+    EXPECT_GT(steps[i].targets, 0);
+    EXPECT_GT(steps[i].seconds, 0.0);
+    EXPECT_GT(steps[i].grad_norm, 0.0);
+  }
+  // The hook ran before any update, on the first step's (only) micro-batch: its loss is the
+  // first step's.
+  EXPECT_NEAR(first_batch_loss, result.losses[0], 1e-5 * result.losses[0]);
 }
 
 TEST_F(TrainerTest, MockDataAndBf16Train) {

@@ -1,4 +1,5 @@
 // The dispatcher's selection rules: per-op override > default backend > policy, strict, fallback.
+// (The `auto` policy's timing and cache: autotune_test.cpp.)
 #include "kiln/sdk/dispatch.h"
 #include "core/plugin_host.h"
 #include "kiln/sdk/error.h"
@@ -7,17 +8,29 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
 
 namespace kiln::sdk {
 namespace {
 
-// A fake backend kernel that tags its output so the test sees which one ran.
+// A fake backend kernel that tags its output so the test sees which one ran, and takes at least
+// `delay_ms` (the `auto` policy measures: the fastest eligible kernel wins).
 Kernel<ops::RmsNormOp> tagged(std::string backend, float tag, int priority = 0,
-                              std::function<bool(const ops::RmsNormArgs&)> supports = {}) {
+                              std::function<bool(const ops::RmsNormArgs&)> supports = {},
+                              int delay_ms = 0) {
   return {.backend = std::move(backend),
           .device = c10::DeviceType::CPU,
           .priority = priority,
-          .run = [tag](const ops::RmsNormArgs& a) { return at::full_like(a.x, tag); },
+          .run =
+              [tag, delay_ms](const ops::RmsNormArgs& a) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+                return at::full_like(a.x, tag);
+              },
           .supports = std::move(supports)};
 }
 
@@ -28,6 +41,11 @@ float run_rms_norm(const at::Tensor& x) {
 class DispatchTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The auto policy's timings go to a file of this test, not the user's cache.
+    cache_ = std::filesystem::temp_directory_path() /
+             fmt::format("kiln-dispatch-test-{}-autotune.json", ::getpid());
+    std::filesystem::remove(cache_);
+    ::setenv("KILN_AUTOTUNE_CACHE", cache_.c_str(), 1);
     auto& d = Dispatcher::global();
     d.reset_for_testing();
     core::PluginHost::global().reset_for_testing();
@@ -35,19 +53,26 @@ class DispatchTest : public ::testing::Test {
     const auto r = core::PluginHost::global().load_file(
         std::filesystem::path(KILN_BUILTIN_PLUGIN_DIR) / "libkiln-policy-auto.so", "test");
     ASSERT_EQ(r.status, core::PluginStatus::kLoaded) << r.reason;
-    d.add_kernel(make_kernel_record(tagged("torch", 1.0f, -100)));
+    d.add_kernel(make_kernel_record(tagged("torch", 1.0f, -100, {}, 8)));
     d.add_kernel(make_kernel_record(tagged("fast", 2.0f, 10, [](const ops::RmsNormArgs& a) {
       return a.x.scalar_type() == at::kFloat;
     })));
-    d.add_kernel(make_kernel_record(tagged("other", 3.0f, 0)));
-    set_log_sink([this](LogLevel, std::string_view m) { logged_.emplace_back(m); });
+    d.add_kernel(make_kernel_record(tagged("other", 3.0f, 0, {}, 3)));
+    set_log_sink([this](LogLevel level, std::string_view m) {
+      if (level >= LogLevel::kWarn) logged_.emplace_back(m);
+    });
   }
-  void TearDown() override { set_log_sink(nullptr); }
+  void TearDown() override {
+    set_log_sink(nullptr);
+    ::unsetenv("KILN_AUTOTUNE_CACHE");
+    std::filesystem::remove(cache_);
+  }
 
-  std::vector<std::string> logged_;
+  std::filesystem::path cache_;
+  std::vector<std::string> logged_; // warnings and errors
 };
 
-TEST_F(DispatchTest, AutoPrefersHighestPriorityEligibleKernel) {
+TEST_F(DispatchTest, AutoPrefersFastestEligibleKernel) {
   Dispatcher::global().configure({.default_backend = "auto"});
   EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 2.0f);
 }
@@ -57,14 +82,14 @@ TEST_F(DispatchTest, AutoSkipsKernelsWhoseSupportsFails) {
   EXPECT_EQ(run_rms_norm(at::randn({2, 4}, at::kBFloat16)), 3.0f); // "fast" is float32 only
 }
 
-TEST_F(DispatchTest, AutoKeepsTorchLastWhateverItsPriority) {
+TEST_F(DispatchTest, AutoChoosesBySpeedNotPriority) {
   auto& d = Dispatcher::global();
   d.reset_for_testing();
   core::PluginHost::global().reset_for_testing();
   core::PluginHost::global().load_file(
       std::filesystem::path(KILN_BUILTIN_PLUGIN_DIR) / "libkiln-policy-auto.so", "test");
-  d.add_kernel(make_kernel_record(tagged("torch", 1.0f, 1000)));
-  d.add_kernel(make_kernel_record(tagged("slowish", 5.0f, -5)));
+  d.add_kernel(make_kernel_record(tagged("torch", 1.0f, 1000, {}, 8)));
+  d.add_kernel(make_kernel_record(tagged("lowly", 5.0f, -5)));
   d.configure({.default_backend = "auto"});
   EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 5.0f);
 }
