@@ -6,9 +6,18 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 namespace kiln::test {
+
+/// The built-in backends in the order kiln lists them: the cuda backend is built wherever a CUDA
+/// toolkit is found, so messages that list backends depend on the build.
+inline std::string builtin_backends() {
+  const bool cuda = std::filesystem::exists(std::filesystem::path(KILN_BUILTIN_PLUGIN_DIR) /
+                                            "libkiln-backend-cuda.so");
+  return cuda ? "cuda, torch" : "torch";
+}
 
 struct CliResult {
   int code = -1;
