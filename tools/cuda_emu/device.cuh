@@ -5,12 +5,11 @@
 // device.cuh's code. What it checks: index math, tile layouts and swizzles, fragment mappings,
 // barrier structure (a warp collective met by part of a warp, and a barrier part of the block never
 // reaches, are reported with every thread's place), shared bounds it can see (ldmatrix/cp.async
-// addresses, writes past the launch's dynamic size). What it cannot: timing and asynchrony
-// (cp.async copies at once, so reading a tile before its wait goes unnoticed), races between
-// threads (they interleave only at barriers, in one order per run), bank conflicts, registers, the
-// PTX strings, launch limits other than shared memory, collectives with partial masks (reported),
-// threads that wait on each other without a barrier (spin loops hang); mma sums in a different
-// order than the tensor cores.
+// addresses, writes past the launch's dynamic size), shared-memory races and the asynchrony of
+// cp.async and wgmma ("hazards" below). What it cannot: timing, bank conflicts, registers, the
+// PTX strings, races in global memory, launch limits other than shared memory, collectives with
+// partial masks (reported), threads that wait on each other without a barrier (spin loops hang);
+// mma sums in a different order than the tensor cores.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -30,10 +29,15 @@
 #include <source_location>
 #include <vector>
 
+#include <dlfcn.h>
 #include <sys/mman.h>
+#include <unistd.h>
 #include <csignal>
+#include <string>
 
 #define __launch_bounds__(...)
+// Emulator code that touches shared memory itself: not instrumented (see "hazards" below).
+#define EMU_NOSAN __attribute__((no_sanitize_thread))
 
 struct EmuDim {
   unsigned x = 0, y = 0, z = 0;
@@ -192,17 +196,21 @@ class EmuBarrier {
     emu_yield();
   }
   void arrive_and_drop() { arrive(true); }
+  /// How many times the barrier has opened (the hazard checks' epochs).
+  EMU_NOSAN uint32_t releases() const { return releases_; }
 
  private:
   bool arrive(bool drop) {
     if (drop) --expected_;
     if (--left_ > 0) return false;
     left_ = expected_;
+    ++releases_;
     for (int f : waiters_) emu_sched.runnable.push_back(f);
     waiters_.clear();
     return true;
   }
   int expected_, left_;
+  uint32_t releases_ = 0;
   std::vector<int> waiters_;
 };
 inline EmuBarrier* emu_block_bar = nullptr;
@@ -334,8 +342,13 @@ inline uint32_t emu_lane_word(int src, int i, const char* what, const EmuLoc& lo
   return emu_warp_u[w][src][i];
 }
 
+// The release count of the thread's warp barrier at its last __syncwarp: shared-memory accesses of
+// the warp's lanes made before that count are ordered before this thread's later ones (the other
+// collectives order no memory, as on the GPU).
+inline uint32_t emu_syncwarp_mark[1024];
 inline void __syncwarp(unsigned mask = 0xffffffffu, EmuLoc loc = EmuLoc::current()) {
   emu_warp_enter("__syncwarp", mask, false, loc);
+  emu_syncwarp_mark[emu_tid] = emu_warp_bar[emu_tid / 32]->releases();
   emu_warp_leave("__syncwarp", loc);
 }
 
@@ -466,13 +479,14 @@ EMU_REDUCE(__reduce_add_sync, unsigned, a + b)
 EMU_REDUCE(__reduce_add_sync, int, static_cast<int>(static_cast<unsigned>(a) + b))
 #undef EMU_REDUCE
 
-// Atomics: fibers switch only at barriers, so a read-modify-write is atomic as it stands.
-inline unsigned atomicOr(unsigned* p, unsigned v) {
+// Atomics: fibers switch only at barriers, so a read-modify-write is atomic as it stands. They
+// are not checked for races (atomics do not race with each other).
+EMU_NOSAN inline unsigned atomicOr(unsigned* p, unsigned v) {
   const unsigned old = *p;
   *p |= v;
   return old;
 }
-inline float4 atomicAdd(float4* p, float4 v) {
+EMU_NOSAN inline float4 atomicAdd(float4* p, float4 v) {
   const float4 old = *p;
   p->x += v.x;
   p->y += v.y;
@@ -504,6 +518,241 @@ alignas(128) unsigned char smem[kEmuSmemBytes];
 } // namespace
 } // namespace kiln::backends::cuda
 
+// ---- hazards: shared-memory races, asynchronous copies and products ----------------------------
+// Every shared-memory access is checked against the byte's last write and last reads: plain loads
+// and stores through g++'s -fsanitize=thread instrumentation (`run` compiles with it; the
+// __tsan_* entry points below receive every access and keep those inside `smem`), ldmatrix,
+// cp.async and wgmma here. Two accesses of different threads, one of them a write, race unless a
+// __syncthreads (or, within one warp, a __syncwarp) opened between them; the epochs are the
+// barriers' release counts. cp.async lands at the cp_async_wait that retires its group, and its
+// bytes may not be touched in between by anyone; a wgmma reads its operands and writes its
+// accumulator at the wgmma_wait that retires its group (the accumulator reads NaN in between), and
+// may only read bytes whose writer has run fence_proxy_async since the write (generic to async
+// proxy). The checks see one interleaving's accesses, but every pair of them: a missing barrier
+// shows whatever order the fibers ran in.
+
+struct EmuSite {
+  const void* where = nullptr; // line 0: a code address (an instrumented access); else a file name
+  uint32_t line = 0;
+};
+struct EmuAccess {
+  EmuSite site;
+  uint32_t block = 0; // block barrier releases at the access
+  uint32_t warp = 0;  // the thread's warp barrier releases at the access
+  uint32_t fence = 0; // the thread's fence_proxy_async count at the access
+  int16_t tid = -1;   // -1: none
+};
+struct EmuShadow {
+  EmuAccess write, read[2];
+  int16_t pending = -1; // a thread whose cp.async into this byte has not landed
+};
+inline EmuShadow emu_shadow[kiln::backends::cuda::kEmuSmemBytes];
+inline uint32_t emu_shadow_used = 0; // bytes [0, used) may hold records of this block
+inline uint32_t emu_proxy_fences[1024];
+
+// file:line of a site; a code address through addr2line (the innermost inlined line).
+inline std::string emu_site_text(const EmuSite& s) {
+  char buf[512];
+  if (s.line != 0) {
+    snprintf(buf, sizeof buf, "%s:%u", static_cast<const char*>(s.where), s.line);
+    return buf;
+  }
+  Dl_info info{};
+  if (dladdr(s.where, &info) == 0 || info.dli_fbase == nullptr) return "?";
+  const auto offset = static_cast<unsigned long>(static_cast<const char*>(s.where) -
+                                                 static_cast<const char*>(info.dli_fbase) - 1);
+  snprintf(buf, sizeof buf, "addr2line -i -e /proc/%d/exe 0x%lx 2>/dev/null", int(getpid()),
+           offset);
+  std::string text = "?";
+  if (FILE* pipe = popen(buf, "r")) {
+    if (fgets(buf, sizeof buf, pipe) != nullptr) {
+      text = buf;
+      while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+      if (const size_t d = text.find(" (discriminator"); d != text.npos) text.resize(d);
+    }
+    pclose(pipe);
+  }
+  return text;
+}
+
+EMU_NOSAN inline EmuAccess emu_now(const EmuSite& site) {
+  const int t = emu_sched.current;
+  EmuAccess a;
+  a.site = site;
+  a.block = emu_block_bar->releases();
+  a.warp = emu_warp_bar[t / 32]->releases();
+  a.fence = emu_proxy_fences[t];
+  a.tid = static_cast<int16_t>(t);
+  return a;
+}
+// Whether `prev` happened before what thread `tid` does now.
+EMU_NOSAN inline bool emu_ordered(const EmuAccess& prev, int tid) {
+  if (prev.tid < 0 || prev.tid == tid) return true;
+  if (emu_block_bar->releases() > prev.block) return true;
+  return prev.tid / 32 == tid / 32 && emu_syncwarp_mark[tid] > prev.warp;
+}
+
+enum class EmuKind { kRead, kWrite, kAsyncRead, kCopyIssue, kCopyLand };
+inline const char* emu_kind_name(EmuKind k) {
+  switch (k) {
+    case EmuKind::kRead:
+      return "reads";
+    case EmuKind::kWrite:
+      return "writes";
+    case EmuKind::kAsyncRead:
+      return "wgmma reads";
+    case EmuKind::kCopyIssue:
+      return "cp.async writes";
+    case EmuKind::kCopyLand:
+      return "cp.async lands in";
+  }
+  return "?";
+}
+
+[[noreturn]] inline void emu_race(uint32_t byte, EmuKind kind, const EmuSite& site,
+                                  const EmuAccess& prev, const char* prev_what,
+                                  const char* missing) {
+  const int t = emu_sched.current;
+  emu_fail(
+      "shared byte %u: thread %d (warp %d lane %d) %s it at %s; thread %d (warp %d lane %d) %s it "
+      "at %s, %s\n",
+      byte, t, t / 32, t % 32, emu_kind_name(kind), emu_site_text(site).c_str(), prev.tid,
+      prev.tid / 32, prev.tid % 32, prev_what, emu_site_text(prev.site).c_str(), missing);
+}
+
+EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
+                                 const EmuSite& site) {
+  const int t = emu_sched.current;
+  if (offset + bytes > emu_shadow_used) emu_shadow_used = offset + bytes;
+  const char* unordered = "and no __syncthreads (or __syncwarp within the warp) opened between";
+  const EmuAccess now = emu_now(site);
+  const bool read = kind == EmuKind::kRead || kind == EmuKind::kAsyncRead;
+  for (uint32_t i = offset; i < offset + bytes; ++i) {
+    EmuShadow& s = emu_shadow[i];
+    if (s.pending >= 0 && kind != EmuKind::kCopyLand) {
+      emu_fail(
+          "shared byte %u: thread %d (warp %d lane %d) %s it at %s while thread %d's cp.async "
+          "into it is in flight (before that thread's cp_async_wait and a barrier after it)\n",
+          i, t, t / 32, t % 32, emu_kind_name(kind), emu_site_text(site).c_str(), s.pending);
+    }
+    if (read) {
+      if (!emu_ordered(s.write, t)) emu_race(i, kind, site, s.write, "wrote", unordered);
+      if (kind == EmuKind::kAsyncRead && s.write.tid >= 0 &&
+          emu_proxy_fences[s.write.tid] <= s.write.fence) {
+        emu_race(i, kind, site, s.write, "wrote",
+                 "and that thread ran no fence_proxy_async since (generic writes are invisible to "
+                 "the tensor cores' async proxy without one)");
+      }
+      // Keep two reads that later accesses may race with: a slot from before the last
+      // __syncthreads, or this thread's own, is replaced first.
+      EmuAccess& r0 = s.read[0];
+      const bool r0_stale = r0.tid < 0 || r0.tid == t || r0.block < now.block;
+      (r0_stale ? r0 : s.read[1]) = now;
+      continue;
+    }
+    if (kind != EmuKind::kCopyLand) {
+      if (!emu_ordered(s.write, t)) emu_race(i, kind, site, s.write, "wrote", unordered);
+      for (const EmuAccess& r : s.read) {
+        if (!emu_ordered(r, t)) emu_race(i, kind, site, r, "read", unordered);
+      }
+    }
+    if (kind == EmuKind::kCopyIssue) {
+      s.pending = static_cast<int16_t>(t);
+      continue;
+    }
+    s.pending = -1;
+    s.write = now;
+    s.read[0] = s.read[1] = EmuAccess{};
+  }
+}
+
+// g++ -fsanitize=thread's entry points (no sanitizer runtime is linked): accesses inside `smem`
+// made by a kernel thread are checked; the emulator's own (marked EMU_NOSAN) are not instrumented.
+EMU_NOSAN inline void emu_hook(const void* p, uint32_t bytes, bool write, const void* pc) {
+  namespace kbc = kiln::backends::cuda;
+  const uintptr_t offset = reinterpret_cast<uintptr_t>(p) - reinterpret_cast<uintptr_t>(kbc::smem);
+  if (offset >= sizeof(kbc::smem) || emu_sched.current < 0) return;
+  emu_access(static_cast<uint32_t>(offset), bytes, write ? EmuKind::kWrite : EmuKind::kRead,
+             EmuSite{pc, 0});
+}
+// Defined here (device.cuh is included by one translation unit, the driver), not in a runtime.
+#define EMU_HOOK EMU_NOSAN __attribute__((used))
+extern "C" {
+EMU_HOOK void __tsan_init() {}
+EMU_HOOK void __tsan_func_entry(void*) {}
+EMU_HOOK void __tsan_func_exit() {}
+#define EMU_TSAN(n)                                                         \
+  EMU_HOOK void __tsan_read##n(void* p) {                           \
+    emu_hook(p, n, false, __builtin_return_address(0));                     \
+  }                                                                         \
+  EMU_HOOK void __tsan_write##n(void* p) {                          \
+    emu_hook(p, n, true, __builtin_return_address(0));                      \
+  }                                                                         \
+  EMU_HOOK void __tsan_unaligned_read##n(void* p) {                 \
+    emu_hook(p, n, false, __builtin_return_address(0));                     \
+  }                                                                         \
+  EMU_HOOK void __tsan_unaligned_write##n(void* p) {                \
+    emu_hook(p, n, true, __builtin_return_address(0));                      \
+  }
+EMU_TSAN(1)
+EMU_TSAN(2)
+EMU_TSAN(4)
+EMU_TSAN(8)
+EMU_TSAN(16)
+#undef EMU_TSAN
+EMU_HOOK void __tsan_vptr_update(void**, void*) {}
+EMU_HOOK void __tsan_vptr_read(void**) {}
+// A function-local static's guard (the kernel's thread: a plain load).
+EMU_HOOK char __tsan_atomic8_load(const volatile char* a, int) {
+  return *a;
+}
+EMU_HOOK void __tsan_read_range(void* p, unsigned long n) {
+  emu_hook(p, static_cast<uint32_t>(n), false, __builtin_return_address(0));
+}
+EMU_HOOK void __tsan_write_range(void* p, unsigned long n) {
+  emu_hook(p, static_cast<uint32_t>(n), true, __builtin_return_address(0));
+}
+}
+
+// In-flight cp.async copies and wgmma products of each thread, by commit group.
+struct EmuCopy {
+  uint32_t dst;
+  unsigned char data[16];
+  int group;
+  EmuSite site;
+};
+struct EmuProduct {
+  float* d;
+  int n;
+  float init[128];
+  bool chained; // another in-flight product writes d first: it is the input
+  bool accumulate;
+  bool mn_major_b;
+  uint64_t a, b;
+  int group;
+  EmuSite site;
+};
+inline std::vector<EmuCopy> emu_copies[1024];
+inline int emu_copy_groups[1024];
+inline std::vector<EmuProduct> emu_products[1024];
+inline int emu_product_groups[1024];
+
+EMU_NOSAN inline void emu_land_copies(int keep_groups) {
+  namespace kbc = kiln::backends::cuda;
+  const int t = emu_sched.current;
+  auto& q = emu_copies[t];
+  size_t kept = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (q[i].group < emu_copy_groups[t] - keep_groups) {
+      std::memcpy(kbc::smem + q[i].dst, q[i].data, 16);
+      emu_access(q[i].dst, 16, EmuKind::kCopyLand, q[i].site);
+    } else {
+      q[kept++] = q[i];
+    }
+  }
+  q.resize(kept);
+}
+
 namespace kiln::backends::cuda::dev {
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
@@ -513,7 +762,7 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ uint32_t swizzle(int r, int k, int pitch) {
   return static_cast<uint32_t>((r * pitch + (k ^ (r & 7))) * 16);
 }
-inline void emu_check(uint32_t addr, int bytes) {
+EMU_NOSAN inline void emu_check(uint32_t addr, int bytes) {
   if (addr % 16 != 0 && bytes == 16) {
     fprintf(stderr, "misaligned smem 16B access %u\n", addr);
     abort();
@@ -524,21 +773,31 @@ inline void emu_check(uint32_t addr, int bytes) {
   }
 }
 // cp.async.cg ... 16, src-size: both addresses 16-byte aligned (the global one too, whatever
-// src-size), 0 <= src-size <= 16, the rest of the 16 bytes zero-filled.
-__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int bytes) {
+// src-size), 0 <= src-size <= 16, the rest of the 16 bytes zero-filled. The source is read now;
+// the bytes land at the cp_async_wait that retires the copy's commit group.
+EMU_NOSAN __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, int bytes,
+                                                      EmuLoc loc = EmuLoc::current()) {
   emu_check(dst, 16);
   if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || bytes < 0 || bytes > 16) {
     emu_fail("thread %d: cp.async of %d bytes from %p (16-byte aligned, 0..16 bytes)\n", emu_tid,
              bytes, src);
   }
-  if (bytes > 0) std::memcpy(smem + dst, src, bytes);
-  std::memset(smem + dst + bytes, 0, 16 - bytes);
+  const int t = emu_sched.current;
+  EmuCopy c{dst, {}, emu_copy_groups[t], EmuSite{loc.file_name(), loc.line()}};
+  if (bytes > 0) std::memcpy(c.data, src, bytes);
+  std::memset(c.data + bytes, 0, 16 - bytes);
+  emu_access(dst, 16, EmuKind::kCopyIssue, c.site);
+  emu_copies[t].push_back(c);
 }
-__device__ __forceinline__ void cp_async_commit() {}
+__device__ __forceinline__ void cp_async_commit() {
+  ++emu_copy_groups[emu_sched.current];
+}
 template <int Pending>
-__device__ __forceinline__ void cp_async_wait() {}
+__device__ __forceinline__ void cp_async_wait() {
+  emu_land_copies(Pending);
+}
 
-inline uint16_t emu_half(uint32_t row_addr, int col) {
+EMU_NOSAN inline uint16_t emu_half(uint32_t row_addr, int col) {
   uint16_t v;
   std::memcpy(&v, smem + row_addr + 2 * col, 2);
   return v;
@@ -550,6 +809,7 @@ inline void emu_ldmatrix(uint32_t (&r)[4], uint32_t addr, const EmuLoc& loc) {
   const int w = emu_tid / 32, l = emu_tid % 32;
   const char* what = Trans ? "ldmatrix_x4_trans" : "ldmatrix_x4";
   emu_check(addr, 16);
+  emu_access(addr, 16, EmuKind::kRead, EmuSite{loc.file_name(), loc.line()});
   emu_warp_u[w][l][0] = addr;
   emu_warp_enter(what, 0xffffffffu, true, loc);
   for (int i = 0; i < 4; ++i) {
@@ -635,37 +895,29 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
          (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 __device__ __forceinline__ void wgmma_fence() {}
-__device__ __forceinline__ void wgmma_commit() {}
-template <int Pending>
-__device__ __forceinline__ void wgmma_wait() {}
-__device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void fence_proxy_async() {
+  ++emu_proxy_fences[emu_sched.current];
+}
 
-inline float emu_sw128_elem(uint64_t desc, int r, int k) {
-  if ((desc >> 62) != 1) {
-    fprintf(stderr, "wgmma emulation: only the 128-byte swizzle is modelled\n");
-    abort();
-  }
-  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
-  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
-  const uint32_t logical = start + (r / 8) * sbo + (r % 8) * 128 + k * 2;
+// One operand element from shared memory, read by the async proxy at `site`.
+EMU_NOSAN inline float emu_operand(uint32_t logical, const EmuSite& site) {
   const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
   emu_check(physical & ~1u, 2);
+  emu_access(physical, 2, EmuKind::kAsyncRead, site);
   uint16_t h;
   std::memcpy(&h, smem + physical, 2);
   return __uint_as_float(static_cast<uint32_t>(h) << 16);
 }
-__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
-                                                bool accumulate) {
-  const int w = (emu_tid / 32) % 4, l = emu_tid % 32;
-  const int g = l / 4, c = 2 * (l % 4);
-  for (int i = 0; i < 16; ++i) {
-    const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
-    float s = 0;
-    for (int k = 0; k < 16; ++k) s += emu_sw128_elem(a, row, k) * emu_sw128_elem(b, col, k);
-    d[i] = accumulate ? d[i] + s : s;
-  }
+EMU_NOSAN inline void emu_require_sw128(uint64_t desc) {
+  if ((desc >> 62) != 1) emu_fail("wgmma emulation: only the 128-byte swizzle is modelled\n");
 }
-
+// K-major, 128-byte swizzle: element (r, k) at start + (r / 8) * SBO + (r % 8) * 128 + 2k.
+EMU_NOSAN inline float emu_sw128_elem(uint64_t desc, int r, int k, const EmuSite& site) {
+  emu_require_sw128(desc);
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+  return emu_operand(start + (r / 8) * sbo + (r % 8) * 128 + k * 2, site);
+}
 __device__ __forceinline__ uint64_t sw128_desc_mn(uint32_t addr, uint32_t atom_stride) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) |
          (static_cast<uint64_t>((atom_stride & 0x3FFFF) >> 4) << 16) | (uint64_t{1024 >> 4} << 32) |
@@ -673,32 +925,79 @@ __device__ __forceinline__ uint64_t sw128_desc_mn(uint32_t addr, uint32_t atom_s
 }
 // B MN-major, 128-byte swizzle (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))):
 // element (k, n) at start + (n % 64) * 2 + (n / 64) * LBO + (k % 8) * 128 + (k / 8) * SBO.
-inline float emu_sw128_mn_elem(uint64_t desc, int k, int n) {
-  if ((desc >> 62) != 1) {
-    fprintf(stderr, "wgmma emulation: only the 128-byte swizzle is modelled\n");
-    abort();
-  }
+EMU_NOSAN inline float emu_sw128_mn_elem(uint64_t desc, int k, int n, const EmuSite& site) {
+  emu_require_sw128(desc);
   const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
   const uint32_t lbo = static_cast<uint32_t>((desc >> 16) & 0x3FFF) << 4;
   const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
-  const uint32_t logical = start + (n % 64) * 2 + (n / 64) * lbo + (k % 8) * 128 + (k / 8) * sbo;
-  const uint32_t physical = logical ^ (((logical >> 7) & 7) << 4);
-  emu_check(physical & ~1u, 2);
-  uint16_t h;
-  std::memcpy(&h, smem + physical, 2);
-  return __uint_as_float(static_cast<uint32_t>(h) << 16);
+  return emu_operand(start + (n % 64) * 2 + (n / 64) * lbo + (k % 8) * 128 + (k / 8) * sbo, site);
+}
+
+// A product runs at the wgmma_wait that retires its group: the thread's accumulator elements
+// (warp w of the warpgroup holds rows 16w + g (+8), columns 8j + c (+1)) from the operands as
+// they are then, added to the accumulator as it was at issue (or to the result of an earlier
+// in-flight product into the same registers).
+EMU_NOSAN inline void emu_run_product(EmuProduct& p) {
+  const int w = (emu_tid / 32) % 4, l = emu_tid % 32;
+  const int g = l / 4, c = 2 * (l % 4);
+  for (int i = 0; i < p.n; ++i) {
+    const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
+    float s = 0;
+    for (int k = 0; k < 16; ++k) {
+      const float b = p.mn_major_b ? emu_sw128_mn_elem(p.b, k, col, p.site)
+                                   : emu_sw128_elem(p.b, col, k, p.site);
+      s += emu_sw128_elem(p.a, row, k, p.site) * b;
+    }
+    const float base = p.chained ? p.d[i] : p.init[i];
+    p.d[i] = p.accumulate ? base + s : s;
+  }
+}
+inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
+                              bool mn_major_b, const EmuLoc& loc) {
+  const int t = emu_sched.current;
+  EmuProduct p{};
+  p.d = d;
+  p.n = n;
+  p.accumulate = accumulate;
+  p.mn_major_b = mn_major_b;
+  p.a = a;
+  p.b = b;
+  p.group = emu_product_groups[t];
+  p.site = EmuSite{loc.file_name(), loc.line()};
+  for (const EmuProduct& q : emu_products[t]) p.chained |= q.d == d;
+  if (!p.chained) {
+    for (int i = 0; i < n; ++i) {
+      p.init[i] = d[i];
+      d[i] = NAN; // what a read before the wait would see is undefined
+    }
+  }
+  emu_products[t].push_back(p);
+}
+__device__ __forceinline__ void wgmma_commit() {
+  ++emu_product_groups[emu_sched.current];
+}
+template <int Pending>
+__device__ __forceinline__ void wgmma_wait() {
+  const int t = emu_sched.current;
+  auto& q = emu_products[t];
+  size_t kept = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    if (q[i].group < emu_product_groups[t] - Pending) {
+      emu_run_product(q[i]);
+    } else {
+      q[kept++] = q[i];
+    }
+  }
+  q.resize(kept);
+}
+__device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
+                                                bool accumulate, EmuLoc loc = EmuLoc::current()) {
+  emu_issue_product(d, 16, a, b, accumulate, false, loc);
 }
 template <int N>
 __device__ __forceinline__ void wgmma_m64k16_bt(float (&d)[N / 2], uint64_t a, uint64_t b,
-                                                bool accumulate) {
-  const int w = (threadIdx.x / 32) % 4, l = threadIdx.x % 32;
-  const int g = l / 4, c = 2 * (l % 4);
-  for (int i = 0; i < N / 2; ++i) {
-    const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
-    float s = 0;
-    for (int k = 0; k < 16; ++k) s += emu_sw128_elem(a, row, k) * emu_sw128_mn_elem(b, k, col);
-    d[i] = accumulate ? d[i] + s : s;
-  }
+                                                bool accumulate, EmuLoc loc = EmuLoc::current()) {
+  emu_issue_product(d, N / 2, a, b, accumulate, true, loc);
 }
 
 } // namespace kiln::backends::cuda::dev
@@ -755,6 +1054,11 @@ inline void emu_catch_signals() {
 [[noreturn]] inline void emu_fiber_main() {
   emu_sched.body();
   const int t = emu_sched.current;
+  emu_land_copies(-(1 << 30)); // copies still in flight complete
+  if (!emu_products[t].empty()) {
+    emu_fail("thread %d exits with the wgmma issued at %s not retired by a wgmma_wait\n", t,
+             emu_site_text(emu_products[t].front().site).c_str());
+  }
   emu_exited[t / 32][t % 32] = true;
   emu_sched.fibers[t].done = true;
   emu_warp_bar[t / 32]->arrive_and_drop();
@@ -806,6 +1110,14 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
       for (unsigned bx = 0; bx < cfg.grid.x; ++bx) {
         blockIdx = {bx, by, bz};
         std::memset(kbc::smem, 0xcd, sizeof(kbc::smem)); // poison
+        std::fill(emu_shadow, emu_shadow + emu_shadow_used, EmuShadow{});
+        emu_shadow_used = 0;
+        for (int t = 0; t < threads; ++t) {
+          emu_syncwarp_mark[t] = emu_proxy_fences[t] = 0;
+          emu_copies[t].clear();
+          emu_copy_groups[t] = emu_product_groups[t] = 0;
+          emu_products[t].clear();
+        }
         EmuBarrier block_bar(threads);
         std::vector<std::unique_ptr<EmuBarrier>> warp_bars;
         for (int w = 0; w * 32 < threads; ++w) {

@@ -303,13 +303,15 @@ bool run_case(const Case& c, uint32_t seed) {
 
 } // namespace
 
+// Arguments: none (every case but the slow ones), a case number N, or a range N-M.
 int main(int argc, char** argv) {
-  const int only = argc > 1 ? atoi(argv[1]) : -1;
+  int first = 0, last = int(std::size(kCases)) - 1;
+  const bool chosen = argc > 1;
+  if (chosen && sscanf(argv[1], "%d-%d", &first, &last) == 1) last = first;
   bool all = true;
-  for (int i = 0; i < int(std::size(kCases)); ++i) {
-    if (only >= 0 && only != i) continue;
+  for (int i = first; i <= last && i < int(std::size(kCases)); ++i) {
     printf("%2d ", i);
-    if (only < 0 && kCases[i].slow) {
+    if (!chosen && kCases[i].slow) {
       printf("%-30s slow: run it by number\n", kCases[i].name);
       continue;
     }

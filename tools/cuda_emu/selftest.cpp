@@ -4,7 +4,9 @@
 // forked child that must abort with the expected words on stderr (-v shows them).
 #include "device.cuh"
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 #include <sys/wait.h>
@@ -131,6 +133,135 @@ __global__ void writes_past_dynamic_smem() {
   if (threadIdx.x == 0) kiln::backends::cuda::smem[2000] = 1;
 }
 
+// ---- hazards: a clean kernel (no report, results right) and misuse that must be reported ---------
+namespace dev = kiln::backends::cuda::dev;
+using kiln::backends::cuda::smem;
+
+uint16_t bf16_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return static_cast<uint16_t>(u >> 16); // the test values are exact in bf16
+}
+float a_value(int r, int k) {
+  return static_cast<float>((r * 3 + k * 5) % 7 - 3);
+}
+float b_value(int n, int k) {
+  return static_cast<float>((n * 2 + k) % 5 - 2);
+}
+// A (64 x 16) and B (32 x 16), K-major in the 128-byte swizzle at 0 and 8192.
+__device__ void store_operands() {
+  for (int i = static_cast<int>(threadIdx.x); i < 64 * 16; i += 128) {
+    const int r = i / 16, k = i % 16;
+    const uint16_t h = bf16_bits(a_value(r, k));
+    std::memcpy(smem + dev::sw128(r, k / 8, 64) + (k % 8) * 2, &h, 2);
+    if (r < 32) {
+      const uint16_t g = bf16_bits(b_value(r, k));
+      std::memcpy(smem + 8192 + dev::sw128(r, k / 8, 32) + (k % 8) * 2, &g, 2);
+    }
+  }
+}
+
+// Barriers, a __syncwarp, cp.async retired before use, a wgmma from fenced operands: out[t] is
+// (for thread t) the sum its warp's neighbour wrote, the copied word, the accumulator before the
+// wait (NaN), and its 16 product elements.
+__global__ void clean_hazards(const uint32_t* src, float* out) {
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32;
+  auto* words = reinterpret_cast<uint32_t*>(smem + 16384);
+  words[t] = static_cast<uint32_t>(t);
+  __syncwarp();
+  const uint32_t neighbour = words[(t & ~31) | ((lane + 1) % 32)];
+  __syncthreads();
+  const uint32_t across = words[(t + 64) % 128]; // another warp's word, after the barrier
+  __syncthreads();                                // every read is done before the writes
+  words[t] = neighbour + across;
+  if (t < 32) dev::cp_async_16(dev::smem_addr(smem + 20480 + 16 * t), src + 4 * t, 16);
+  dev::cp_async_commit();
+  store_operands();
+  dev::cp_async_wait<0>();
+  dev::fence_proxy_async();
+  __syncthreads();
+  float d[16];
+  for (float& v : d) v = 1.0f;
+  dev::wgmma_fence();
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), true);
+  dev::wgmma_commit();
+  float* o = out + t * 19;
+  o[2] = d[0];
+  dev::wgmma_wait<0>();
+  o[0] = static_cast<float>(words[t]);
+  o[1] = static_cast<float>(reinterpret_cast<const uint32_t*>(smem + 20480)[t]);
+  for (int i = 0; i < 16; ++i) o[3 + i] = d[i];
+}
+
+bool check_clean_hazards() {
+  std::vector<uint32_t> src(128);
+  for (int i = 0; i < 128; ++i) src[i] = 1000u + i;
+  std::vector<float> out(128 * 19, -1);
+  emu_launch(&clean_hazards, EmuCfg(1, 128, 32768), src.data(), out.data());
+  int bad = 0;
+  for (int t = 0; t < 128; ++t) {
+    const int lane = t % 32, w = t / 32;
+    const float* o = out.data() + t * 19;
+    const float neighbour = static_cast<float>((t & ~31) | ((lane + 1) % 32));
+    bad += o[0] != neighbour + static_cast<float>((t + 64) % 128);
+    bad += o[1] != static_cast<float>(1000 + t);
+    bad += !std::isnan(o[2]);
+    const int g = lane / 4, c = 2 * (lane % 4);
+    for (int i = 0; i < 16; ++i) {
+      const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
+      float ref = 1.0f;
+      for (int k = 0; k < 16; ++k) ref += a_value(row, k) * b_value(col, k);
+      bad += o[3 + i] != ref;
+    }
+  }
+  printf("%-44s %s\n", "barriers, cp.async and wgmma used correctly", bad == 0 ? "OK" : "FAIL");
+  return bad == 0;
+}
+
+__global__ void missing_syncthreads() {
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  words[threadIdx.x] = threadIdx.x;
+  if (words[(threadIdx.x + 32) % 64] == 12345u) words[0] = 0;
+}
+__global__ void missing_syncwarp() {
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  words[threadIdx.x] = threadIdx.x;
+  __syncthreads();
+  words[threadIdx.x] += 1;
+  if (words[threadIdx.x ^ 1] == 12345u) words[0] = 0; // same warp, no __syncwarp
+}
+__global__ void reads_before_cp_async_wait(const uint32_t* src) {
+  dev::cp_async_16(dev::smem_addr(smem + 16 * threadIdx.x), src + 4 * threadIdx.x, 16);
+  dev::cp_async_commit();
+  // the thread's own copy, before its wait
+  if (reinterpret_cast<const uint32_t*>(smem)[4 * threadIdx.x] == 12345u) smem[0] = 0;
+  dev::cp_async_wait<0>();
+}
+__global__ void cp_async_over_a_tile_being_read(const uint32_t* src) {
+  dev::cp_async_16(dev::smem_addr(smem + 16 * threadIdx.x), src, 16);
+  dev::cp_async_commit();
+  dev::cp_async_wait<0>();
+  __syncthreads();
+  const uint32_t v = reinterpret_cast<const uint32_t*>(smem)[4 * ((threadIdx.x + 1) % 64)];
+  // the next tile into the same bytes, with no barrier after the reads above
+  dev::cp_async_16(dev::smem_addr(smem + 16 * threadIdx.x), src + v % 4, 16);
+  dev::cp_async_commit();
+  dev::cp_async_wait<0>();
+}
+__global__ void wgmma_without_proxy_fence() {
+  store_operands();
+  __syncthreads();
+  float d[16] = {};
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
+  dev::wgmma_commit();
+  dev::wgmma_wait<0>();
+}
+__global__ void wgmma_never_waited() {
+  float d[16] = {};
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
+  dev::wgmma_commit();
+}
+
 bool verbose = false; // -v: show each report
 
 // Runs `launch` in a child; true when it aborts with `words` on stderr.
@@ -165,6 +296,7 @@ bool reported(const char* name, F launch, const char* words) {
 int main(int argc, char** argv) {
   verbose = argc > 1 && std::string(argv[1]) == "-v";
   bool ok = check_collectives();
+  ok &= check_clean_hazards();
   ok &= reported(
       "ballot vs __syncwarp in one warp",
       [] { emu_launch(&part_of_warp_at_another_collective, EmuCfg(1, 64)); },
@@ -185,5 +317,25 @@ int main(int argc, char** argv) {
   ok &= reported(
       "write past the dynamic shared memory",
       [] { emu_launch(&writes_past_dynamic_smem, EmuCfg(1, 32, 1024)); }, "past its 1024 bytes");
+  static uint32_t src[256] __attribute__((aligned(16)));
+  ok &= reported(
+      "no __syncthreads between write and read",
+      [] { emu_launch(&missing_syncthreads, EmuCfg(1, 64, 1024)); }, "no __syncthreads");
+  ok &= reported(
+      "no __syncwarp between lanes",
+      [] { emu_launch(&missing_syncwarp, EmuCfg(1, 32, 1024)); }, "no __syncthreads");
+  ok &= reported(
+      "a read before cp_async_wait",
+      [] { emu_launch(&reads_before_cp_async_wait, EmuCfg(1, 32, 1024), +src); }, "in flight");
+  ok &= reported(
+      "cp.async over a tile others still read",
+      [] { emu_launch(&cp_async_over_a_tile_being_read, EmuCfg(1, 64, 1024), +src); },
+      "no __syncthreads");
+  ok &= reported(
+      "wgmma without fence_proxy_async",
+      [] { emu_launch(&wgmma_without_proxy_fence, EmuCfg(1, 128, 16384)); }, "fence_proxy_async");
+  ok &= reported(
+      "wgmma never waited",
+      [] { emu_launch(&wgmma_never_waited, EmuCfg(1, 128, 16384)); }, "not retired");
   return ok ? 0 : 1;
 }
