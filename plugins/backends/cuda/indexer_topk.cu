@@ -1,11 +1,587 @@
-// PLACEHOLDER (being written): indexer_topk.
+// `indexer_topk` on Hopper: the lightning indexer's scores and a running causal top-k in one
+// kernel. The [Tq, Tk] score matrix never exists, and there is no workspace: a query's candidates
+// live in shared memory and in its own output row. Contract: launch.h (IndexerTopkParams).
+//
+// Work: one CTA (8 warps, 256 threads) owns BQ consecutive query rows (BQ <= 8; 8 for H_I = 32,
+// 4 for H_I = 64) and streams over the 64-key blocks that its long-window queries see.
+//
+//   GEMM, per key block:  S^T[key, (q, h)] = K[key, :] . Q[q, h, :] on bf16 tensor cores
+//     (mma.sync m16n8k16, float32 accumulators). The MMA rows (M) are the 64 keys of the block,
+//     the columns (N) the CTA's (query, head) pairs, heads padded to H_p = max(8, 2^ceil(log2
+//     H_I)), BQ * H_p <= 256 columns. Warp w owns columns [32w, 32w + 32) for every key of the
+//     block: its Q fragments (B operand, D_I/2 registers at D_I = 128) stay in registers for the
+//     CTA's life, the K tile (A operand) comes from shared memory by ldmatrix (XOR swizzle), 3
+//     cp.async stages deep. D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}).
+//   Epilogue: w[q, h] * relu(s) summed over each query's heads: within a thread over its 4
+//     column n-tiles (8 columns), then two xor-shuffles over the 4 lanes that share a key row;
+//     queries wider than a warp (H_p >= 64) add H_p / 32 per-warp partials in shared memory.
+//     The weighted ReLU is float32, as the reference; only the summation order differs.
+//   Selection, per query (one warp per query, all state warp-private): a score becomes a
+//     candidate when its key is visible and its order-preserving uint32 key is above the query's
+//     threshold `thr` (one compare for most scores once `thr` has risen). Candidates append to a
+//     buffer of C = topk + S entries: keys in shared memory, key indices in the query's output
+//     row (slots [0, topk)) and in shared memory (slots [topk, C)). When a block could overflow
+//     it, the warp compacts the buffer to exactly its topk largest (radix select, 4-bit digits,
+//     per-lane histograms in shared memory, starting below the common prefix of the buffer's
+//     min and max keys) and raises `thr` to the selected prefix. Compaction fills the holes of
+//     slots [0, topk) with the survivors of [topk, C), so the output row is never read back.
+//     After the last block one more compaction leaves the exact top-k in the output row.
+//     Invariant (what makes the result exact): the buffer holds every seen visible key whose
+//     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
+//     may be dropped: they cannot change the multiset of selected scores.
+//   Short windows: a query that sees at most topk keys selects all of them (positions lo..p,
+//     then -1); it takes no part in the GEMM. Padding queries (no document) write -1s. A CTA
+//     whose queries all have short windows does no GEMM at all.
+//   Order: CTAs take row blocks from the last one down, so a single causal document starts its
+//     longest rows first.
+//
+// Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
+// 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
+// S >= 64 (topk up to 30000 at D_I = 256, more at smaller D_I; BQ shrinks when 8 do not fit).
+// Shared memory per CTA (dynamic; plan in make_plan): GLM-5 H_I = 32, D_I = 128, topk = 2048:
+// BQ = 8, S = 1088, 227,472 bytes; H_I = 64: BQ = 4, S = 2048, 188,560 bytes; decode (one row):
+// BQ = 1, 90,256 bytes. One CTA per SM (shared memory and registers).
+// Cost of the selection, from a host emulation of a 32K-key random score stream (topk 2048, S
+// 1088): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys per query, against 512
+// key blocks of MMA work; a worst case (scores rising with the key) compacts every S - 64 keys.
+//
+// Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
+// pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
+// (< 1%). Bytes: Q 256 MiB and the output 256 MiB once; K (8 MiB, L2-resident) is read from L2
+// once per CTA and key block, ~17 GB in all (~256 FLOP per L2 byte).
+// Achieved TFLOP/s: not measured yet.
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
+//   KSTEPS  2 (D_I <= 32):  156 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  221 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+#include "device.cuh"
 #include "launch.h"
 
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
 namespace kiln::backends::cuda {
-bool indexer_topk_supported(int, int, int) {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kColsPerWarp = 32;             // (query, head) columns of one warp: 4 n-tiles
+constexpr int kCols = kWarps * kColsPerWarp; // columns of a CTA
+constexpr int kMaxQueries = kWarps;          // one selection warp per query
+constexpr int kBlockKeys = 64;               // keys of one block: 4 m-tiles
+constexpr int kStages = 3;                   // cp.async stages of K tiles
+constexpr int kSlots = kCols / 8;            // partial-sum rows: groups of >= 8 columns
+constexpr int kHistWords = 16 * 32;          // radix histogram: 16 bins x 32 lanes
+constexpr int kMaxSlack = 2048;              // S is at most this (and at most topk rounded up)
+constexpr int kSmemLimit = 227 * 1024;       // opt-in shared memory per block on sm_90
+constexpr unsigned kFull = 0xffffffffu;
+
+// Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
+struct Plan {
+  int ksteps = 0;  // 16-wide k steps: D_I padded to 16 * ksteps
+  int pitch = 0;   // 16-byte chunks per K tile row (>= 8 for the swizzle)
+  int hp = 0;      // heads padded to a power of two >= 8
+  int bq = 0;      // query rows per CTA
+  int slack = 0;   // S: candidate slots beyond topk
+  int scratch = 0; // uint32 words per query: the radix histogram, then the hole list
+  int stage_bytes = 0;
+  int part_offset = 0;  // float partial sums [kSlots][kBlockKeys]
+  int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
+  int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
+  int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[]
+  int query_bytes = 0;
+  int smem_bytes = 0;
+};
+
+int64_t query_bytes(int topk, int slack) {
+  const int64_t bytes = 4 * (int64_t{topk} + slack) + 4 * slack + 4 * std::max(kHistWords, slack);
+  return (bytes + 15) / 16 * 16;
+}
+
+// Fills `plan` for these sizes; false when they are outside the kernel's limits. `rows` (>= 1)
+// caps the queries per CTA (a decode call with one row gives all the shared memory to it). The
+// most queries per CTA whose buffers fit with a slack S of at least min(topk, 512) (fewer
+// compactions), else one query with any S >= 64.
+bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
+  if (heads < 1 || dim < 8 || dim % 8 != 0 || dim > 256 || topk < 1 || rows < 1) return false;
+  Plan p;
+  p.hp = 8;
+  while (p.hp < heads) p.hp *= 2;
+  if (p.hp > kCols) return false;
+  p.ksteps = 2;
+  while (16 * p.ksteps < dim) p.ksteps *= 2;
+  p.pitch = std::max(8, 2 * p.ksteps);
+  p.stage_bytes = kBlockKeys * p.pitch * 16;
+  p.part_offset = kStages * p.stage_bytes;
+  p.win_offset = p.part_offset + kSlots * kBlockKeys * 4;
+  p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
+  p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
+  const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
+  for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
+    const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
+    for (int slack = std::max(max_slack, kBlockKeys); slack >= min_slack; slack -= kBlockKeys) {
+      const int64_t bytes = p.query_offset + int64_t{bq} * query_bytes(topk, slack);
+      if (bytes <= kSmemLimit) {
+        p.bq = bq;
+        p.slack = slack;
+        p.scratch = std::max(kHistWords, slack);
+        p.query_bytes = static_cast<int>(query_bytes(topk, slack));
+        p.smem_bytes = static_cast<int>(bytes);
+        plan = p;
+        return true;
+      }
+    }
+  }
   return false;
 }
-cudaError_t launch_indexer_topk(const IndexerTopkParams&, cudaStream_t) {
-  return cudaErrorNotSupported;
+
+// ---- device helpers -----------------------------------------------------------------------------
+
+// Order-preserving map of a float to uint32 (a > b as floats <=> key(a) > key(b)); -0 maps as +0.
+// No finite float maps to 0, so a threshold of 0 admits every score.
+__device__ __forceinline__ uint32_t order_key(float x) {
+  uint32_t u = __float_as_uint(x);
+  if (u == 0x80000000u) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+
+__device__ __forceinline__ uint32_t lanes_below(int lane) {
+  return (1u << lane) - 1u;
+}
+
+// The key window [lo, hi) of query row `row` (empty: lo == hi == 0), as the op contract says.
+__device__ void query_window(const IndexerTopkParams& p, int row, int& lo, int& hi) {
+  lo = hi = 0;
+  const int pos = p.query_indices != nullptr ? p.query_indices[row] : row;
+  const int32_t* starts = p.cu_padded != nullptr ? p.cu_padded : p.cu_seqlens;
+  int a = 0, b = p.docs; // the first document whose start is > pos
+  while (a < b) {
+    const int m = (a + b) / 2;
+    if (starts[m] <= pos) {
+      a = m + 1;
+    } else {
+      b = m;
+    }
+  }
+  const int doc = a - 1; // the last document starting at or before pos
+  if (doc < 0) return;
+  const int length = p.cu_seqlens[doc + 1] - p.cu_seqlens[doc];
+  if (pos >= starts[doc] + length) return; // padding after the document's real tokens
+  lo = max(starts[doc], 0);
+  hi = min(pos + 1, p.tk);
+  if (hi <= lo) lo = hi = 0;
+}
+
+// Sums w * relu(s) over the heads of each query for one warp's 4 x 4 accumulator tiles and
+// writes the sums to part[slot][key], slot = warp * NG + group. NG = 32 / min(H_p, 32) queries
+// (or query parts) per warp: a group is 4 / NG n-tiles (8 columns each).
+template <int NG>
+__device__ __forceinline__ void reduce_heads(const float (&acc)[4][4][4], const float (&wv)[4][2],
+                                             float* part_warp, int lane) {
+  constexpr int kTiles = 4 / NG;
+  const int g = lane >> 2, quad = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) { // key rows g and g + 8 of the m-tile
+      float t[4];
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        t[nt] = fmaf(wv[nt][1], fmaxf(acc[mt][nt][2 * half + 1], 0.f),
+                     wv[nt][0] * fmaxf(acc[mt][nt][2 * half], 0.f));
+      }
+      float s[NG];
+#pragma unroll
+      for (int i = 0; i < NG; ++i) {
+        s[i] = t[i * kTiles];
+#pragma unroll
+        for (int j = 1; j < kTiles; ++j) s[i] += t[i * kTiles + j];
+      }
+#pragma unroll
+      for (int i = 0; i < NG; ++i) { // the 4 lanes of a key row hold the other columns
+        s[i] += __shfl_xor_sync(kFull, s[i], 1);
+        s[i] += __shfl_xor_sync(kFull, s[i], 2);
+      }
+      float v = s[0];
+#pragma unroll
+      for (int i = 1; i < NG; ++i) v = quad == i ? s[i] : v;
+      if (quad < NG) part_warp[quad * kBlockKeys + mt * 16 + half * 8 + g] = v;
+    }
+  }
+}
+
+// One query's candidate buffer, owned by one warp; the scalars are warp-uniform.
+struct Candidates {
+  uint32_t* keys;    // [topk + S] score keys, shared memory
+  int32_t* nidx;     // [S] key indices of slots topk.., shared memory
+  uint32_t* scratch; // [max(512, S)] radix histogram, then holes
+  int32_t* out;      // the query's output row: key indices of slots 0..topk-1
+  int count;         // entries in the buffer
+  uint32_t thr;      // scores with key <= thr are not candidates
+  uint32_t kmin;     // bounds of the buffer's keys (kmin <= every key <= kmax)
+  uint32_t kmax;
+};
+
+// Keeps exactly the `topk` largest of the buffer's count (> topk) entries in slots [0, topk) and
+// raises thr. Radix select over 4-bit digits from the highest bit where kmin and kmax differ:
+// `prefix` holds the selected digits (under `mask`), `rank` how many entries with that prefix
+// are still to be kept. The kept set: every entry whose masked key is above the prefix, and the
+// first `rank` (in slot order) of those equal to it.
+__device__ void compact(Candidates& c, int topk, int lane) {
+  __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
+  const int n = c.count;
+  uint32_t* hist = c.scratch; // hist[bin * 32 + lane]: per-lane counters, no conflicts
+  uint32_t mask = ~0u, prefix = c.kmin;
+  int rank = topk;
+  int shift = -4;
+  const uint32_t diff = c.kmin ^ c.kmax;
+  if (diff != 0) {
+    shift = (31 - __clz(diff)) & ~3; // the digit holding the highest differing bit
+    mask = shift + 4 >= 32 ? 0u : ~0u << (shift + 4);
+    prefix = c.kmin & mask;
+  }
+  for (; shift >= 0; shift -= 4) {
+#pragma unroll
+    for (int b = 0; b < 16; ++b) hist[b * 32 + lane] = 0;
+    for (int i = lane; i < n; i += 32) {
+      const uint32_t key = c.keys[i];
+      if ((key & mask) == prefix) ++hist[((key >> shift) & 15u) * 32 + lane];
+    }
+    __syncwarp();
+    uint32_t count = 0; // lane b < 16: entries in bin b
+    if (lane < 16) {
+      for (int j = 0; j < 32; ++j) count += hist[lane * 32 + ((j + lane) & 31)];
+    }
+    __syncwarp(); // the next pass clears the histogram
+    // Lane b: entries in bins >= b. Lanes >= 16 hold zeros throughout (a lane past 31 reads its
+    // own zero), so lanes < 16 may add whatever lane + d holds.
+    uint32_t above = count;
+#pragma unroll
+    for (int d = 1; d < 16; d *= 2) above += __shfl_down_sync(kFull, above, d);
+    // The bin of the rank-th largest: the highest b with (entries in bins >= b) >= rank.
+    const uint32_t enough = __ballot_sync(kFull, lane < 16 && above >= static_cast<uint32_t>(rank));
+    const int bin = 31 - __clz(enough);
+    const uint32_t in_bin = __shfl_sync(kFull, count, bin);
+    const uint32_t from_bin = __shfl_sync(kFull, above, bin);
+    rank -= static_cast<int>(from_bin - in_bin);
+    prefix |= static_cast<uint32_t>(bin) << shift;
+    mask |= 15u << shift;
+    if (in_bin == static_cast<uint32_t>(rank)) break; // the whole bin is kept
+  }
+
+  int taken = 0; // entries equal to the prefix kept so far, in slot order
+  auto keep_of = [&](uint32_t key, bool valid) {
+    const uint32_t masked = key & mask;
+    const bool equal = valid && masked == prefix;
+    const uint32_t equals = __ballot_sync(kFull, equal);
+    const bool keep =
+        valid && (masked > prefix || (equal && taken + __popc(equals & lanes_below(lane)) < rank));
+    taken += __popc(equals);
+    return keep;
+  };
+  // Slots [0, topk) that lose their entry, in order; as many survivors of [topk, n) fill them.
+  uint32_t* holes = c.scratch;
+  int hole_count = 0;
+  for (int base = 0; base < topk; base += 32) {
+    const int i = base + lane;
+    const bool valid = i < topk;
+    const bool keep = keep_of(valid ? c.keys[i] : 0u, valid); // every lane: it ballots
+    const bool hole = valid && !keep;
+    const uint32_t hole_mask = __ballot_sync(kFull, hole);
+    if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
+    hole_count += __popc(hole_mask);
+  }
+  __syncwarp();
+  int filled = 0;
+  for (int base = topk; base < n; base += 32) {
+    const int i = base + lane;
+    const bool valid = i < n;
+    const uint32_t key = valid ? c.keys[i] : 0u;
+    const bool keep = keep_of(key, valid);
+    const uint32_t keep_mask = __ballot_sync(kFull, keep);
+    if (keep) {
+      const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
+      c.keys[slot] = key;
+      c.out[slot] = c.nidx[i - topk];
+    }
+    filled += __popc(keep_mask);
+  }
+  __syncwarp();
+  c.count = topk;
+  c.thr = prefix;
+  c.kmin = prefix;
+}
+
+// Offers the block's 64 scores of query `q` (partials in part[q * parts + r][key]) to its buffer.
+__device__ void select_block(Candidates& c, const float* part, int q, int parts, int block, int lo,
+                             int hi, int topk, int capacity, int lane) {
+  if (c.count > capacity - kBlockKeys) compact(c, topk, lane);
+#pragma unroll
+  for (int half = 0; half < kBlockKeys / 32; ++half) {
+    const int j = half * 32 + lane;
+    float s = part[q * parts * kBlockKeys + j];
+    for (int r = 1; r < parts; ++r) s += part[(q * parts + r) * kBlockKeys + j];
+    const int key_index = block * kBlockKeys + j;
+    const uint32_t key = order_key(s);
+    const bool take = key_index >= lo && key_index < hi && key > c.thr;
+    const uint32_t takes = __ballot_sync(kFull, take);
+    if (takes == 0) continue;
+    if (take) {
+      const int slot = c.count + __popc(takes & lanes_below(lane));
+      c.keys[slot] = key;
+      if (slot < topk) {
+        c.out[slot] = key_index;
+      } else {
+        c.nidx[slot - topk] = key_index;
+      }
+    }
+    c.count += __popc(takes);
+    c.kmax = max(c.kmax, __reduce_max_sync(kFull, take ? key : 0u));
+    c.kmin = min(c.kmin, __reduce_min_sync(kFull, take ? key : ~0u));
+  }
+}
+
+template <int KSTEPS>
+__global__ void __launch_bounds__(kThreads, 1)
+    indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid / 32, lane = tid % 32;
+  const int row0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * plan.bq;
+  const int bq = min(plan.bq, p.tq - row0);
+  const int topk = p.topk;
+  int* win_lo = reinterpret_cast<int*>(smem + plan.win_offset);
+  int* win_hi = win_lo + kMaxQueries;
+  int* seg_first = reinterpret_cast<int*>(smem + plan.seg_offset);
+  int* seg_last = seg_first + kMaxQueries;
+  int* seg_count = seg_last + kMaxQueries;
+
+  // Windows; short ones (<= topk keys, padding rows too) are answered here and leave the stream.
+  if (tid < kMaxQueries) {
+    int lo = 0, hi = 0;
+    if (tid < bq) query_window(p, row0 + tid, lo, hi);
+    win_lo[tid] = lo;
+    win_hi[tid] = hi;
+  }
+  __syncthreads();
+  for (int i = tid; i < bq * topk; i += kThreads) {
+    const int q = i / topk, j = i % topk;
+    const int lo = win_lo[q], length = win_hi[q] - lo;
+    if (length <= topk) p.out[int64_t{row0 + q} * topk + j] = j < length ? lo + j : -1;
+  }
+  // The key blocks the long windows touch, as sorted disjoint intervals.
+  if (tid == 0) {
+    int count = 0;
+    for (int q = 0; q < bq; ++q) {
+      if (win_hi[q] - win_lo[q] <= topk) continue;
+      int first = win_lo[q] / kBlockKeys, last = (win_hi[q] - 1) / kBlockKeys;
+      int at = count++; // insertion by first block
+      while (at > 0 && seg_first[at - 1] > first) {
+        seg_first[at] = seg_first[at - 1];
+        seg_last[at] = seg_last[at - 1];
+        --at;
+      }
+      seg_first[at] = first;
+      seg_last[at] = last;
+    }
+    int merged = 0;
+    for (int s = 0; s < count; ++s) {
+      if (merged > 0 && seg_first[s] <= seg_last[merged - 1] + 1) {
+        seg_last[merged - 1] = max(seg_last[merged - 1], seg_last[s]);
+      } else {
+        seg_first[merged] = seg_first[s];
+        seg_last[merged] = seg_last[s];
+        ++merged;
+      }
+    }
+    *seg_count = merged;
+  }
+  __syncthreads();
+  const int segments = *seg_count;
+  if (segments == 0) return;
+  // Cursor over the blocks: (segment, block); block == INT_MAX past the end.
+  auto advance = [&](int& seg, int& block) {
+    if (++block > seg_last[seg]) block = ++seg < segments ? seg_first[seg] : INT_MAX;
+  };
+
+  // This warp's columns: (query, head) = (col / hp, col % hp); zero for padding.
+  const int hp = plan.hp;
+  const int g = lane >> 2, pair = 2 * (lane & 3);
+  const bool mma_warp = warp * kColsPerWarp < bq * hp;
+  auto column_row = [&](int col, int& head) -> int64_t { // -1: padding column
+    const int q = col / hp;
+    head = col % hp;
+    if (q >= bq || head >= p.heads || win_hi[q] - win_lo[q] <= topk) return -1;
+    return row0 + q;
+  };
+  uint32_t qf[KSTEPS][4][2]; // B fragments: Q[col][k .. k+1] of column 8 nt + g
+  float wv[4][2];            // weights of columns 8 nt + pair, 8 nt + pair + 1
+  const auto* qp = static_cast<const __nv_bfloat16*>(p.q);
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    int head = 0;
+    const int64_t row = column_row(warp * kColsPerWarp + nt * 8 + g, head);
+    const __nv_bfloat16* qrow = qp + (row < 0 ? 0 : row * p.q_t + head * p.q_h);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int d = ks * 16 + e * 8 + pair;
+        qf[ks][nt][e] = row >= 0 && d < p.dim ? *reinterpret_cast<const uint32_t*>(qrow + d) : 0u;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t wrow = column_row(warp * kColsPerWarp + nt * 8 + pair + e, head);
+      wv[nt][e] = wrow >= 0 ? p.w[wrow * p.w_t + head] : 0.f;
+    }
+  }
+
+  // This warp's query (warp < bq with a long window): its candidate buffer.
+  const bool select_warp = warp < bq && win_hi[warp] - win_lo[warp] > topk;
+  const int capacity = topk + plan.slack;
+  const int parts = hp > kColsPerWarp ? hp / kColsPerWarp : 1;
+  const int query_lo = select_warp ? win_lo[warp] : 0;
+  const int query_hi = select_warp ? win_hi[warp] : 0;
+  unsigned char* mine = smem + plan.query_offset + warp * plan.query_bytes;
+  Candidates cand{reinterpret_cast<uint32_t*>(mine),
+                  reinterpret_cast<int32_t*>(mine + 4 * capacity),
+                  reinterpret_cast<uint32_t*>(mine + 4 * (capacity + plan.slack)),
+                  p.out + int64_t{row0 + warp} * topk,
+                  0,
+                  0u,
+                  ~0u,
+                  0u};
+
+  // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks.
+  const auto* kp = static_cast<const __nv_bfloat16*>(p.k);
+  const uint32_t tiles = dev::smem_addr(smem);
+  constexpr int kChunks = 2 * KSTEPS; // 16-byte chunks of a padded row
+  const int dim_chunks = p.dim / 8;
+  auto load_tile = [&](int block, int stage) {
+    const uint32_t base = tiles + stage * plan.stage_bytes;
+    for (int i = tid; i < kBlockKeys * kChunks; i += kThreads) {
+      const int r = i / kChunks, chunk = i % kChunks;
+      const int key = block * kBlockKeys + r;
+      const bool ok = key < p.tk && chunk < dim_chunks;
+      const void* src = ok ? static_cast<const void*>(kp + int64_t{key} * p.k_t + chunk * 8) : p.k;
+      dev::cp_async_16(base + dev::swizzle(r, chunk, plan.pitch), src, ok ? 16 : 0);
+    }
+  };
+
+  int load_seg = 0, load_block = seg_first[0];
+  int seg = 0, block = seg_first[0];
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (load_block != INT_MAX) {
+      load_tile(load_block, s);
+      advance(load_seg, load_block);
+    }
+    dev::cp_async_commit();
+  }
+  float* part = reinterpret_cast<float*>(smem + plan.part_offset);
+  const int groups = 32 / min(hp, 32);
+  for (int j = 0; block != INT_MAX; ++j) {
+    dev::cp_async_wait<kStages - 2>();
+    // Tile j is visible to every thread; every warp is done with tile j - 1 (whose stage the
+    // next load reuses) and with the selection of block j - 1 (which read `part`).
+    __syncthreads();
+    if (load_block != INT_MAX) {
+      load_tile(load_block, (j + kStages - 1) % kStages);
+      advance(load_seg, load_block);
+    }
+    dev::cp_async_commit();
+
+    if (mma_warp) {
+      float acc[4][4][4];
+#pragma unroll
+      for (int mt = 0; mt < 4; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+        }
+      }
+      const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
+#pragma unroll
+      for (int ks = 0; ks < KSTEPS; ++ks) {
+        uint32_t a[4][4];
+#pragma unroll
+        for (int mt = 0; mt < 4; ++mt) {
+          // Lanes 0-15 address rows 0-15 at chunk 2 ks, lanes 16-31 the same rows at 2 ks + 1:
+          // a0..a3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15).
+          dev::ldmatrix_x4(
+              a[mt], base + dev::swizzle(mt * 16 + (lane & 15), 2 * ks + (lane >> 4), plan.pitch));
+        }
+#pragma unroll
+        for (int mt = 0; mt < 4; ++mt) {
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt)
+            dev::mma_bf16(acc[mt][nt], a[mt], qf[ks][nt][0], qf[ks][nt][1]);
+        }
+      }
+      float* part_warp = part + warp * groups * kBlockKeys;
+      if (groups == 1) {
+        reduce_heads<1>(acc, wv, part_warp, lane);
+      } else if (groups == 2) {
+        reduce_heads<2>(acc, wv, part_warp, lane);
+      } else {
+        reduce_heads<4>(acc, wv, part_warp, lane);
+      }
+    }
+    __syncthreads(); // `part` is complete
+    if (select_warp) {
+      select_block(cand, part, warp, parts, block, query_lo, query_hi, topk, capacity, lane);
+    }
+    advance(seg, block);
+  }
+  // A long window saw more than topk keys, all of them candidates until the first compaction,
+  // so count >= topk here; the last compaction leaves exactly the top-k in the output row.
+  if (select_warp && cand.count > topk) compact(cand, topk, lane);
+}
+
+template <int KSTEPS>
+cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
+  auto* kernel = &indexer_topk_kernel<KSTEPS>;
+  cudaError_t status =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
+  if (status != cudaSuccess) return status;
+  const int blocks = (p.tq + plan.bq - 1) / plan.bq;
+  kernel<<<blocks, kThreads, plan.smem_bytes, stream>>>(p, plan);
+  return cudaGetLastError();
+}
+
+} // namespace
+
+bool indexer_topk_supported(int heads, int dim, int topk) {
+  Plan plan;
+  return make_plan(heads, dim, topk, kMaxQueries, plan);
+}
+
+cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
+  Plan plan;
+  if (p.tq <= 0) return cudaSuccess;
+  if (!make_plan(p.heads, p.dim, p.topk, p.tq, plan)) return cudaErrorInvalidValue;
+  int device = 0, optin = 0;
+  cudaError_t status = cudaGetDevice(&device);
+  if (status == cudaSuccess) {
+    status = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  if (status != cudaSuccess) return status;
+  if (plan.smem_bytes > optin) return cudaErrorInvalidConfiguration;
+  switch (plan.ksteps) {
+    case 2:
+      return launch<2>(p, plan, stream);
+    case 4:
+      return launch<4>(p, plan, stream);
+    case 8:
+      return launch<8>(p, plan, stream);
+    default:
+      return launch<16>(p, plan, stream);
+  }
+}
+
 } // namespace kiln::backends::cuda

@@ -8,17 +8,15 @@
 // kernel's dq and the float32 dkv accumulator. Memory beyond the inputs: o and lse in forward
 // (T*H*(2L + 4) bytes: 2 GiB at T = 32768, H = 64), d_o, dq, delta and dkv in backward.
 //
-// supports(): no gradient needed (the backward kernel is not in this build yet), CUDA, bfloat16,
-// widths the kernels are compiled for (sparse_mla_supported), dqk a multiple of 8 (16-byte rows).
-// Inputs whose channel dimension is not contiguous or whose rows are not 16-byte aligned are copied
-// contiguous first.
+// supports(): CUDA, bfloat16, widths the kernels are compiled for (sparse_mla_supported), dqk a
+// multiple of 8 (16-byte rows). Inputs whose channel dimension is not contiguous or whose rows are
+// not 16-byte aligned are copied contiguous first.
 #include "kernels.h"
 #include "launch.h"
 
 #include "kiln/sdk/error.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/GradMode.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -127,11 +125,7 @@ class SparseMlaFunction : public torch::autograd::Function<SparseMlaFunction> {
 
 bool sparse_mla_supports(const ops::SparseMlaArgs& a) {
   const at::Tensor& q = a.q_absorbed;
-  // The backward kernel is not in this build yet: calls that need gradients go elsewhere.
-  const bool needs_grad =
-      at::GradMode::is_enabled() &&
-      (q.requires_grad() || a.kv_latent.requires_grad() || a.w_vc.requires_grad());
-  return !needs_grad && q.is_cuda() && q.scalar_type() == at::kBFloat16 && q.size(2) % 8 == 0 &&
+  return q.is_cuda() && q.scalar_type() == at::kBFloat16 && q.size(2) % 8 == 0 &&
          q.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
          a.kv_latent.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
          sparse_mla_supported(static_cast<int>(q.size(2)), static_cast<int>(a.w_vc.size(2)),
