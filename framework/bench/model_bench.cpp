@@ -1,5 +1,7 @@
 #include "bench/model_bench.h"
 
+#include "bench/profile.h"
+
 #include "data/loader.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
@@ -12,10 +14,12 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <numeric>
 #include <system_error>
 
@@ -66,10 +70,20 @@ void apply_bench_changes(recipe::Recipe& r, int64_t total_steps) {
   r.checkpoint.resume = "none";
 }
 
+// "2-cuda.json": the setting's number and its value, with characters other than letters,
+// digits, '.', '_' and '-' as '_'.
+std::string trace_name(size_t index, const std::string& value) {
+  std::string name = fmt::format("{}-", index + 1);
+  for (const char c : value) {
+    name += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_';
+  }
+  return name + ".json";
+}
+
 recipe::Recipe load_one(const ModelBenchOptions& options, const std::vector<std::string>& overrides,
                         recipe::KeyOrigins& origins) {
   recipe::Recipe r = recipe::load_recipe(options.recipe, overrides, &origins);
-  apply_bench_changes(r, options.warmup + options.steps);
+  apply_bench_changes(r, options.warmup + options.steps + (options.profile_dir ? 1 : 0));
   recipe::validate(r, origins);
   recipe::check_trainable(r, origins);
   const c10::Device device(r.model.device); // validate() checked the syntax
@@ -282,11 +296,25 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
       out.first_logits = logits.reshape({-1, logits.size(-1)}).to(at::kCPU, at::kFloat).clone();
       if (options.warmup == 0) reset_peak_memory(device);
     };
+    // With --profile, one more step runs after the timed ones, under the profiler; it is not
+    // part of the results.
+    const int64_t last_timed = options.warmup + options.steps;
+    std::unique_ptr<Profile> profile;
     train_options.on_step = [&](const train::StepReport& step) {
+      if (step.step > last_timed) {
+        out.profile = profile->finish(out.profile_trace);
+        profile.reset();
+        return;
+      }
       out.losses.push_back(step.loss);
       out.step_ms.push_back(step.seconds * 1e3);
       out.tokens.push_back(step.tokens);
       if (step.step == options.warmup) reset_peak_memory(device);
+      if (step.step == last_timed && options.profile_dir) {
+        out.peak_bytes = peak_memory(device);
+        out.profile_trace = *options.profile_dir / trace_name(i, setting.value);
+        profile = std::make_unique<Profile>(device.is_cuda());
+      }
     };
 
     sdk::Dispatcher::global().configure(train::dispatch_config(r.backend));
@@ -306,7 +334,7 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
                                    key, setting.value, run.last_step, r.train.steps, run.exit_code);
       return result;
     }
-    out.peak_bytes = peak_memory(device);
+    if (!options.profile_dir) out.peak_bytes = peak_memory(device);
     out.backends = train::resolved_backends();
     summarise_backends(out);
 
@@ -361,6 +389,8 @@ nlohmann::json to_json(const ModelBenchOptions& options, const ModelBenchResult&
         {"step_ms", s.step_ms},
         {"tokens", s.tokens},
         {"backends", s.backends},
+        {"profile_trace", s.profile_trace.empty() ? nlohmann::json(nullptr)
+                                                  : nlohmann::json(s.profile_trace.string())},
     });
   }
   return {{"recipe", options.recipe.string()},

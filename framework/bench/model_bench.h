@@ -49,6 +49,9 @@ struct ModelBenchOptions {
   AbSpec ab;
   int64_t steps = 10; ///< timed steps
   int64_t warmup = 2; ///< steps run first and not timed (their losses are still compared)
+  /// Set: one more step runs after the timed ones under the profiler (bench/profile.h), its
+  /// Chrome trace written here as `N-VALUE.json` per setting; not part of the results.
+  std::optional<std::filesystem::path> profile_dir;
 };
 
 /// One setting's recipe, as it will run (steps, no checkpoints, a run.dir to be replaced).
@@ -86,6 +89,8 @@ struct SettingResult {
   nlohmann::json backends;            ///< train::resolved_backends(): what actually ran
   std::string ran;                    ///< "torch", "cuda+torch", "torch (fallback)"
   std::vector<std::string> fallbacks; ///< "op (device, dtype): why" of each fallback
+  std::string profile;                ///< the profiled step's costliest ops and kernels
+  std::filesystem::path profile_trace; ///< its Chrome trace (empty without profile_dir)
   // vs the first setting (unset for the first)
   std::optional<double> speedup;           ///< tokens_per_s / the first's
   std::optional<double> loss_max_abs_diff; ///< max over steps of |loss - first's loss|

@@ -363,7 +363,7 @@ void plot_model_bench(const bench::ModelBenchOptions& o, const bench::ModelBench
 
 int bench_model(const std::vector<std::string>& args) {
   std::vector<std::string> own, override_args;
-  std::optional<std::string> ab_text, plot_file, json_file;
+  std::optional<std::string> ab_text, plot_file, json_file, profile_dir;
   std::string file, steps_text = "10", warmup_text = "2";
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
@@ -385,6 +385,8 @@ int bench_model(const std::vector<std::string>& args) {
       plot_file = *v;
     } else if (auto v = take_option(args, i, "--json")) {
       json_file = *v;
+    } else if (auto v = take_option(args, i, "--profile")) {
+      profile_dir = *v;
     } else if (i == 0 && !a.starts_with("-") && a.find('=') == std::string::npos) {
       file = a;
     } else {
@@ -401,6 +403,14 @@ int bench_model(const std::vector<std::string>& args) {
   o.overrides = recipe::parse_override_args(override_args);
   if (plot_file) check_writable(*plot_file, "--plot", "bench.png");
   if (json_file) check_writable(*json_file, "--json", "bench.json");
+  if (profile_dir) {
+    std::error_code ec;
+    fs::create_directories(*profile_dir, ec);
+    KILN_CHECK_USER(!ec && fs::is_directory(*profile_dir),
+                    "--profile {}: cannot create the folder ({}); pass a writable folder",
+                    *profile_dir, ec ? ec.message() : "a file is in the way");
+    o.profile_dir = fs::path(*profile_dir);
+  }
   const auto vm = parse(own, plugin_options(), {});
   o.recipe = file.empty() ? write_embedded_quickstart() : fs::path(file);
 
@@ -416,6 +426,12 @@ int bench_model(const std::vector<std::string>& args) {
   }
   std::cout << "\n";
   print_model_table(o, result);
+  for (const auto& r : result.settings) {
+    if (r.profile_trace.empty()) continue;
+    std::cout << fmt::format("\nprofile of {}={} (step {}, after the timed steps): {}\n{}",
+                             o.ab.key, r.value, o.warmup + o.steps + 1,
+                             r.profile_trace.string(), r.profile);
+  }
   if (json_file) {
     io::replace_file(*json_file, bench::to_json(o, result).dump(2) + "\n");
     std::cout << fmt::format("\nwrote {}\n", *json_file);
@@ -435,7 +451,8 @@ void usage_bench() {
          "                     [--dtype bf16|fp16|fp32] [--backward] [--device cpu|cuda]\n"
          "                     [--steps N] [--warmup N] [--seed N] [--json FILE]\n"
          "       kiln bench model [RECIPE] --ab KEY=V1,V2[,...] [--steps N] [--warmup N]\n"
-         "                     [--plot FILE.png] [--json FILE] [--section.key VALUE]...\n\n"
+         "                     [--plot FILE.png] [--json FILE] [--profile DIR]\n"
+         "                     [--section.key VALUE]...\n\n"
          "kiln bench op measures OP under each backend, forced with backend.strict = true: the\n"
          "error of its output against the torch reference run in float32 on the same (upcast)\n"
          "random inputs, the median time (CUDA events on a GPU, wall clock on the CPU), TFLOP/s\n"
@@ -464,8 +481,10 @@ void usage_bench() {
          "over the steps, the largest logit difference on the first batch with the initial\n"
          "weights, and the loss of every step. --json FILE writes all of it with each\n"
          "setting's resolved backend table; --plot FILE.png draws step time, tokens/s and\n"
-         "the loss curves. Nothing is written to run folders: the runs use a temporary folder,\n"
-         "save no checkpoint, and skip validation and samples.\n"
+         "the loss curves. --profile DIR runs one more step per value under the LibTorch\n"
+         "profiler (not part of the results) and prints its costliest ops and GPU kernels;\n"
+         "the Chrome traces go to DIR/N-VALUE.json. Nothing is written to run folders: the\n"
+         "runs use a temporary folder, save no checkpoint, and skip validation and samples.\n"
          "  kiln bench model recipes/x.toml --ab backend.default=torch,cuda --steps 10\n\n"
       << plugin_options();
 }

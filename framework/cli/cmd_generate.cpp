@@ -2,6 +2,7 @@
 // the sampling options, stop ids and strings, streaming and timing.
 #include "common.h"
 
+#include "bench/profile.h"
 #include "generate/generator.h"
 #include "io/files.h"
 #include "io/tokenizer.h"
@@ -9,15 +10,12 @@
 #include "kiln/sdk/error.h"
 
 #include <fmt/format.h>
-#include <torch/csrc/autograd/profiler_kineto.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <charconv>
 #include <iostream>
-#include <map>
 #include <optional>
-#include <set>
 
 namespace kiln::cli {
 namespace {
@@ -91,42 +89,6 @@ class Streamer {
   std::string text_;
   size_t printed_ = 0;
 };
-
-/// Runs `body` under the LibTorch (Kineto) profiler: CPU ops, and CUDA kernels on a GPU. Writes a
-/// Chrome trace to `file` and prints the ops and kernels that took the most time to stderr.
-template <class Body>
-void profiled(const std::string& file, bool cuda, Body&& body) {
-  namespace prof = torch::autograd::profiler;
-  using torch::profiler::impl::ActivityType;
-  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
-  std::set<ActivityType> activities = {ActivityType::CPU};
-  if (cuda) activities.insert(ActivityType::CUDA);
-  prof::prepareProfiler(config, activities);
-  prof::enableProfiler(config, activities);
-  body();
-  const auto result = prof::disableProfiler();
-  result->save(file);
-  std::map<std::string, std::pair<double, int64_t>> cpu, gpu; // name -> (ms, calls)
-  for (const auto& e : result->events()) {
-    auto& slot = (e.deviceType() == c10::DeviceType::CUDA ? gpu : cpu)[e.name()];
-    slot.first += static_cast<double>(e.durationNs()) * 1e-6;
-    ++slot.second;
-  }
-  auto top = [](const char* what, const auto& table) {
-    std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(table.begin(),
-                                                                         table.end());
-    std::sort(rows.begin(), rows.end(),
-              [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-    std::cerr << fmt::format("{:>10} {:>7}  {} (total, inclusive)\n", "ms", "calls", what);
-    for (size_t i = 0; i < std::min<size_t>(rows.size(), 15); ++i) {
-      std::cerr << fmt::format("{:>10.2f} {:>7}  {}\n", rows[i].second.first, rows[i].second.second,
-                               rows[i].first.substr(0, 100));
-    }
-  };
-  top("CPU ops", cpu);
-  if (cuda) top("GPU kernels", gpu);
-  std::cerr << fmt::format("profile: {}\n", file);
-}
 
 std::string join_ids(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
   std::string out;
@@ -294,8 +256,10 @@ int cmd_generate(const std::vector<std::string>& args) {
   };
   generate::Generation result;
   if (vm.count("profile")) {
-    profiled(vm["profile"].as<std::string>(), model->lm_head_weight().is_cuda(),
-             [&] { result = generator.generate(prompts, on_token); });
+    const std::string trace = vm["profile"].as<std::string>();
+    bench::Profile profile(model->lm_head_weight().is_cuda());
+    result = generator.generate(prompts, on_token);
+    std::cerr << profile.finish(trace) << fmt::format("profile: {}\n", trace);
   } else {
     result = generator.generate(prompts, on_token);
   }

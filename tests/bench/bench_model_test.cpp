@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <span>
 #include <string>
 
@@ -218,8 +219,45 @@ TEST_F(BenchModelCliTest, BadArgumentsAreOneLineExit2BeforeAnythingRuns) {
       {bench("--ab backend.default=torch,auto --json no/such/out.json"),
        "--json no/such/out.json: folder 'no/such' does not exist"},
       {bench("--ab backend.default=torch,auto --json ."), "is a folder"},
+      {bench("--ab backend.default=torch,auto --profile a_file"),
+       "--profile a_file: cannot create the folder"},
   };
+  std::ofstream("a_file") << "in the way\n";
   expect_one_line_errors(cases);
+}
+
+TEST_F(BenchModelCliTest, ProfileIsOneMoreStepPerSettingWithItsTrace) {
+  const auto r = run_kiln(
+      bench("--ab backend.default=torch,auto --steps 2 --warmup 1 --json out.json --profile prof"),
+      kEnv);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto json = nlohmann::json::parse(read_file("out.json"));
+  const auto& settings = json["settings"];
+  ASSERT_EQ(settings.size(), 2u);
+  const char* traces[] = {"prof/1-torch.json", "prof/2-auto.json"};
+  for (size_t i = 0; i < 2; ++i) {
+    // The profiled step is not among the results: warm-up + timed steps only.
+    EXPECT_EQ(settings[i]["losses"].size(), 3u);
+    EXPECT_EQ(settings[i]["step_ms"].size(), 3u);
+    EXPECT_EQ(settings[i]["profile_trace"], traces[i]);
+    const auto trace = nlohmann::json::parse(read_file(traces[i]));
+    ASSERT_TRUE(trace.contains("traceEvents")) << traces[i];
+    // Every kernel run is a range named after its op and backend (sdk::Registrar::add_kernel).
+    bool rms_norm = false;
+    for (const auto& event : trace["traceEvents"]) {
+      rms_norm |= event.value("name", "") == "kiln::rms_norm [torch]";
+    }
+    EXPECT_TRUE(rms_norm) << traces[i];
+  }
+  // The same kernels ran, so the settings stay identical even with one more step each.
+  EXPECT_EQ(settings[0]["losses"], settings[1]["losses"]);
+  for (const char* value : {"torch", "auto"}) {
+    const auto at = r.out.find(fmt::format("profile of backend.default={} (step 4", value));
+    ASSERT_NE(at, std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("CPU ops", at), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("aten::", at), std::string::npos) << r.out;
+  }
+  EXPECT_TRUE(temp_is_empty());
 }
 
 TEST_F(BenchModelCliTest, BadValuesAreOneLineExit2NamingTheSetting) {

@@ -8,7 +8,11 @@
 #include "kiln/sdk/kernel.h"
 #include "kiln/sdk/model.h"
 
+#include <ATen/record_function.h>
+
 #include <memory>
+#include <string>
+#include <string_view>
 
 namespace kiln::sdk {
 
@@ -19,8 +23,19 @@ class KILN_SDK_API Registrar {
 
   /// Adds a kernel for (Op, kernel.backend, kernel.device). The registry takes ownership of the
   /// kernel's functions for the process lifetime. Throws kiln::Error on a duplicate key.
+  /// Each run is a range named "kiln::OP [BACKEND]" for the LibTorch profiler (`kiln bench
+  /// model --profile`, `kiln generate --profile`); without a profiler the range costs a check.
   template <class Op>
   void add_kernel(Kernel<Op> kernel) {
+    if (kernel.run) {
+      kernel.run = [run = std::move(kernel.run),
+                    label = std::string("kiln::") + Op::kName + " [" + kernel.backend + "]"](
+                       const typename Op::Args& args) {
+        at::RecordFunction range(at::RecordScope::USER_SCOPE);
+        if (range.isActive()) range.before(std::string_view(label));
+        return run(args);
+      };
+    }
     add_kernel_record(make_kernel_record<Op>(std::move(kernel)));
   }
 
