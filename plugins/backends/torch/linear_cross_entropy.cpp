@@ -101,10 +101,10 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     if (mean) scale = scale / count.clamp_min(1.0);
     const at::Tensor row_scale = valid.to(at::kFloat) * scale; // [T]
     const Grads g = weight.size(0) >= hidden.size(0)
-                        ? by_vocab_slices(hidden, weight, labels, lse, row_scale, step,
-                                          want_hidden, want_weight)
-                        : by_token_chunks(hidden, weight, labels, lse, row_scale, step,
-                                          want_hidden, want_weight);
+                        ? by_vocab_slices(hidden, weight, labels, lse, row_scale, step, want_hidden,
+                                          want_weight)
+                        : by_token_chunks(hidden, weight, labels, lse, row_scale, step, want_hidden,
+                                          want_weight);
     return {g.hidden, g.weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
@@ -162,7 +162,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
       const int64_t c = std::min(rows, vocab - v0);
       const at::Tensor w = weight.narrow(0, v0, c);
       at::Tensor g = at::matmul(hidden, w.t()).to(at::kFloat); // [T, c], rounded as forward's
-      g.sub_(lse_col).exp_();                                // softmax
+      g.sub_(lse_col).exp_();                                  // softmax
       const at::Tensor inside = (labels >= v0).logical_and(labels < v0 + c);
       g.scatter_add_(1, (labels - v0).clamp(0, c - 1).unsqueeze(1),
                      inside.to(at::kFloat).neg().unsqueeze(1)); // - onehot
