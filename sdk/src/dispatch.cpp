@@ -241,9 +241,8 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
 
   const std::vector<std::string> policy_notes = notes.take();
   std::lock_guard lock(mutex_);
-  const std::string key = resolution_key(call.op, call.device, call.dtype);
   auto it = std::find_if(resolved_.begin(), resolved_.end(), [&](const Resolution& r) {
-    return resolution_key(r.op, r.device, r.dtype) == key;
+    return r.op == call.op && r.device == call.device && r.dtype == call.dtype;
   });
   if (it == resolved_.end()) {
     resolved_.push_back(Resolution{std::string(call.op), call.device, call.dtype, requested,
@@ -253,9 +252,12 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
   for (const auto& part : policy_notes) append_note(it->note, part);
-  if (!policy && note.find("fell back") != std::string::npos && !warned_[key]) {
-    warned_[key] = true;
-    log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);
+  if (!policy && note.find("fell back") != std::string::npos) {
+    bool& warned = warned_[resolution_key(call.op, call.device, call.dtype)];
+    if (!warned) {
+      warned = true;
+      log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);
+    }
   }
   return *chosen;
 }
