@@ -208,9 +208,14 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
   } else {
     for (const auto* k : candidates) {
       if (k->info.backend == requested) {
-        if (call.supports(*k)) chosen = k;
-        note =
-            chosen ? "" : fmt::format("backend '{}' does not support these arguments", requested);
+        if (call.supports(*k)) {
+          chosen = k;
+        } else { // the kernel's own reasons (note_selection in its supports()), if it gave any
+          std::string why;
+          for (const auto& part : notes.take()) append_note(why, part);
+          note = fmt::format("backend '{}' does not support these arguments{}", requested,
+                             why.empty() ? "" : " (" + why + ")");
+        }
         break;
       }
     }
