@@ -192,9 +192,12 @@ TEST_P(GlmMoeDsaParity, Bf16LogitsWithinBf16Error) {
   EXPECT_NEAR(loss.item<double>(), expected.load("loss_bf16").item<double>(), 2e-2);
 }
 
-// The cuda backend (gpu build only): with backend.default = "cuda" (the ops it lacks fall back to
-// torch) and "auto", the bf16 model still matches HF's bf16 run as closely as the torch backend
-// does, its DSA kernels are the ones that ran, and the bf16 gradients agree with torch's.
+// The cuda backend (gpu build only). With backend.default = "cuda" (the ops it lacks fall back to
+// torch) and "auto", its DSA kernels are the ones that ran and the bf16 model matches HF's bf16
+// run as the torch backend does (per token: a few tokens may differ where the indexer's top-k
+// meets a near-tie, which float32 sums in another order may break the other way; on this tiny
+// model, top-k 8 of bf16 scores, that happens). With the indexer kept on torch, so that both
+// runs select the same keys, sparse_mla's logits and every bf16 gradient agree with torch's.
 TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
   KILN_SKIP_WITHOUT_DEVICE();
   if (!kDevice.is_cuda()) {
@@ -206,8 +209,8 @@ TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
   const io::SafetensorsFile expected(dir() / "expected.safetensors");
   const at::Tensor ids = inputs.load("input_ids");
   const at::Tensor ref = expected.load("logits_bf16").to(at::kDouble);
-  auto run = [&](const std::string& backend) {
-    sdk::Dispatcher::global().configure({.default_backend = backend});
+  auto run = [&](const sdk::DispatchConfig& config) {
+    sdk::Dispatcher::global().configure(config);
     for (auto& [name, param] : model->named_parameters()) param.mutable_grad() = at::Tensor();
     const auto out = model->forward({.input_ids = ids});
     const at::Tensor loss = hf_loss(out.logits, ids);
@@ -216,24 +219,29 @@ TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
     for (const auto& [name, g] : model->gradients()) grads[name] = g.detach().cpu().to(at::kDouble);
     return std::pair{out.logits.detach().cpu().to(at::kDouble), grads};
   };
-  const auto [torch_logits, torch_grads] = run("torch");
-  for (const std::string backend : {test::cuda_backend_under_test(), std::string("auto")}) {
-    const auto [logits, grads] = run(backend);
-    bool cuda_ran = false;
+  auto ran_on_cuda = [](const std::string& op) {
     for (const auto& r : sdk::Dispatcher::global().resolved()) {
-      if (r.op == "sparse_mla" || r.op == "indexer_topk") {
-        EXPECT_NE(r.chosen.find("cuda"), std::string::npos) << backend << ": " << r.op;
-        cuda_ran = true;
-      }
+      if (r.op == op) return r.chosen.rfind("cuda", 0) == 0; // "cuda" or another build of it
     }
-    EXPECT_TRUE(cuda_ran) << backend;
+    return false;
+  };
+  const auto [torch_logits, torch_grads] = run({.default_backend = "torch"});
+  for (const std::string backend : {test::cuda_backend_under_test(), std::string("auto")}) {
+    const auto logits = run({.default_backend = backend}).first;
+    EXPECT_TRUE(ran_on_cuda("sparse_mla")) << backend;
+    EXPECT_TRUE(ran_on_cuda("indexer_topk")) << backend;
     const at::Tensor per_token = (logits - ref).abs().amax(-1).flatten() / ref.abs().max();
     EXPECT_LE((per_token > 5e-2).sum().item<int64_t>(),
               std::max<int64_t>(2, per_token.numel() / 10))
         << backend << "\n"
         << per_token;
     EXPECT_LE(at::median(per_token).item<double>(), 1.5e-2) << backend;
-    EXPECT_LE(relative_error(logits, torch_logits), 5e-2) << backend;
+
+    // The same selected keys as torch's: sparse_mla alone differs.
+    const auto [same_keys_logits, grads] =
+        run({.default_backend = backend, .ops = {{"indexer_topk", "torch"}}});
+    EXPECT_TRUE(ran_on_cuda("sparse_mla")) << backend;
+    EXPECT_LE(relative_error(same_keys_logits, torch_logits), 5e-2) << backend;
     for (const auto& [name, g] : torch_grads) {
       EXPECT_LE(relative_error(grads.at(name), g), 1e-1) << backend << ": " << name;
     }
