@@ -22,12 +22,14 @@
 // (3 x 64 x Dqk bf16, 216 KiB at Dqk 576) + P (8 KiB) + row statistics + 1 KiB alignment slack:
 // 226.5 KiB at GLM-5 width, one CTA per SM.
 //
-// Widths are template parameters padded to multiples of 64 (instantiated: (Dqk, L) = (64, 64),
-// (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). dqk and latent
-// multiples of 8, topk <= 16384.
+// Widths are template parameters padded to multiples of 64 (instantiated: (Dqk, L) = (128, 128),
+// (576, 512)); narrower inputs run zero-padded (fixtures and tests). No (64, 64) instance: its
+// warpgroups would read V from the middle of a 64-column swizzle atom (N = 32 each), which no
+// documented wgmma layout covers (tools/cuda_emu reports it). dqk and latent multiples of 8,
+// topk <= 16384.
 //
 // ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 194 registers, 0 spills,
-// 0 stack, 1 barrier; (128, 128) 95 registers; (64, 64) 79 registers; 231,968 bytes of dynamic
+// 0 stack, 1 barrier; (128, 128) 95 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
 // NOT YET RUN ON A GPU (passes tools/cuda_emu, whose wgmma model follows the PTX ISA's canonical
 // layouts). The mma.sync version it replaces measured 203-251 TFLOP/s (H200,
@@ -63,7 +65,7 @@ struct Layout {
   static constexpr int kMask = kSlot + 2 * kKeys * 4; // uint32 [kMaskWords] non-empty blocks
   static constexpr int kBytes = kMask + kMaskWords * 4 + 1024; // + slack to align to 1024
   static constexpr int kOCols = kDl / 2; // O columns of one warpgroup (the wgmma N)
-  static_assert(kOCols == 32 || kOCols == 64 || kOCols == 256);
+  static_assert(kOCols == 64 || kOCols == 256); // whole 64-column atoms of the V tile
 };
 
 // The first block index > `after` whose bit is set, or -1.
@@ -297,7 +299,6 @@ bool sparse_mla_supported(int dqk, int latent, int topk) {
 
 cudaError_t launch_sparse_mla_fwd(const SparseMlaFwdParams& p, cudaStream_t stream) {
   if (!sparse_mla_supported(p.dqk, p.latent, p.topk)) return cudaErrorInvalidValue;
-  if (p.dqk <= 64 && p.latent <= 64) return launch<64, 64>(p, stream);
   if (p.dqk <= 128) return launch<128, 128>(p, stream);
   return launch<576, 512>(p, stream);
 }
