@@ -1,6 +1,6 @@
 // sparse_mla forward: gather-top-k attention on the absorbed MLA latent (launch.h states the
-// math), flash-style with online softmax, bf16 tensor cores (mma.sync m16n8k16), float32
-// accumulation.
+// math), flash-style with online softmax, bf16 tensor cores (wgmma for both S = Q K^T and
+// O += P V), float32 accumulation.
 //
 // Work split: one CTA per (token, block of 64 heads). All heads of a token share its top-k
 // slots, so the heads are the MMA's M dimension and every gathered kv row serves 64 heads (the
@@ -9,26 +9,31 @@
 // computed, cp.async gathers block b + 1 (zero-filled for -1 slots and padding channels). Blocks
 // whose 64 slots are all -1 (early causal rows) are skipped without loading.
 //
-// 8 warps, 2 along heads (32 rows each) x 4 along the other dimension:
-//   S = Q K^T:   warp (wm, wn) computes rows [32 wm, +32) x keys [16 wn, +16) over Dqk;
-//   softmax:     row maxima meet in shared memory (4 warps share a row), every warp rescales
-//                its own accumulators; row sums stay per warp until the end;
-//   P (bf16) -> shared memory; O += P V: warp (wm, wn) owns O rows [32 wm, +32) x latent
-//                columns [wn L/4, +L/4) (128 float32 registers at L = 512), V read straight
-//                from the gathered rows with ldmatrix.trans.
-// Shared memory: Q + 2 kv blocks (3 x 64 x Dqk bf16, swizzled, 216 KiB at Dqk 576) + P (8 KiB)
-// + row statistics: 226.5 KiB at GLM-5 width, one CTA per SM.
+// 8 warps = 2 warpgroups:
+//   S = Q K^T:   warpgroup j computes all 64 rows x keys [32 j, +32) with wgmma m64n32k16 (Q and
+//                the kv block read by the tensor cores straight from shared memory);
+//   softmax:     row maxima of the two halves meet in shared memory; row sums stay per thread
+//                until the end;
+//   P (bf16) -> shared memory; O += P V: warpgroup j owns all 64 rows x latent columns
+//                [j L/2, +L/2) with wgmma m64n256k16 (128 float32 registers at L = 512), P
+//                K-major and V MN-major (the gathered rows as they are) from shared memory; each
+//                thread's O rows are its S rows, so one running maximum serves both.
+// Shared memory (tiles in the wgmma 128-byte-swizzle layout, device.cuh): Q + 2 kv blocks
+// (3 x 64 x Dqk bf16, 216 KiB at Dqk 576) + P (8 KiB) + row statistics + 1 KiB alignment slack:
+// 226.5 KiB at GLM-5 width, one CTA per SM.
 //
-// Widths are template parameters padded to multiples of 64 (instantiated: (Dqk, L) = (64, 64),
-// (128, 128), (576, 512)); narrower inputs run zero-padded (fixtures and tests). dqk and latent
-// multiples of 8, topk <= 16384.
+// Widths are template parameters padded to multiples of 64 (instantiated: (Dqk, L) = (128, 128),
+// (576, 512)); narrower inputs run zero-padded (fixtures and tests). No (64, 64) instance: its
+// warpgroups would read V from the middle of a 64-column swizzle atom (N = 32 each), which no
+// documented wgmma layout covers (tools/cuda_emu reports it). dqk and latent multiples of 8,
+// topk <= 16384.
 //
-// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 247 registers, 0 spills,
-// 0 stack, 1 barrier; (128, 128) 140 registers; (64, 64) 101 registers; 231,968 bytes of dynamic
+// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 194 registers, 0 spills,
+// 0 stack, 1 barrier; (128, 128) 95 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
-// Measured (H200, bf16, topk 2048, tools/bench/RESULTS.md): 203-218 TFLOP/s at H = 64 and
-// 204-251 at H = 128 for T = 4K..32K (perf.md's convention), 7x the torch reference at H = 128,
-// T = 4K. Below the 300 bar: see RESULTS.md for the next step.
+// NOT YET RUN ON A GPU (passes tools/cuda_emu, whose wgmma model follows the PTX ISA's canonical
+// layouts). The mma.sync version it replaces measured 203-251 TFLOP/s (H200,
+// tools/bench/RESULTS.md).
 #include "device.cuh"
 #include "launch.h"
 
@@ -54,13 +59,13 @@ struct Layout {
   static constexpr int kChunks = kDqk / 8;            // 16-byte chunks per q / kv row
   static constexpr int kTile = kRows * kDqk * 2;      // bytes of Q and of each kv block
   static constexpr int kP = 3 * kTile;                // P [64, 64] bf16
-  static constexpr int kMax = kP + kRows * kKeys * 2; // float [4][64] block row maxima
-  static constexpr int kSum = kMax + 4 * kRows * 4;   // float [4][64] row sums
-  static constexpr int kSlot = kSum + 4 * kRows * 4;  // int [2][64] slot of each gathered row
+  static constexpr int kMax = kP + kRows * kKeys * 2; // float [2][64] block row maxima
+  static constexpr int kSum = kMax + 2 * kRows * 4;   // float [2][64] row sums
+  static constexpr int kSlot = kSum + 2 * kRows * 4;  // int [2][64] slot of each gathered row
   static constexpr int kMask = kSlot + 2 * kKeys * 4; // uint32 [kMaskWords] non-empty blocks
-  static constexpr int kBytes = kMask + kMaskWords * 4;
-  static constexpr int kColsPerWarp = kDl / 4; // O columns of one warp
-  static constexpr int kOTiles = kColsPerWarp / 8;
+  static constexpr int kBytes = kMask + kMaskWords * 4 + 1024; // + slack to align to 1024
+  static constexpr int kOCols = kDl / 2; // O columns of one warpgroup (the wgmma N)
+  static_assert(kOCols == 64 || kOCols == 256); // whole 64-column atoms of the V tile
 };
 
 // The first block index > `after` whose bit is set, or -1.
@@ -79,16 +84,17 @@ __device__ __forceinline__ int next_block(const uint32_t* mask, int blocks, int 
 template <int kDqk, int kDl>
 __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFwdParams p) {
   using L = Layout<kDqk, kDl>;
-  extern __shared__ __align__(128) unsigned char smem[];
-  const uint32_t s_q = dev::smem_addr(smem);
+  extern __shared__ __align__(1024) unsigned char smem[];
+  // The swizzled tiles need a 1024-byte aligned start.
+  unsigned char* tile = smem + ((1024 - (dev::smem_addr(smem) & 1023)) & 1023);
+  const uint32_t s_q = dev::smem_addr(tile);
   const uint32_t s_p = s_q + L::kP;
-  float* row_max = reinterpret_cast<float*>(smem + L::kMax);
-  float* row_sum = reinterpret_cast<float*>(smem + L::kSum);
-  int* slots = reinterpret_cast<int*>(smem + L::kSlot);
-  uint32_t* mask = reinterpret_cast<uint32_t*>(smem + L::kMask);
+  float* row_max = reinterpret_cast<float*>(tile + L::kMax);
+  float* row_sum = reinterpret_cast<float*>(tile + L::kSum);
+  int* slots = reinterpret_cast<int*>(tile + L::kSlot);
+  uint32_t* mask = reinterpret_cast<uint32_t*>(tile + L::kMask);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp & 1, wn = warp >> 1;
   const int head_blocks = (p.heads + kRows - 1) / kRows;
   const int t = blockIdx.x / head_blocks;
   const int h0 = (blockIdx.x % head_blocks) * kRows;
@@ -109,7 +115,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
   for (int i = tid; i < kRows * L::kChunks; i += kThreads) {
     const int r = i / L::kChunks, c = i % L::kChunks;
     const bool in = h0 + r < p.heads && c * 8 < p.dqk;
-    dev::cp_async_16(s_q + dev::swizzle(r, c, L::kChunks), in ? q + (h0 + r) * p.q_h + c * 8 : q,
+    dev::cp_async_16(s_q + dev::sw128(r, c, kRows), in ? q + (h0 + r) * p.q_h + c * 8 : q,
                      in ? 16 : 0);
   }
   __syncthreads();
@@ -121,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
       const int j = block * kKeys + r;
       const int slot = j < p.topk ? idx[j] : -1;
       const bool in = slot >= 0 && c * 8 < p.dqk;
-      dev::cp_async_16(s_k + dev::swizzle(r, c, L::kChunks),
+      dev::cp_async_16(s_k + dev::sw128(r, c, kKeys),
                        in ? kv + static_cast<int64_t>(slot) * p.kv_t + c * 8 : kv, in ? 16 : 0);
       if (c == 0) slots[buf * kKeys + r] = slot;
     }
@@ -129,18 +135,16 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
 
   const float scale_log2 = p.scale * kLog2e;
   const int g = lane >> 2, c2 = 2 * (lane & 3);
-  float o[2][L::kOTiles][4];
+  // S side: warpgroup sj holds keys [32 sj, +32), its warp sw rows 16 sw + g (+8).
+  const int sj = warp >> 2, sw = warp & 3;
+  // O side: warpgroup sj holds all 64 rows x latent columns [sj L/2, +L/2): each thread the
+  // same two rows as its S values, so one running maximum per row serves both.
+  float o[L::kOCols / 2];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int n = 0; n < L::kOTiles; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) o[mt][n][e] = 0.f;
-  float m[2][2], l[2][2]; // per (m tile, row half): running max (log2 units), partial sum
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) m[mt][hf] = -INFINITY, l[mt][hf] = 0.f;
+  for (int i = 0; i < L::kOCols / 2; ++i) o[i] = 0.f;
+  float m_s[2], l_s[2]; // running maxima (log2 units) and this thread's partial sums per row
+  m_s[0] = m_s[1] = -INFINITY;
+  l_s[0] = l_s[1] = 0.f;
 
   int block = next_block(mask, blocks, -1);
   if (block >= 0) gather(block, 0);
@@ -148,155 +152,126 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
   int buf = 0;
   while (block >= 0) {
     dev::cp_async_wait<0>();
+    dev::fence_proxy_async(); // the tensor cores read what cp.async wrote
     __syncthreads();
     const int next = next_block(mask, blocks, block);
     if (next >= 0) gather(next, buf ^ 1);
     dev::cp_async_commit();
     const uint32_t s_k = s_q + (1 + buf) * L::kTile;
 
-    // S = Q K^T for rows [32 wm, +32) x keys [16 wn, +16).
-    float s[2][2][4] = {};
-#pragma unroll 4
+    // S = Q K^T: this warpgroup's 64 rows x 32 keys.
+    float s[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) s[i] = 0.f;
+    dev::wgmma_fence();
+#pragma unroll
     for (int kc = 0; kc < kDqk / 16; ++kc) {
-      uint32_t a[2][4], b[4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        dev::ldmatrix_x4(a[mt], s_q + dev::swizzle(32 * wm + 16 * mt + (lane & 15),
-                                                   2 * kc + (lane >> 4), L::kChunks));
-      }
-      dev::ldmatrix_x4(b, s_k + dev::swizzle(16 * wn + (lane & 7) + ((lane >> 4) << 3),
-                                             2 * kc + ((lane >> 3) & 1), L::kChunks));
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        dev::mma_bf16(s[mt][0], a[mt], b[0], b[1]);
-        dev::mma_bf16(s[mt][1], a[mt], b[2], b[3]);
-      }
+      const uint32_t step = (kc >> 2) * kRows * 128 + (kc & 3) * 32;
+      dev::wgmma_m64n32k16(
+          s, dev::sw128_desc(s_q + step),
+          dev::sw128_desc(s_k + (kc >> 2) * kKeys * 128 + 32 * sj * 128 + (kc & 3) * 32), kc > 0);
     }
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
 
-    // Scale to log2 units, mask -1 slots, block row maxima across the 4 warps of a row.
+    // Scale to log2 units, mask -1 slots, row maxima of the two key halves.
     const int* block_slots = slots + buf * kKeys;
 #pragma unroll
-    for (int nt = 0; nt < 2; ++nt) {
+    for (int i = 0; i < 4; ++i) {
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const bool valid = block_slots[16 * wn + 8 * nt + c2 + e] >= 0;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          s[mt][nt][e] = valid ? s[mt][nt][e] * scale_log2 : -INFINITY;
-          s[mt][nt][e + 2] = valid ? s[mt][nt][e + 2] * scale_log2 : -INFINITY;
-        }
+        const bool valid = block_slots[32 * sj + 8 * i + c2 + e] >= 0;
+        s[4 * i + e] = valid ? s[4 * i + e] * scale_log2 : -INFINITY;
+        s[4 * i + 2 + e] = valid ? s[4 * i + 2 + e] * scale_log2 : -INFINITY;
       }
     }
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = -INFINITY;
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        float mx = fmaxf(fmaxf(s[mt][0][2 * hf], s[mt][0][2 * hf + 1]),
-                         fmaxf(s[mt][1][2 * hf], s[mt][1][2 * hf + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        if ((lane & 3) == 0) row_max[wn * kRows + 32 * wm + 16 * mt + 8 * hf + g] = mx;
-      }
+      for (int i = 0; i < 4; ++i) mx = fmaxf(mx, fmaxf(s[4 * i + 2 * hf], s[4 * i + 2 * hf + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      if ((lane & 3) == 0) row_max[sj * kRows + 16 * sw + 8 * hf + g] = mx;
     }
     __syncthreads();
 
-    // Online softmax: new maxima, rescale O, P = exp2(s - m) to shared memory as bf16.
+    // Online softmax: P = exp2(s - m) to shared memory as bf16, O rescaled.
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
+    for (int hf = 0; hf < 2; ++hf) {
+      const int row = 16 * sw + 8 * hf + g;
+      const float mx = fmaxf(m_s[hf], fmaxf(row_max[row], row_max[kRows + row]));
+      const float base = mx == -INFINITY ? 0.f : mx; // a row with nothing valid yet
+      const float corr = dev::fast_exp2(m_s[hf] - base);
+      m_s[hf] = mx;
+      float sum = 0.f;
 #pragma unroll
-      for (int hf = 0; hf < 2; ++hf) {
-        const int row = 32 * wm + 16 * mt + 8 * hf + g;
-        float mx = m[mt][hf];
+      for (int i = 0; i < 4; ++i) {
+        const float p0 = dev::fast_exp2(s[4 * i + 2 * hf] - base);
+        const float p1 = dev::fast_exp2(s[4 * i + 2 * hf + 1] - base);
+        sum += p0 + p1;
+        const int col = 32 * sj + 8 * i + c2;
+        *reinterpret_cast<uint32_t*>(tile + L::kP + dev::sw128(row, col >> 3, kRows) +
+                                     (col & 7) * 2) = dev::pack_bf16(p0, p1);
+      }
+      l_s[hf] = l_s[hf] * corr + sum;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) mx = fmaxf(mx, row_max[w * kRows + row]);
-        const float base = mx == -INFINITY ? 0.f : mx; // a row with nothing valid yet
-        const float corr = dev::fast_exp2(m[mt][hf] - base);
-        m[mt][hf] = mx;
-        float sum = 0.f;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          const float p0 = dev::fast_exp2(s[mt][nt][2 * hf] - base);
-          const float p1 = dev::fast_exp2(s[mt][nt][2 * hf + 1] - base);
-          sum += p0 + p1;
-          const int col = 16 * wn + 8 * nt + c2;
-          *reinterpret_cast<uint32_t*>(smem + L::kP + dev::swizzle(row, col >> 3, kKeys / 8) +
-                                       (col & 7) * 2) = dev::pack_bf16(p0, p1);
-        }
-        l[mt][hf] = l[mt][hf] * corr + sum;
-#pragma unroll
-        for (int n = 0; n < L::kOTiles; ++n) {
-          o[mt][n][2 * hf] *= corr;
-          o[mt][n][2 * hf + 1] *= corr;
-        }
+      for (int i = 0; i < L::kOCols / 8; ++i) {
+        o[4 * i + 2 * hf] *= corr;
+        o[4 * i + 2 * hf + 1] *= corr;
       }
     }
+    dev::fence_proxy_async(); // the tensor cores read P next
     __syncthreads();
 
-    // O += P V for rows [32 wm, +32) x columns [wn L/4, +L/4).
+    // O += P V: this warpgroup's 64 rows x L/2 columns, V read MN-major from the gathered rows
+    // (column col0 sits in 64-column atom col0 / 64 of the kv tile, at byte (col0 % 64) * 2).
+    const int col0 = L::kOCols * sj;
+    dev::wgmma_fence();
 #pragma unroll
     for (int kc = 0; kc < kKeys / 16; ++kc) {
-      uint32_t a[2][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {
-        dev::ldmatrix_x4(a[mt], s_p + dev::swizzle(32 * wm + 16 * mt + (lane & 15),
-                                                   2 * kc + (lane >> 4), kKeys / 8));
-      }
-#pragma unroll
-      for (int nb = 0; nb < L::kOTiles / 2; ++nb) {
-        const int col0 = wn * L::kColsPerWarp + 16 * nb;
-        uint32_t b[4];
-        dev::ldmatrix_x4_trans(b,
-                               s_k + dev::swizzle(16 * kc + (lane & 7) + (((lane >> 3) & 1) << 3),
-                                                  (col0 >> 3) + (lane >> 4), L::kChunks));
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          dev::mma_bf16(o[mt][2 * nb], a[mt], b[0], b[1]);
-          dev::mma_bf16(o[mt][2 * nb + 1], a[mt], b[2], b[3]);
-        }
-      }
+      dev::wgmma_m64k16_bt<L::kOCols>(
+          o, dev::sw128_desc(s_p + kc * 32),
+          dev::sw128_desc_mn(s_k + col0 / 64 * kKeys * 128 + col0 % 64 * 2 + kc * 16 * 128,
+                             kKeys * 128),
+          true);
     }
+    dev::wgmma_commit();
+    dev::wgmma_wait<0>();
     block = next;
     buf ^= 1;
   }
   dev::cp_async_wait<0>();
 
-  // Row sums across the 4 warps of a row, then O / l and the log-sum-exp.
+  // Row sums of the two key halves, then O / l and the log-sum-exp.
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      float sum = l[mt][hf];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      if ((lane & 3) == 0) row_sum[wn * kRows + 32 * wm + 16 * mt + 8 * hf + g] = sum;
-    }
+  for (int hf = 0; hf < 2; ++hf) {
+    float sum = l_s[hf];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if ((lane & 3) == 0) row_sum[sj * kRows + 16 * sw + 8 * hf + g] = sum;
   }
   __syncthreads();
   auto* out = static_cast<__nv_bfloat16*>(p.o);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
+  for (int hf = 0; hf < 2; ++hf) {
+    const int row = 16 * sw + 8 * hf + g;
+    const int h = h0 + row;
+    const float total = row_sum[row] + row_sum[kRows + row];
+    if (h >= p.heads) continue;
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+    __nv_bfloat16* dst = out + (static_cast<int64_t>(t) * p.heads + h) * p.latent;
 #pragma unroll
-    for (int hf = 0; hf < 2; ++hf) {
-      const int row = 32 * wm + 16 * mt + 8 * hf + g;
-      const int h = h0 + row;
-      float total = 0.f;
-#pragma unroll
-      for (int w = 0; w < 4; ++w) total += row_sum[w * kRows + row];
-      if (h >= p.heads) continue;
-      const float inv = total > 0.f ? 1.f / total : 0.f;
-      __nv_bfloat16* dst = out + (static_cast<int64_t>(t) * p.heads + h) * p.latent;
-#pragma unroll
-      for (int n = 0; n < L::kOTiles; ++n) {
-        const int col = wn * L::kColsPerWarp + 8 * n + c2;
-        if (col < p.latent) {
-          *reinterpret_cast<uint32_t*>(dst + col) =
-              dev::pack_bf16(o[mt][n][2 * hf] * inv, o[mt][n][2 * hf + 1] * inv);
-        }
+    for (int i = 0; i < L::kOCols / 8; ++i) {
+      const int col = L::kOCols * sj + 8 * i + c2;
+      if (col < p.latent) {
+        *reinterpret_cast<uint32_t*>(dst + col) =
+            dev::pack_bf16(o[4 * i + 2 * hf] * inv, o[4 * i + 2 * hf + 1] * inv);
       }
-      if (wn == 0 && (lane & 3) == 0) {
-        p.lse[static_cast<int64_t>(t) * p.heads + h] =
-            total > 0.f ? (m[mt][hf] + log2f(total)) * kLn2 : INFINITY;
-      }
+    }
+    if (sj == 0 && (lane & 3) == 0) {
+      p.lse[static_cast<int64_t>(t) * p.heads + h] =
+          total > 0.f ? (m_s[hf] + log2f(total)) * kLn2 : INFINITY;
     }
   }
 }
@@ -324,7 +299,6 @@ bool sparse_mla_supported(int dqk, int latent, int topk) {
 
 cudaError_t launch_sparse_mla_fwd(const SparseMlaFwdParams& p, cudaStream_t stream) {
   if (!sparse_mla_supported(p.dqk, p.latent, p.topk)) return cudaErrorInvalidValue;
-  if (p.dqk <= 64 && p.latent <= 64) return launch<64, 64>(p, stream);
   if (p.dqk <= 128) return launch<128, 128>(p, stream);
   return launch<576, 512>(p, stream);
 }
