@@ -681,18 +681,18 @@ extern "C" {
 EMU_HOOK void __tsan_init() {}
 EMU_HOOK void __tsan_func_entry(void*) {}
 EMU_HOOK void __tsan_func_exit() {}
-#define EMU_TSAN(n)                                                         \
-  EMU_HOOK void __tsan_read##n(void* p) {                           \
-    emu_hook(p, n, false, __builtin_return_address(0));                     \
-  }                                                                         \
-  EMU_HOOK void __tsan_write##n(void* p) {                          \
-    emu_hook(p, n, true, __builtin_return_address(0));                      \
-  }                                                                         \
-  EMU_HOOK void __tsan_unaligned_read##n(void* p) {                 \
-    emu_hook(p, n, false, __builtin_return_address(0));                     \
-  }                                                                         \
-  EMU_HOOK void __tsan_unaligned_write##n(void* p) {                \
-    emu_hook(p, n, true, __builtin_return_address(0));                      \
+#define EMU_TSAN(n)                                     \
+  EMU_HOOK void __tsan_read##n(void* p) {               \
+    emu_hook(p, n, false, __builtin_return_address(0)); \
+  }                                                     \
+  EMU_HOOK void __tsan_write##n(void* p) {              \
+    emu_hook(p, n, true, __builtin_return_address(0));  \
+  }                                                     \
+  EMU_HOOK void __tsan_unaligned_read##n(void* p) {     \
+    emu_hook(p, n, false, __builtin_return_address(0)); \
+  }                                                     \
+  EMU_HOOK void __tsan_unaligned_write##n(void* p) {    \
+    emu_hook(p, n, true, __builtin_return_address(0));  \
   }
 EMU_TSAN(1)
 EMU_TSAN(2)
@@ -727,6 +727,7 @@ struct EmuProduct {
   float init[128];
   bool chained; // another in-flight product writes d first: it is the input
   bool accumulate;
+  bool mn_major_a;
   bool mn_major_b;
   uint64_t a, b;
   int group;
@@ -923,8 +924,9 @@ __device__ __forceinline__ uint64_t sw128_desc_mn(uint32_t addr, uint32_t atom_s
          (static_cast<uint64_t>((atom_stride & 0x3FFFF) >> 4) << 16) | (uint64_t{1024 >> 4} << 32) |
          (uint64_t{1} << 62);
 }
-// B MN-major, 128-byte swizzle (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))):
-// element (k, n) at start + (n % 64) * 2 + (n / 64) * LBO + (k % 8) * 128 + (k / 8) * SBO.
+// MN-major, 128-byte swizzle (PTX ISA canonical layout ((T,8,m),(8,k)):((1,T,LBO),(8T,SBO))),
+// for B (n = its N index) and for a transposed A (n = its M index): element (k, n) at start + (n %
+// 64) * 2 + (n / 64) * LBO + (k % 8) * 128 + (k / 8) * SBO.
 EMU_NOSAN inline float emu_sw128_mn_elem(uint64_t desc, int k, int n, const EmuSite& site) {
   emu_require_sw128(desc);
   const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
@@ -944,21 +946,24 @@ EMU_NOSAN inline void emu_run_product(EmuProduct& p) {
     const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
     float s = 0;
     for (int k = 0; k < 16; ++k) {
+      const float a = p.mn_major_a ? emu_sw128_mn_elem(p.a, k, row, p.site)
+                                   : emu_sw128_elem(p.a, row, k, p.site);
       const float b = p.mn_major_b ? emu_sw128_mn_elem(p.b, k, col, p.site)
                                    : emu_sw128_elem(p.b, col, k, p.site);
-      s += emu_sw128_elem(p.a, row, k, p.site) * b;
+      s += a * b;
     }
     const float base = p.chained ? p.d[i] : p.init[i];
     p.d[i] = p.accumulate ? base + s : s;
   }
 }
 inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
-                              bool mn_major_b, const EmuLoc& loc) {
+                              bool mn_major_a, bool mn_major_b, const EmuLoc& loc) {
   const int t = emu_sched.current;
   EmuProduct p{};
   p.d = d;
   p.n = n;
   p.accumulate = accumulate;
+  p.mn_major_a = mn_major_a;
   p.mn_major_b = mn_major_b;
   p.a = a;
   p.b = b;
@@ -992,12 +997,18 @@ __device__ __forceinline__ void wgmma_wait() {
 }
 __device__ __forceinline__ void wgmma_m64n32k16(float (&d)[16], uint64_t a, uint64_t b,
                                                 bool accumulate, EmuLoc loc = EmuLoc::current()) {
-  emu_issue_product(d, 16, a, b, accumulate, false, loc);
+  emu_issue_product(d, 16, a, b, accumulate, false, false, loc);
 }
 template <int N>
 __device__ __forceinline__ void wgmma_m64k16_bt(float (&d)[N / 2], uint64_t a, uint64_t b,
                                                 bool accumulate, EmuLoc loc = EmuLoc::current()) {
-  emu_issue_product(d, N / 2, a, b, accumulate, true, loc);
+  emu_issue_product(d, N / 2, a, b, accumulate, false, true, loc);
+}
+// A MN-major too (tnspA): element (m, k) of A where the MN-major formula puts (k, n = m).
+template <int N>
+__device__ __forceinline__ void wgmma_m64k16_tt(float (&d)[N / 2], uint64_t a, uint64_t b,
+                                                bool accumulate, EmuLoc loc = EmuLoc::current()) {
+  emu_issue_product(d, N / 2, a, b, accumulate, true, true, loc);
 }
 
 } // namespace kiln::backends::cuda::dev
