@@ -75,7 +75,8 @@ void apply_bench_changes(recipe::Recipe& r, int64_t total_steps) {
 std::string trace_name(size_t index, const std::string& value) {
   std::string name = fmt::format("{}-", index + 1);
   for (const char c : value) {
-    name += std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_';
+    name +=
+        std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-' ? c : '_';
   }
   return name + ".json";
 }

@@ -83,13 +83,13 @@ struct SettingResult {
   std::vector<int64_t> tokens; ///< input tokens of every step
   double median_step_ms = 0;   ///< over the timed steps
   double min_step_ms = 0;
-  double tokens_per_step = 0;         ///< mean input tokens of a timed step
-  double tokens_per_s = 0;            ///< tokens_per_step / the median step time
-  std::optional<int64_t> peak_bytes;  ///< allocator peak over the timed steps (CUDA only)
-  nlohmann::json backends;            ///< train::resolved_backends(): what actually ran
-  std::string ran;                    ///< "torch", "cuda+torch", "torch (fallback)"
-  std::vector<std::string> fallbacks; ///< "op (device, dtype): why" of each fallback
-  std::string profile;                ///< the profiled step's costliest ops and kernels
+  double tokens_per_step = 0;          ///< mean input tokens of a timed step
+  double tokens_per_s = 0;             ///< tokens_per_step / the median step time
+  std::optional<int64_t> peak_bytes;   ///< allocator peak over the timed steps (CUDA only)
+  nlohmann::json backends;             ///< train::resolved_backends(): what actually ran
+  std::string ran;                     ///< "torch", "cuda+torch", "torch (fallback)"
+  std::vector<std::string> fallbacks;  ///< "op (device, dtype): why" of each fallback
+  std::string profile;                 ///< the profiled step's costliest ops and kernels
   std::filesystem::path profile_trace; ///< its Chrome trace (empty without profile_dir)
   // vs the first setting (unset for the first)
   std::optional<double> speedup;           ///< tokens_per_s / the first's

@@ -159,6 +159,32 @@ double moe_experts_bwd(const Shape& s) {
   return 2.0 * moe_experts_fwd(s);
 }
 
+// ---- linear_cross_entropy (the LM head and its loss; GLM-5's vocabulary) ------------------------
+
+OpInputs linear_cross_entropy_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
+  const int64_t T = s.at("T"), H = s.at("H"), V = s.at("V");
+  OpInputs in;
+  in.tensors = {
+      at::randn({T, H}, floating(dtype, device)),
+      (at::randn({V, H}, floating(at::kFloat, device)) / std::sqrt(static_cast<double>(H)))
+          .to(dtype),
+      at::randint(0, V, {T}, at::TensorOptions().dtype(at::kLong).device(device))};
+  in.differentiable = {0, 1};
+  return in;
+}
+
+at::Tensor linear_cross_entropy_run(const Shape&, const std::vector<at::Tensor>& t) {
+  return ops::linear_cross_entropy({.hidden = t[0], .weight = t[1], .labels = t[2]}).loss;
+}
+
+double linear_cross_entropy_fwd(const Shape& s) {
+  return 2.0 * static_cast<double>(s.at("T")) * static_cast<double>(s.at("V")) *
+         static_cast<double>(s.at("H"));
+}
+double linear_cross_entropy_bwd(const Shape& s) {
+  return 2.0 * linear_cross_entropy_fwd(s);
+}
+
 // ---- rms_norm (memory-bound: no FLOP count) -----------------------------------------------------
 
 OpInputs rms_norm_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
@@ -271,6 +297,15 @@ const std::vector<OpSpec>& table() {
        .run = &causal_conv1d_run,
        .forward_flops = &no_flops,
        .backward_flops = &no_flops},
+      {.name = "linear_cross_entropy",
+       .keys = {{"T", 4096}, {"H", 6144}, {"V", 154880}},
+       .flops_rule = "2*T*V*H (the logits GEMM)",
+       .backward_flops_rule =
+           "4*T*V*H (dhidden and dweight; the logits' recomputation not counted)",
+       .make_inputs = &linear_cross_entropy_inputs,
+       .run = &linear_cross_entropy_run,
+       .forward_flops = &linear_cross_entropy_fwd,
+       .backward_flops = &linear_cross_entropy_bwd},
       {.name = "rms_norm",
        .keys = {{"T", 4096}, {"D", 6144}},
        .flops_rule = "memory-bound, not counted",

@@ -429,8 +429,8 @@ int bench_model(const std::vector<std::string>& args) {
   for (const auto& r : result.settings) {
     if (r.profile_trace.empty()) continue;
     std::cout << fmt::format("\nprofile of {}={} (step {}, after the timed steps): {}\n{}",
-                             o.ab.key, r.value, o.warmup + o.steps + 1,
-                             r.profile_trace.string(), r.profile);
+                             o.ab.key, r.value, o.warmup + o.steps + 1, r.profile_trace.string(),
+                             r.profile);
   }
   if (json_file) {
     io::replace_file(*json_file, bench::to_json(o, result).dump(2) + "\n");

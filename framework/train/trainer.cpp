@@ -22,6 +22,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -489,7 +490,30 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
   // The loop.
   SignalScope signals;
   const auto run_start = std::chrono::steady_clock::now();
-  bool backends_written = false;
+  // backends.json: written (and its table printed) after the first step, when every op of a
+  // training step has been resolved; written again on the way out when later work (validation,
+  // the sample, a new shape the `auto` policy measured) changed it.
+  json backends_written; // what the file holds (null: nothing yet)
+  const fs::path backends_file = run_dir / "backends.json";
+  const auto write_backends = [&] {
+    json now = resolved_backends();
+    if (now == backends_written) return;
+    io::replace_file(backends_file, now.dump(2) + "\n");
+    if (backends_written.is_null()) {
+      progress.message(backends_table(backends_file));
+    } else {
+      size_t changed = 0;
+      for (const auto& entry : now) {
+        changed += std::find(backends_written.begin(), backends_written.end(), entry) ==
+                   backends_written.end();
+      }
+      progress.message(
+          fmt::format("backends: {} updated, {} of its {} entries new or changed "
+                      "since the first step",
+                      backends_file.string(), changed, now.size()));
+    }
+    backends_written = std::move(now);
+  };
   int64_t step = saved.step;
   while (step < total_steps) {
     const auto step_start = std::chrono::steady_clock::now();
@@ -523,6 +547,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                  step + 1, loss, grad_norm,
                  latest ? fmt::format("The last good checkpoint is {}", latest->string())
                         : std::string("No checkpoint was saved yet"));
+      write_backends();
       result.exit_code = 3;
       return result;
     }
@@ -567,11 +592,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                        .targets = targets,
                        .seconds = seconds});
     }
-    if (!backends_written) { // every op of a training step has been resolved by now
-      io::replace_file(run_dir / "backends.json", resolved_backends().dump(2) + "\n");
-      progress.message(backends_table(run_dir / "backends.json"));
-      backends_written = true;
-    }
+    if (backends_written.is_null()) write_backends();
 
     const bool last = step == total_steps;
     if (recipe.train.val_every > 0 && (step % recipe.train.val_every == 0 || last)) validate(step);
@@ -581,6 +602,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
       if (!periodic) save(step);
       progress.message(fmt::format(
           "stopped by signal {} after step {}; rerun the same command to continue", signal, step));
+      write_backends();
       result.exit_code = 128 + signal;
       return result;
     }
@@ -591,6 +613,7 @@ TrainResult run(const recipe::Recipe& recipe, const recipe::KeyOrigins& origins,
                                   recipe.train.sample_tokens, eos);
     progress.message(fmt::format("sample: {}", result.sample));
   }
+  write_backends();
   return result;
 }
 

@@ -128,6 +128,7 @@ const char* kSmallShapes[][2] = {
     {"rms_norm", "T=16,D=64"},
     {"mamba2_scan", "B=2,L=20,H=4,P=8,G=2,N=8"},
     {"causal_conv1d", "B=2,L=20,C=16,K=4"},
+    {"linear_cross_entropy", "T=24,H=16,V=70"},
 };
 
 TEST_F(BenchCliTest, EveryOpRunsWithTableAndJsonAndZeroErrorInFloat32) {

@@ -159,6 +159,29 @@ TEST_F(RunTest, WithoutARecipeItRunsTheEmbeddedQuickstart) {
   EXPECT_TRUE(fs::exists(cached / "data/shakespeare/train.jsonl"));
 }
 
+// backends.json is written after the first step and again at the end when later work changed
+// it: here the sample's one-token decode steps are new shape buckets the `auto` policy measures
+// (two CPU rms_norm kernels, testgood's and torch's).
+TEST_F(RunTest, BackendsJsonKeepsWhatWasResolvedAfterTheFirstStep) {
+  const auto r = kiln(
+      fmt::format("run {}/recipes/quickstart.toml --plugin {}/good/libkiln-backend-testgood.so "
+                  "--backend.default auto --run.dir {} --train.steps 2 --train.micro_batch 1 "
+                  "--data.seq_len 32 --train.val_every 0 --train.sample_tokens 4 --log-format text",
+                  KILN_SOURCE_DIR, KILN_TEST_PLUGIN_CASES, (dir_ / "run").string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("backends: " + (dir_ / "run/backends.json").string() + " updated, 1 of"),
+            std::string::npos)
+      << r.out;
+  std::ifstream file(dir_ / "run/backends.json");
+  const auto table = nlohmann::json::parse(file);
+  std::string note;
+  for (const auto& entry : table) {
+    if (entry["op"] == "rms_norm") note = entry["note"];
+  }
+  EXPECT_NE(note.find("rms_norm T=32,"), std::string::npos) << note; // a training step
+  EXPECT_NE(note.find("rms_norm T=1,"), std::string::npos) << note;  // a decode step
+}
+
 TEST_F(RunTest, StoppingEarlyAndContinuingEqualsOneRun) {
   const std::string recipe = (kSource / "recipes/quickstart.toml").string();
   const std::string small =

@@ -9,6 +9,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -157,6 +158,40 @@ TEST(TorchLinearCrossEntropyEdgeTest, ChunkSizeDoesNotChangeTheResult) {
   for (int64_t chunk : {1, 3, 7, 10, 64}) {
     a.chunk_size = chunk;
     EXPECT_TRUE(close(ref::linear_cross_entropy(a).per_token, whole, {1e-6, 1e-6})) << chunk;
+  }
+}
+
+// The backward chunks along the longer dimension: vocabulary slices when V >= T (the cases
+// above, V = 37 > T = 10), token chunks when T > V (here T = 40 > V = 9). Both agree with float64
+// autograd and with each other across chunk sizes.
+TEST(TorchLinearCrossEntropyEdgeTest, GradientsWhetherChunkedByTokensOrByVocabulary) {
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (const auto& [tokens, vocab] : {std::pair<int64_t, int64_t>{40, 9}, {9, 40}}) {
+      at::manual_seed(47);
+      const at::Tensor hidden = at::randn({tokens, 16}).to(dtype);
+      const at::Tensor weight = (at::randn({vocab, 16}) / 2).to(dtype);
+      at::Tensor labels = at::randint(0, vocab, {tokens}, at::kLong);
+      labels[1].fill_(-100);
+      at::Tensor h64 = hidden.to(at::kDouble).requires_grad_(true);
+      at::Tensor w64 = weight.to(at::kDouble).requires_grad_(true);
+      const at::Tensor loss64 =
+          naive_loss(logits64(h64, w64, dtype), labels, -100, ops::LossReduction::kMean);
+      const auto expected = torch::autograd::grad({loss64}, {h64, w64});
+      const Tolerance tol = dtype == at::kFloat ? Tolerance{1e-5, 1e-5} : Tolerance{1e-2, 1e-2};
+      for (int64_t chunk : {0, 1, 3, 7}) {
+        ops::LinearCrossEntropyArgs a;
+        a.hidden = hidden.clone().requires_grad_(true);
+        a.weight = weight.clone().requires_grad_(true);
+        a.labels = labels;
+        a.chunk_size = chunk;
+        const auto grads =
+            torch::autograd::grad({ref::linear_cross_entropy(a).loss}, {a.hidden, a.weight});
+        const std::string what = fmt::format("T {} V {} chunk {} {}", tokens, vocab, chunk,
+                                             c10::toString(dtype));
+        EXPECT_TRUE(close(grads[0], expected[0], tol)) << "dhidden, " << what;
+        EXPECT_TRUE(close(grads[1], expected[1], tol)) << "dweight, " << what;
+      }
+    }
   }
 }
 

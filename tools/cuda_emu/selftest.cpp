@@ -133,7 +133,8 @@ __global__ void writes_past_dynamic_smem() {
   if (threadIdx.x == 0) kiln::backends::cuda::smem[2000] = 1;
 }
 
-// ---- hazards: a clean kernel (no report, results right) and misuse that must be reported ---------
+// ---- hazards: a clean kernel (no report, results right) and misuse that must be reported
+// ---------
 namespace dev = kiln::backends::cuda::dev;
 using kiln::backends::cuda::smem;
 
@@ -172,7 +173,7 @@ __global__ void clean_hazards(const uint32_t* src, float* out) {
   const uint32_t neighbour = words[(t & ~31) | ((lane + 1) % 32)];
   __syncthreads();
   const uint32_t across = words[(t + 64) % 128]; // another warp's word, after the barrier
-  __syncthreads();                                // every read is done before the writes
+  __syncthreads();                               // every read is done before the writes
   words[t] = neighbour + across;
   if (t < 32) dev::cp_async_16(dev::smem_addr(smem + 20480 + 16 * t), src + 4 * t, 16);
   dev::cp_async_commit();
@@ -322,8 +323,8 @@ int main(int argc, char** argv) {
       "no __syncthreads between write and read",
       [] { emu_launch(&missing_syncthreads, EmuCfg(1, 64, 1024)); }, "no __syncthreads");
   ok &= reported(
-      "no __syncwarp between lanes",
-      [] { emu_launch(&missing_syncwarp, EmuCfg(1, 32, 1024)); }, "no __syncthreads");
+      "no __syncwarp between lanes", [] { emu_launch(&missing_syncwarp, EmuCfg(1, 32, 1024)); },
+      "no __syncthreads");
   ok &= reported(
       "a read before cp_async_wait",
       [] { emu_launch(&reads_before_cp_async_wait, EmuCfg(1, 32, 1024), +src); }, "in flight");
@@ -335,7 +336,7 @@ int main(int argc, char** argv) {
       "wgmma without fence_proxy_async",
       [] { emu_launch(&wgmma_without_proxy_fence, EmuCfg(1, 128, 16384)); }, "fence_proxy_async");
   ok &= reported(
-      "wgmma never waited",
-      [] { emu_launch(&wgmma_never_waited, EmuCfg(1, 128, 16384)); }, "not retired");
+      "wgmma never waited", [] { emu_launch(&wgmma_never_waited, EmuCfg(1, 128, 16384)); },
+      "not retired");
   return ok ? 0 : 1;
 }

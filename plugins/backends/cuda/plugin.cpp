@@ -35,18 +35,21 @@ void check_launch(int status, const char* what) {
 namespace {
 
 constexpr int kPriority = 100;
+// Kernel versions: part of the `auto` policy's cache keys, so a changed kernel is measured again.
+// sparse_mla 2: the backward kernel (1 took calls without gradients only); indexer_topk 2: the
+// fused kernel (1 supported nothing).
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = "cuda",
                                   .device = c10::DeviceType::CUDA,
                                   .priority = kPriority,
-                                  .version = "1",
+                                  .version = "2",
                                   .run = &sparse_mla,
                                   .supports = &sparse_mla_supports});
   r.add_kernel<ops::IndexerTopkOp>({.backend = "cuda",
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "1",
+                                    .version = "2",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
 }

@@ -28,9 +28,9 @@ class KILN_SDK_API Registrar {
   template <class Op>
   void add_kernel(Kernel<Op> kernel) {
     if (kernel.run) {
-      kernel.run = [run = std::move(kernel.run),
-                    label = std::string("kiln::") + Op::kName + " [" + kernel.backend + "]"](
-                       const typename Op::Args& args) {
+      kernel.run = [run = std::move(kernel.run), label = std::string("kiln::") + Op::kName + " [" +
+                                                         kernel.backend +
+                                                         "]"](const typename Op::Args& args) {
         at::RecordFunction range(at::RecordScope::USER_SCOPE);
         if (range.isActive()) range.before(std::string_view(label));
         return run(args);
