@@ -208,9 +208,14 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
   } else {
     for (const auto* k : candidates) {
       if (k->info.backend == requested) {
-        if (call.supports(*k)) chosen = k;
-        note =
-            chosen ? "" : fmt::format("backend '{}' does not support these arguments", requested);
+        if (call.supports(*k)) {
+          chosen = k;
+        } else { // the kernel's own reasons (note_selection in its supports()), if it gave any
+          std::string why;
+          for (const auto& part : notes.take()) append_note(why, part);
+          note = fmt::format("backend '{}' does not support these arguments{}", requested,
+                             why.empty() ? "" : " (" + why + ")");
+        }
         break;
       }
     }
@@ -241,9 +246,8 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
 
   const std::vector<std::string> policy_notes = notes.take();
   std::lock_guard lock(mutex_);
-  const std::string key = resolution_key(call.op, call.device, call.dtype);
   auto it = std::find_if(resolved_.begin(), resolved_.end(), [&](const Resolution& r) {
-    return resolution_key(r.op, r.device, r.dtype) == key;
+    return r.op == call.op && r.device == call.device && r.dtype == call.dtype;
   });
   if (it == resolved_.end()) {
     resolved_.push_back(Resolution{std::string(call.op), call.device, call.dtype, requested,
@@ -253,9 +257,12 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
   for (const auto& part : policy_notes) append_note(it->note, part);
-  if (!policy && note.find("fell back") != std::string::npos && !warned_[key]) {
-    warned_[key] = true;
-    log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);
+  if (!policy && note.find("fell back") != std::string::npos) {
+    bool& warned = warned_[resolution_key(call.op, call.device, call.dtype)];
+    if (!warned) {
+      warned = true;
+      log_warn("{}: {} (set backend.strict = true to make this an error)", describe(), note);
+    }
   }
   return *chosen;
 }

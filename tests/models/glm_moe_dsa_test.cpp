@@ -16,6 +16,7 @@
 #include "kiln/nn/rotary.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
+#include "support/cuda_backend.h"
 #include "support/model_test.h"
 
 #include <ATen/ATen.h>
@@ -196,7 +197,10 @@ TEST_P(GlmMoeDsaParity, Bf16LogitsWithinBf16Error) {
 // does, its DSA kernels are the ones that ran, and the bf16 gradients agree with torch's.
 TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
   KILN_SKIP_WITHOUT_DEVICE();
-  if (!kDevice.is_cuda()) GTEST_SKIP() << "the cuda backend runs on the GPU build only";
+  if (!kDevice.is_cuda()) {
+    GTEST_SKIP() << "the cuda backend takes CUDA tensors only: the gpu build of this suite runs it";
+  }
+  if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) GTEST_SKIP() << why;
   auto model = build(dir(), at::kBFloat16);
   const io::SafetensorsFile inputs(dir() / "inputs.safetensors");
   const io::SafetensorsFile expected(dir() / "expected.safetensors");

@@ -13,6 +13,7 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/ops.h"
+#include "support/cuda_backend.h"
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -241,7 +242,9 @@ std::string first_keys(const at::Tensor& row) {
 class CudaIndexerTopkTest : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    if (!at::hasCUDA()) GTEST_SKIP() << "no GPU";
+    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
     load_plugins_once();
   }
 };
@@ -306,7 +309,9 @@ INSTANTIATE_TEST_SUITE_P(Cases, CudaIndexerTopkTest, ::testing::ValuesIn(kCases)
 class CudaIndexerTopkBehaviour : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!at::hasCUDA()) GTEST_SKIP() << "no GPU";
+    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
     load_plugins_once();
   }
 };

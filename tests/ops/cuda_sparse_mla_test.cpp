@@ -12,6 +12,7 @@
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/ops.h"
+#include "support/cuda_backend.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -35,7 +36,9 @@ class CudaSparseMlaTest : public ::testing::Test {
     if (at::hasCUDA()) core::PluginHost::global().load({.use_env = false});
   }
   void SetUp() override {
-    if (!at::hasCUDA()) GTEST_SKIP() << "no GPU";
+    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
+      GTEST_SKIP() << why;
+    }
   }
   void TearDown() override { // back to the default selection (plugins load only with a GPU)
     if (at::hasCUDA()) sdk::Dispatcher::global().configure({});

@@ -186,8 +186,8 @@ TEST(TorchLinearCrossEntropyEdgeTest, GradientsWhetherChunkedByTokensOrByVocabul
         a.chunk_size = chunk;
         const auto grads =
             torch::autograd::grad({ref::linear_cross_entropy(a).loss}, {a.hidden, a.weight});
-        const std::string what = fmt::format("T {} V {} chunk {} {}", tokens, vocab, chunk,
-                                             c10::toString(dtype));
+        const std::string what =
+            fmt::format("T {} V {} chunk {} {}", tokens, vocab, chunk, c10::toString(dtype));
         EXPECT_TRUE(close(grads[0], expected[0], tol)) << "dhidden, " << what;
         EXPECT_TRUE(close(grads[1], expected[1], tol)) << "dweight, " << what;
       }

@@ -10,6 +10,7 @@
 #include "support/scratch_dir.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -153,6 +154,7 @@ struct Fake {
   std::string version = "1";
   bool throws = false;
   bool float_only = false;
+  bool grad_only = false; // supports() holds only with gradients enabled
 };
 
 class AutoPolicyTest : public test::ScratchDirTest {
@@ -198,6 +200,8 @@ class AutoPolicyTest : public test::ScratchDirTest {
       if (f.float_only) {
         k.supports = [](const ops::RmsNormArgs& a) { return a.x.scalar_type() == at::kFloat; };
       }
+      if (f.grad_only)
+        k.supports = [](const ops::RmsNormArgs&) { return at::GradMode::is_enabled(); };
       d.add_kernel(make_kernel_record(std::move(k)));
     }
     d.configure({.default_backend = "auto"});
@@ -230,6 +234,23 @@ TEST_F(AutoPolicyTest, FastestEligibleKernelWinsAndEachBucketIsTimedOnce) {
   EXPECT_EQ(run(100), 2.0f); // T=128: a new bucket is timed again
   EXPECT_EQ(runs("slow"), 2 * kTimingRuns);
   EXPECT_TRUE(warnings_.empty());
+}
+
+// A bucket whose eligible set changes between calls (supports() depending on gradients, as in
+// activation recomputation) keeps one decision per set: alternating calls time nothing again.
+TEST_F(AutoPolicyTest, EachEligibleSetOfABucketIsDecidedOnce) {
+  restart({{"torch", 6, 1.0f}, {"fast", 0, 2.0f, "1", false, false, true}, {"slow", 12, 3.0f}});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(run(4), 2.0f); // fast is eligible
+    const c10::NoGradGuard no_grad;
+    EXPECT_EQ(run(4), 1.0f); // fast is not: torch beats slow
+  }
+  EXPECT_EQ(runs("slow"), 2 * kTimingRuns); // timed once per set
+  EXPECT_EQ(runs("fast"), kTimingRuns + 3);
+  // ... and both decisions stay in memory: none is read back from the disk cache.
+  const auto resolved = Dispatcher::global().resolved();
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].note.find("cached"), std::string::npos) << resolved[0].note;
 }
 
 TEST_F(AutoPolicyTest, ResolvedTableCarriesOneNotePerBucket) {

@@ -144,6 +144,44 @@ TEST_F(DispatchTest, NonStrictFallsBackThroughAutoAndWarnsOnce) {
       "back to 'other' (set backend.strict = true to make this an error)");
 }
 
+// A kernel that declines may say why (note_selection from its supports(), as the cuda backend
+// does on a GPU it has no code for): the forced backend's error, its fallback warning and the
+// resolved table name the reason.
+TEST_F(DispatchTest, DecliningKernelsReasonIsInTheErrorAndTheFallbackNote) {
+  auto& d = Dispatcher::global();
+  d.add_kernel(make_kernel_record(tagged("picky", 4.0f, 0, [](const ops::RmsNormArgs& a) {
+    if (a.x.size(-1) == 4) return true;
+    note_selection(fmt::format("picky: needs D = 4; found {}", a.x.size(-1)));
+    return false;
+  })));
+  d.configure({.default_backend = "picky", .strict = true});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 4})), 4.0f);
+  try {
+    run_rms_norm(at::randn({2, 6}));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.message(),
+              "op 'rms_norm' on cpu (float32): backend 'picky' does not support these arguments "
+              "(picky: needs D = 4; found 6) and backend.strict = true; registered for this op "
+              "and device: fast, other, picky, torch");
+  }
+  d.configure({.default_backend = "picky"});
+  EXPECT_EQ(run_rms_norm(at::randn({2, 6}, at::kBFloat16)), 3.0f);
+  ASSERT_EQ(logged_.size(), 1u);
+  EXPECT_EQ(logged_[0],
+            "op 'rms_norm' on cpu (bfloat16): backend 'picky' does not support these arguments "
+            "(picky: needs D = 4; found 6); fell back to 'other' (set backend.strict = true to "
+            "make this an error)");
+  bool found = false;
+  for (const Resolution& r : d.resolved()) {
+    if (r.dtype != at::kBFloat16) continue;
+    found = true;
+    EXPECT_EQ(r.chosen, "other");
+    EXPECT_NE(r.note.find("(picky: needs D = 4; found 6)"), std::string::npos) << r.note;
+  }
+  EXPECT_TRUE(found);
+}
+
 TEST_F(DispatchTest, UnknownBackendInConfigListsRegistered) {
   try {
     Dispatcher::global().configure({.default_backend = "cdua"});

@@ -956,8 +956,34 @@ EMU_NOSAN inline void emu_run_product(EmuProduct& p) {
     p.d[i] = p.accumulate ? base + s : s;
   }
 }
+// What the hardware needs of a descriptor that the element formulas above would not notice: base
+// offset 0 (bits 49-51) anchors the swizzle pattern at 1024-byte boundaries, so the start must sit
+// in the first row of an 8-row group (address bits 7-9 zero); a K-major start may move along its
+// 128-byte row in k16 steps (32 bytes), an MN-major one not at all (PTX defines MN-major tiles in
+// whole 64-element atoms; a start inside an atom is outside the documented layouts).
+inline void emu_check_descriptor(uint64_t desc, bool mn_major, const char* operand,
+                                 const EmuLoc& loc) {
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const unsigned base_offset = static_cast<unsigned>((desc >> 49) & 7);
+  const char* why = nullptr;
+  if (base_offset != 0) {
+    why = "a nonzero base offset (not modelled)";
+  } else if ((start & 0x380) != 0) {
+    why = "a start in row (address bits 7-9) != 0 of its 1024-byte swizzle pattern";
+  } else if (mn_major && (start & 0x7F) != 0) {
+    why = "an MN-major start inside a 128-byte swizzle row (not a whole 64-element atom)";
+  } else if (!mn_major && (start & 0x1F) != 0) {
+    why = "a K-major start that is not a k16 step (32 bytes) into its row";
+  }
+  if (why != nullptr) {
+    emu_fail("thread %d: wgmma at %s:%u: operand %s has %s: start 0x%x\n", emu_tid,
+             loc.file_name(), loc.line(), operand, why, start);
+  }
+}
 inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
                               bool mn_major_a, bool mn_major_b, const EmuLoc& loc) {
+  emu_check_descriptor(a, mn_major_a, "A", loc);
+  emu_check_descriptor(b, mn_major_b, "B", loc);
   const int t = emu_sched.current;
   EmuProduct p{};
   p.d = d;

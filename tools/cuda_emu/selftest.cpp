@@ -263,6 +263,27 @@ __global__ void wgmma_never_waited() {
   dev::wgmma_commit();
 }
 
+// B MN-major from the middle of a 128-byte swizzle row (columns 32-63 of a 64-wide atom).
+__global__ void wgmma_mn_major_inside_an_atom() {
+  store_operands();
+  dev::fence_proxy_async();
+  __syncthreads();
+  float d[16] = {};
+  dev::wgmma_m64k16_bt<32>(d, dev::sw128_desc(0), dev::sw128_desc_mn(8192 + 64, 8192), false);
+  dev::wgmma_commit();
+  dev::wgmma_wait<0>();
+}
+// A K-major starting at row 1 of an 8-row swizzle pattern.
+__global__ void wgmma_start_off_the_pattern() {
+  store_operands();
+  dev::fence_proxy_async();
+  __syncthreads();
+  float d[16] = {};
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(128), dev::sw128_desc(8192), false);
+  dev::wgmma_commit();
+  dev::wgmma_wait<0>();
+}
+
 bool verbose = false; // -v: show each report
 
 // Runs `launch` in a child; true when it aborts with `words` on stderr.
@@ -338,5 +359,13 @@ int main(int argc, char** argv) {
   ok &= reported(
       "wgmma never waited", [] { emu_launch(&wgmma_never_waited, EmuCfg(1, 128, 16384)); },
       "not retired");
+  ok &= reported(
+      "wgmma MN-major start inside an atom",
+      [] { emu_launch(&wgmma_mn_major_inside_an_atom, EmuCfg(1, 128, 16384)); },
+      "inside a 128-byte swizzle row");
+  ok &= reported(
+      "wgmma start off the swizzle pattern",
+      [] { emu_launch(&wgmma_start_off_the_pattern, EmuCfg(1, 128, 16384)); },
+      "address bits 7-9");
   return ok ? 0 : 1;
 }

@@ -263,6 +263,10 @@ struct Decision {
   std::string winner;   // backend
   std::string note;     // what the dispatcher's resolved table shows
   bool remember = true; // false: not timed (graph capture), decide again next time
+  // The eligible kernels it chose among: a bucket keeps one decision per set (supports() may
+  // answer differently between calls, e.g. with and without gradients). Records live as long
+  // as the process, so pointers identify them.
+  std::vector<const sdk::KernelRecord*> among;
 };
 
 class AutoPolicy final : public sdk::Policy {
@@ -277,11 +281,12 @@ class AutoPolicy final : public sdk::Policy {
     }
     if (eligible.size() <= 1) return eligible.empty() ? nullptr : eligible.front();
 
+    // The in-memory key leaves the candidates out (Decision::among holds them), so a call that
+    // was decided before formats only its bucket; backend:version strings are built to tune.
     const c10::Device device = sdk::call_device(call);
     const std::string bucket = sdk::shape_bucket(call);
-    const std::vector<std::string> versions = versions_of(eligible);
-    const std::string key = fmt::format("{}|{}|{}|{}|{}", device.str(), call.op,
-                                        dtype_name(call.dtype), bucket, fmt::join(versions, ","));
+    const std::string key =
+        fmt::format("{}|{}|{}|{}", device.str(), call.op, dtype_name(call.dtype), bucket);
     if (const auto* kernel = remembered(key, eligible)) return kernel;
 
     // One tuning at a time (recursive: a timed kernel may dispatch other ops on this thread).
@@ -289,7 +294,7 @@ class AutoPolicy final : public sdk::Policy {
     if (const auto* kernel = remembered(key, eligible)) return kernel;
     Decision decision;
     try {
-      decision = decide(call, device, bucket, versions, eligible);
+      decision = decide(call, device, bucket, versions_of(eligible), eligible);
     } catch (const std::exception& e) { // decide catches what the kernels throw: this is ours
       log_warn("auto policy: {} {}: {}; using the priority order", call.op, bucket, e.what());
       decision = {by_priority(eligible)->info.backend, ""};
@@ -298,8 +303,9 @@ class AutoPolicy final : public sdk::Policy {
     if (kernel == nullptr) kernel = by_priority(eligible);
     if (!decision.note.empty()) sdk::note_selection(decision.note);
     if (decision.remember) {
+      decision.among = eligible;
       std::lock_guard lock(mutex_);
-      memory_[key] = std::move(decision);
+      memory_[key].push_back(std::move(decision)); // remembered() found none for this set
     }
     return kernel;
   }
@@ -334,9 +340,13 @@ class AutoPolicy final : public sdk::Policy {
     std::lock_guard lock(mutex_);
     const auto it = memory_.find(key);
     if (it == memory_.end()) return nullptr;
-    const auto* kernel = find(eligible, it->second.winner);
-    if (kernel != nullptr && !it->second.note.empty()) sdk::note_selection(it->second.note);
-    return kernel;
+    for (const Decision& d : it->second) {
+      if (d.among != eligible) continue;
+      const auto* kernel = find(eligible, d.winner);
+      if (kernel != nullptr && !d.note.empty()) sdk::note_selection(d.note);
+      return kernel;
+    }
+    return nullptr;
   }
 
   // Called under tune_mutex_: the disk cache, else a measurement.
@@ -431,9 +441,10 @@ class AutoPolicy final : public sdk::Policy {
     }
   }
 
-  std::mutex mutex_;                                 // guards memory_
-  std::unordered_map<std::string, Decision> memory_; // device|op|dtype|bucket|versions -> winner
-  std::recursive_mutex tune_mutex_;                  // guards what follows
+  std::mutex mutex_; // guards memory_
+  // device|op|dtype|bucket -> one decision per eligible set
+  std::unordered_map<std::string, std::vector<Decision>> memory_;
+  std::recursive_mutex tune_mutex_; // guards what follows
   CacheFile file_;
   std::set<std::string> warned_; // "op/backend" that threw while timed
 };

@@ -1,9 +1,9 @@
 // `indexer_topk` on the cuda backend: the fused indexer + top-k kernel of indexer_topk.cu (the
 // [Tq, Tk] score matrix never exists; memory beyond the inputs is the int32 [Tq, topk] output).
 //
-// supports(): CUDA, bfloat16, sizes the kernel is compiled for (indexer_topk_supported), D_I a
-// multiple of 8. Inputs with a non-contiguous channel dimension or unaligned rows are copied
-// contiguous first; the offsets are made contiguous int32.
+// supports(): a compute capability 9.0 GPU (runs_on), bfloat16, sizes the kernel is compiled for
+// (indexer_topk_supported), D_I a multiple of 8. Inputs with a non-contiguous channel dimension or
+// unaligned rows are copied contiguous first; the offsets are made contiguous int32.
 #include "kernels.h"
 #include "launch.h"
 
@@ -20,8 +20,8 @@ namespace kiln::backends::cuda {
 bool indexer_topk_supports(const ops::IndexerTopkArgs& a) {
   const at::Tensor& q = a.index_q;
   constexpr int64_t kMax = std::numeric_limits<int32_t>::max() / 2;
-  return q.is_cuda() && q.scalar_type() == at::kBFloat16 && q.size(2) % 8 == 0 &&
-         q.size(0) <= kMax && a.index_k.size(0) <= kMax && a.topk <= kMax &&
+  return q.is_cuda() && q.scalar_type() == at::kBFloat16 && runs_on(q.device()) &&
+         q.size(2) % 8 == 0 && q.size(0) <= kMax && a.index_k.size(0) <= kMax && a.topk <= kMax &&
          indexer_topk_supported(static_cast<int>(q.size(1)), static_cast<int>(q.size(2)),
                                 static_cast<int>(a.topk));
 }

@@ -15,6 +15,11 @@ at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
 bool indexer_topk_supports(const ops::IndexerTopkArgs& args);
 at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
 
+/// True when `device` (a CUDA device) can run this plugin's kernels: their sm_90a code loads on
+/// compute capability 9.0 only (H100, H200, GH200). When it cannot, says why as a dispatch note
+/// (sdk::note_selection), so a forced `cuda` that falls back names the GPU it found.
+bool runs_on(const c10::Device& device);
+
 /// `t` itself when its last dimension is contiguous, every other stride a multiple of 8 elements
 /// and its start 16-byte aligned (rows the kernels can copy 16 bytes at a time); else a contiguous
 /// copy.

@@ -8,13 +8,17 @@
 #include "kernels.h"
 #include "launch.h"
 
+#include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/plugin.h"
 
 #include <ATen/core/Tensor.h>
 #include <cuda_runtime_api.h>
+#include <fmt/format.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace kiln::backends::cuda {
 
@@ -22,6 +26,45 @@ at::Tensor rows_16b(const at::Tensor& t) {
   bool ok = t.stride(-1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
   for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && (t.stride(d) % 8 == 0 || t.size(d) == 1);
   return ok ? t : t.contiguous();
+}
+
+namespace {
+
+// Per visible device: empty when it runs sm_90a code, else why not. Read once (the first call).
+const std::vector<std::string>& device_verdicts() {
+  static const std::vector<std::string> verdicts = [] {
+    std::vector<std::string> out;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) return out;
+    for (int d = 0; d < count; ++d) {
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) {
+        out.push_back(fmt::format("cuda: its kernels could not read the properties of cuda:{}", d));
+      } else if (prop.major != 9 || prop.minor != 0) {
+        out.push_back(
+            fmt::format("cuda: its kernels are sm_90a code (compute capability 9.0: "
+                        "H100, H200); cuda:{} is {} (compute capability {}.{})",
+                        d, prop.name, prop.major, prop.minor));
+      } else {
+        out.emplace_back();
+      }
+    }
+    return out;
+  }();
+  return verdicts;
+}
+
+} // namespace
+
+bool runs_on(const c10::Device& device) {
+  const auto& verdicts = device_verdicts();
+  const int index = device.has_index() ? device.index() : 0;
+  if (index < 0 || index >= static_cast<int>(verdicts.size())) {
+    sdk::note_selection(fmt::format("cuda: device {} is not visible to its kernels", device.str()));
+    return false;
+  }
+  if (!verdicts[index].empty()) sdk::note_selection(verdicts[index]);
+  return verdicts[index].empty();
 }
 
 void check_launch(int status, const char* what) {

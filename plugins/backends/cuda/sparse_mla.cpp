@@ -8,9 +8,9 @@
 // kernel's dq and the float32 dkv accumulator. Memory beyond the inputs: o and lse in forward
 // (T*H*(2L + 4) bytes: 2 GiB at T = 32768, H = 64), d_o, dq, delta and dkv in backward.
 //
-// supports(): CUDA, bfloat16, widths the kernels are compiled for (sparse_mla_supported), dqk a
-// multiple of 8 (16-byte rows). Inputs whose channel dimension is not contiguous or whose rows are
-// not 16-byte aligned are copied contiguous first.
+// supports(): a compute capability 9.0 GPU (runs_on), bfloat16, widths the kernels are compiled for
+// (sparse_mla_supported), dqk a multiple of 8 (16-byte rows). Inputs whose channel dimension is not
+// contiguous or whose rows are not 16-byte aligned are copied contiguous first.
 #include "kernels.h"
 #include "launch.h"
 
@@ -125,8 +125,8 @@ class SparseMlaFunction : public torch::autograd::Function<SparseMlaFunction> {
 
 bool sparse_mla_supports(const ops::SparseMlaArgs& a) {
   const at::Tensor& q = a.q_absorbed;
-  return q.is_cuda() && q.scalar_type() == at::kBFloat16 && q.size(2) % 8 == 0 &&
-         q.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
+  return q.is_cuda() && q.scalar_type() == at::kBFloat16 && runs_on(q.device()) &&
+         q.size(2) % 8 == 0 && q.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
          a.kv_latent.size(0) <= std::numeric_limits<int32_t>::max() / 2 &&
          sparse_mla_supported(static_cast<int>(q.size(2)), static_cast<int>(a.w_vc.size(2)),
                               static_cast<int>(std::min<int64_t>(a.topk_indices.size(2), 1 << 30)));

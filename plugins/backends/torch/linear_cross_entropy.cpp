@@ -46,9 +46,22 @@ int64_t chunk_tokens(int64_t tokens, int64_t vocab, int64_t requested) {
                              std::max<int64_t>(tokens, 1));
 }
 
-// float32 logits of tokens [t0, t0 + c), rounded to hidden's dtype first as HF's lm_head output.
-at::Tensor chunk_logits(const at::Tensor& hidden, const at::Tensor& weight, int64_t t0, int64_t c) {
-  return at::matmul(hidden.narrow(0, t0, c), weight.t()).to(at::kFloat); // [c, V]
+// float32 logits of the rows of `hidden` against the rows of `weight`, rounded to hidden's dtype
+// first as HF's lm_head output.
+at::Tensor logits_f32(const at::Tensor& hidden, const at::Tensor& weight) {
+  return at::matmul(hidden, weight.t()).to(at::kFloat);
+}
+
+// dlogits in hidden's dtype from one chunk's float32 logits [rows, cols] (consumed): softmax
+// with the saved logsumexp `lse` [rows], minus `hit` [rows] at column `target` [rows] (the
+// one-hot of the label: 1, or 0 where the label lies outside the chunk's columns), times
+// `row_scale` [rows].
+at::Tensor dlogits(at::Tensor logits, const at::Tensor& lse, const at::Tensor& target,
+                   const at::Tensor& hit, const at::Tensor& row_scale, at::ScalarType dtype) {
+  logits.sub_(lse.unsqueeze(1)).exp_();
+  logits.scatter_add_(1, target.unsqueeze(1), hit.neg().unsqueeze(1));
+  logits.mul_(row_scale.unsqueeze(1));
+  return logits.to(dtype);
 }
 
 class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossEntropyFunction> {
@@ -66,7 +79,7 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     at::Tensor per_token = at::empty({tokens}, f32);
     for (int64_t t0 = 0; t0 < tokens; t0 += step) {
       const int64_t c = std::min(step, tokens - t0);
-      const at::Tensor logits = chunk_logits(hidden, weight, t0, c);
+      const at::Tensor logits = logits_f32(hidden.narrow(0, t0, c), weight); // [c, V]
       const at::Tensor chunk_lse = at::logsumexp(logits, {-1});
       const at::Tensor target = logits.gather(1, safe_labels.narrow(0, t0, c).unsqueeze(1));
       lse.narrow(0, t0, c).copy_(chunk_lse);
@@ -101,10 +114,10 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     if (mean) scale = scale / count.clamp_min(1.0);
     const at::Tensor row_scale = valid.to(at::kFloat) * scale; // [T]
     const Grads g = weight.size(0) >= hidden.size(0)
-                        ? by_vocab_slices(hidden, weight, labels, lse, row_scale, step,
-                                          want_hidden, want_weight)
-                        : by_token_chunks(hidden, weight, labels, lse, row_scale, step,
-                                          want_hidden, want_weight);
+                        ? by_vocab_slices(hidden, weight, labels, lse, row_scale, step, want_hidden,
+                                          want_weight)
+                        : by_token_chunks(hidden, weight, labels, lse, row_scale, step, want_hidden,
+                                          want_weight);
     return {g.hidden, g.weight, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 
@@ -129,13 +142,10 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     }
     for (int64_t t0 = 0; t0 < tokens; t0 += step) {
       const int64_t c = std::min(step, tokens - t0);
-      at::Tensor g = chunk_logits(hidden, weight, t0, c); // [c, V] float32
-      g.sub_(lse.narrow(0, t0, c).unsqueeze(1)).exp_();   // softmax
-      g.scatter_add_(1, labels.narrow(0, t0, c).unsqueeze(1),
-                     at::full({c, 1}, -1.0, g.options())); // - onehot
-      g.mul_(row_scale.narrow(0, t0, c).unsqueeze(1));
-      const at::Tensor g_lo = g.to(dtype);
-      g.reset();
+      const at::Tensor g_lo =
+          dlogits(logits_f32(hidden.narrow(0, t0, c), weight), lse.narrow(0, t0, c),
+                  labels.narrow(0, t0, c), at::ones({c}, lse.options()), row_scale.narrow(0, t0, c),
+                  dtype); // [c, V]
       if (want_hidden) out.hidden.narrow(0, t0, c).copy_(at::matmul(g_lo, weight));
       if (want_weight) out.weight.add_(at::matmul(g_lo.t(), hidden.narrow(0, t0, c)));
     }
@@ -157,18 +167,12 @@ class LinearCrossEntropyFunction : public torch::autograd::Function<LinearCrossE
     at::Tensor d_hidden; // float32 [T, H]
     if (want_hidden) d_hidden = at::zeros(hidden.sizes(), f32);
     if (want_weight) out.weight = at::empty_like(weight);
-    const at::Tensor lse_col = lse.unsqueeze(1);
     for (int64_t v0 = 0; v0 < vocab; v0 += rows) {
       const int64_t c = std::min(rows, vocab - v0);
       const at::Tensor w = weight.narrow(0, v0, c);
-      at::Tensor g = at::matmul(hidden, w.t()).to(at::kFloat); // [T, c], rounded as forward's
-      g.sub_(lse_col).exp_();                                // softmax
-      const at::Tensor inside = (labels >= v0).logical_and(labels < v0 + c);
-      g.scatter_add_(1, (labels - v0).clamp(0, c - 1).unsqueeze(1),
-                     inside.to(at::kFloat).neg().unsqueeze(1)); // - onehot
-      g.mul_(row_scale.unsqueeze(1));
-      const at::Tensor g_lo = g.to(dtype);
-      g.reset();
+      const at::Tensor hit = (labels >= v0).logical_and(labels < v0 + c).to(at::kFloat);
+      const at::Tensor g_lo = dlogits(logits_f32(hidden, w), lse, (labels - v0).clamp(0, c - 1),
+                                      hit, row_scale, dtype); // [T, c]
       if (want_weight) out.weight.narrow(0, v0, c).copy_(at::matmul(g_lo.t(), hidden));
       if (want_hidden) {
         if (dtype == at::kFloat) {

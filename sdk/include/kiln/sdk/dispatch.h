@@ -69,7 +69,9 @@ class KILN_SDK_API Policy {
 /// this thread: call it from Policy::select, e.g. "sparse_mla T=16384,...: measured cuda 1.21 ms,
 /// torch 35.2 ms -> cuda". The dispatcher collects the notes after select returns and keeps each
 /// distinct note once per resolution, so a policy may repeat the note of a cached decision on
-/// every call. Outside a select it is ignored.
+/// every call. A kernel's `supports` may call it too, to say why it declines a call (e.g. "cuda:
+/// its kernels are sm_90a code; cuda:0 is ..."): a forced backend's fallback warning and the
+/// resolution then name the reason. Outside a selection it is ignored.
 KILN_SDK_API void note_selection(std::string note);
 
 /// How one (op, device, dtype) was resolved.
