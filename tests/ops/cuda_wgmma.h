@@ -19,17 +19,20 @@ struct WgmmaCase {
   int col0;       // first column of B the product reads
   bool a_mn;      // A stored MN-major (transposed, tnspA); else K-major
   bool b_mn;      // B stored MN-major (tnspB); else K-major (rows of B^T)
+  bool a_regs;    // A from registers (m16n8k16 A fragments per warp), not shared memory
   const char* op; // the device.cuh wrapper it runs
 };
 
 inline constexpr WgmmaCase kWgmmaCases[] = {
-    {"k-major A and B, n 32, k 128, B rows 32-63 of 64", 32, 128, 64, 32, false, false,
+    {"k-major A and B, n 32, k 128, B rows 32-63 of 64", 32, 128, 64, 32, false, false, false,
      "wgmma_m64n32k16"},
     {"k-major A, mn-major B, n 64, k 64, B columns 64-127 of 128", 64, 64, 128, 64, false, true,
-     "wgmma_m64k16_bt<64>"},
+     false, "wgmma_m64k16_bt<64>"},
     {"k-major A, mn-major B over 4 atoms, n 256, k 64, B columns 256-511 of 512", 256, 64, 512, 256,
-     false, true, "wgmma_m64k16_bt<256>"},
-    {"mn-major A and B, n 64, k 64", 64, 64, 64, 0, true, true, "wgmma_m64k16_tt<64>"},
+     false, true, false, "wgmma_m64k16_bt<256>"},
+    {"mn-major A and B, n 64, k 64", 64, 64, 64, 0, true, true, false, "wgmma_m64k16_tt<64>"},
+    {"A in registers, k-major B, n 64, k 128, B rows 64-127 of 128", 64, 128, 128, 64, false, false,
+     true, "wgmma_m64n64k16_rs"},
 };
 inline constexpr int kWgmmaCaseCount = sizeof(kWgmmaCases) / sizeof(kWgmmaCases[0]);
 

@@ -215,6 +215,7 @@ class EmuBarrier {
 };
 inline EmuBarrier* emu_block_bar = nullptr;
 inline EmuBarrier* emu_warp_bar[32];
+inline EmuBarrier* emu_group_bar[8]; // warpgroups (4 warps): wgmma with A in registers
 
 inline void emu_wait(EmuBarrier& bar, const char* what, const EmuLoc& loc) {
   EmuWhere& where = emu_sched.fibers[emu_sched.current].where;
@@ -729,6 +730,8 @@ struct EmuProduct {
   bool accumulate;
   bool mn_major_a;
   bool mn_major_b;
+  bool a_in_registers; // A from the warpgroup's registers (a_rows), not a descriptor
+  float a_rows[2][16]; // then: A's rows 16 w + lane / 4 and that + 8, as they were at issue
   uint64_t a, b;
   int group;
   EmuSite site;
@@ -946,8 +949,9 @@ EMU_NOSAN inline void emu_run_product(EmuProduct& p) {
     const int row = 16 * w + g + 8 * ((i % 4) / 2), col = 8 * (i / 4) + c + i % 2;
     float s = 0;
     for (int k = 0; k < 16; ++k) {
-      const float a = p.mn_major_a ? emu_sw128_mn_elem(p.a, k, row, p.site)
-                                   : emu_sw128_elem(p.a, row, k, p.site);
+      const float a = p.a_in_registers ? p.a_rows[(i % 4) / 2][k]
+                      : p.mn_major_a   ? emu_sw128_mn_elem(p.a, k, row, p.site)
+                                       : emu_sw128_elem(p.a, row, k, p.site);
       const float b = p.mn_major_b ? emu_sw128_mn_elem(p.b, k, col, p.site)
                                    : emu_sw128_elem(p.b, col, k, p.site);
       s += a * b;
@@ -981,11 +985,16 @@ inline void emu_check_descriptor(uint64_t desc, bool mn_major, const char* opera
   }
 }
 inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
-                              bool mn_major_a, bool mn_major_b, const EmuLoc& loc) {
-  emu_check_descriptor(a, mn_major_a, "A", loc);
+                              bool mn_major_a, bool mn_major_b, const EmuLoc& loc,
+                              const float (*a_rows)[16] = nullptr) {
+  if (a_rows == nullptr) emu_check_descriptor(a, mn_major_a, "A", loc);
   emu_check_descriptor(b, mn_major_b, "B", loc);
   const int t = emu_sched.current;
   EmuProduct p{};
+  if (a_rows != nullptr) {
+    p.a_in_registers = true;
+    std::memcpy(p.a_rows, a_rows, sizeof(p.a_rows));
+  }
   p.d = d;
   p.n = n;
   p.accumulate = accumulate;
@@ -1035,6 +1044,35 @@ template <int N>
 __device__ __forceinline__ void wgmma_m64k16_tt(float (&d)[N / 2], uint64_t a, uint64_t b,
                                                 bool accumulate, EmuLoc loc = EmuLoc::current()) {
   emu_issue_product(d, N / 2, a, b, accumulate, true, true, loc);
+}
+
+// A in registers (wgmma_m64n64k16_rs): a warpgroup collective here (the instruction is
+// .sync.aligned), so each thread can read the rows it needs from the others' fragments: every
+// thread posts its 4 registers, meets the others, copies its two rows, meets them again (nobody
+// reposts before all have read). The rows are taken at issue: a register changed before the
+// wait is not noticed.
+inline uint32_t emu_rs_frag[1024][4];
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4],
+                                                   uint64_t b, bool accumulate,
+                                                   EmuLoc loc = EmuLoc::current()) {
+  const int t = emu_tid, group = t / 128, w = (t / 32) % 4, lane = t % 32;
+  if (emu_group_bar[group] == nullptr || blockDim.x * blockDim.y * blockDim.z < 128u * (group + 1)) {
+    emu_fail("thread %d: wgmma at %s:%u outside a whole warpgroup\n", t, loc.file_name(), loc.line());
+  }
+  std::memcpy(emu_rs_frag[t], a, sizeof(a));
+  emu_wait(*emu_group_bar[group], "wgmma (A in registers)", loc);
+  float rows[2][16];
+  for (int half = 0; half < 2; ++half) {
+    for (int k = 0; k < 16; ++k) {
+      // The lane holding (row lane / 4 + 8 half, k): lane / 4 * 4 + (k % 8) / 2, register
+      // half + 2 (k / 8), its low or high bf16 by k % 2.
+      const int src = 128 * group + 32 * w + (lane / 4) * 4 + (k % 8) / 2;
+      const uint32_t reg = emu_rs_frag[src][half + 2 * (k / 8)];
+      rows[half][k] = __uint_as_float((k % 2 == 0 ? reg & 0xffffu : reg >> 16) << 16);
+    }
+  }
+  emu_wait(*emu_group_bar[group], "wgmma (A in registers)", loc);
+  emu_issue_product(d, 32, 0, b, accumulate, false, false, loc, rows);
 }
 
 } // namespace kiln::backends::cuda::dev
@@ -1099,6 +1137,7 @@ inline void emu_catch_signals() {
   emu_exited[t / 32][t % 32] = true;
   emu_sched.fibers[t].done = true;
   emu_warp_bar[t / 32]->arrive_and_drop();
+  emu_group_bar[t / 128]->arrive_and_drop();
   emu_block_bar->arrive_and_drop();
   emu_yield();
   abort(); // not reached
@@ -1161,6 +1200,11 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
           warp_bars.push_back(std::make_unique<EmuBarrier>(std::min(32, threads - 32 * w)));
           emu_warp_bar[w] = warp_bars.back().get();
           for (int l = 0; l < 32; ++l) emu_exited[w][l] = 32 * w + l >= threads;
+        }
+        std::vector<std::unique_ptr<EmuBarrier>> group_bars;
+        for (int g = 0; g * 128 < threads; ++g) {
+          group_bars.push_back(std::make_unique<EmuBarrier>(std::min(128, threads - 128 * g)));
+          emu_group_bar[g] = group_bars.back().get();
         }
         emu_block_bar = &block_bar;
         s.runnable.clear();

@@ -199,6 +199,28 @@ __device__ __forceinline__ void wgmma_m64k16_tt<64>(float (&d)[32], uint64_t a, 
   wgmma_m64n64k16_mn<1>(d, a, b, accumulate);
 }
 
+/// d (+)= A B^T over k 16 for one warpgroup with A [64, 16] in registers: warp w of the
+/// warpgroup holds rows 16 w .. 16 w + 15 as an m16n8k16 A fragment (lane l: a[0] = row 16 w + l /
+/// 4, k 2 (l % 4) and + 1; a[1] = that row + 8; a[2], a[3] = the same rows at k + 8); B [64, 16]
+/// K-major in shared memory (sw128_desc); d the m64n64 float32 accumulator (layout as
+/// wgmma_m64n32k16's). The registers of `a` must stay unchanged until the wgmma_wait that retires
+/// it.
+__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_t (&a)[4],
+                                                   uint64_t b, bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+        "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+        "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+        "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(static_cast<int>(accumulate)));
+}
+
 /// d (+)= A B over k 16 for one warpgroup: A [64, 16] K-major and B [16, 256] MN-major (tnspB) in
 /// shared memory, d the m64n256 float32 accumulator (layout as wgmma_m64n32k16's).
 template <>
