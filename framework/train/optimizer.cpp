@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -46,8 +47,9 @@ void AdamW::step(double lr, double grad_scale) {
   c10::NoGradGuard no_grad;
   ++steps_;
   // fp32 parameters: one fused call per (decay, device) group on the gradients as they are.
-  // Others: one call per tensor, so only one fp32 copy of a gradient exists at a time. Clipping
-  // goes through the kernel's grad_scale (it divides by it): no scaled copy of the gradients.
+  // Others: one call per piece of at most piece_elements of a tensor (flattened), so only one
+  // piece's fp32 copy of a gradient exists at a time. Clipping goes through the kernel's
+  // grad_scale (it divides by it): no scaled copy of the gradients.
   const auto scale_on = [&](const c10::Device& device) -> std::optional<at::Tensor> {
     if (grad_scale == 1.0) return std::nullopt;
     return at::full({}, 1.0 / grad_scale, at::TensorOptions().dtype(at::kFloat).device(device));
@@ -67,11 +69,24 @@ void AdamW::step(double lr, double grad_scale) {
         continue;
       }
       const c10::Device device = slot.master.device();
-      at::_fused_adamw_({slot.master}, {slot.param.grad().to(at::kFloat)}, {slot.exp_avg},
-                        {slot.exp_avg_sq}, {}, {step_on(device)}, lr, options_.beta1,
-                        options_.beta2, weight_decay, options_.eps, /*amsgrad=*/false,
-                        /*maximize=*/false, scale_on(device), std::nullopt);
-      slot.param.copy_(slot.master);
+      const std::optional<at::Tensor> scale = scale_on(device);
+      const at::Tensor step = step_on(device);
+      const at::Tensor& grad = slot.param.grad();
+      const bool flat = slot.param.is_contiguous() && grad.is_contiguous();
+      const int64_t n = slot.master.numel();
+      const int64_t piece = flat ? std::max<int64_t>(options_.piece_elements, 1) : n;
+      for (int64_t begin = 0; begin < n; begin += piece) {
+        const int64_t length = std::min(piece, n - begin);
+        auto part = [&](const at::Tensor& t) {
+          return flat ? t.view({-1}).narrow(0, begin, length) : t;
+        };
+        const at::Tensor master = part(slot.master);
+        at::_fused_adamw_({master}, {part(grad).to(at::kFloat)}, {part(slot.exp_avg)},
+                          {part(slot.exp_avg_sq)}, {}, {step}, lr, options_.beta1, options_.beta2,
+                          weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false, scale,
+                          std::nullopt);
+        part(slot.param).copy_(master);
+      }
     }
     for (const auto& [name, members] : groups) {
       const c10::Device device = members.front()->master.device();

@@ -19,6 +19,10 @@ struct AdamWOptions {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.1; ///< decoupled; 1-D parameters (biases, norm weights) get none
+  /// A parameter that is not fp32 is updated in pieces of at most this many elements, so that
+  /// only one piece's fp32 gradient exists at a time (a stacked expert weight of GLM-5 width has
+  /// 1.6 B elements per 64 experts: 6.4 GB as one fp32 copy). The result does not depend on it.
+  int64_t piece_elements = int64_t{1} << 26;
 };
 
 class AdamW {

@@ -217,7 +217,7 @@ TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
     return std::pair{out.logits.detach().cpu().to(at::kDouble), grads};
   };
   const auto [torch_logits, torch_grads] = run("torch");
-  for (const std::string backend : {"cuda", "auto"}) {
+  for (const std::string backend : {test::cuda_backend_under_test(), std::string("auto")}) {
     const auto [logits, grads] = run(backend);
     bool cuda_ran = false;
     for (const auto& r : sdk::Dispatcher::global().resolved()) {

@@ -27,6 +27,8 @@
 namespace kiln {
 namespace {
 
+const std::string kBackend = test::cuda_backend_under_test(); // "cuda" unless told
+
 const c10::Device kCuda(c10::DeviceType::CUDA, 0);
 constexpr double kTolerance = 2e-2; // of max |reference|, bf16
 
@@ -145,7 +147,7 @@ Outputs run_backend(const Problem& p, const std::string& backend) {
 // cuda against torch on one problem: output and the three gradients.
 void expect_backends_agree(const Problem& p) {
   const Outputs ref = run_backend(p, "torch");
-  const Outputs got = run_backend(p, "cuda");
+  const Outputs got = run_backend(p, kBackend);
   EXPECT_TRUE(near(got.out, ref.out)) << "output";
   EXPECT_TRUE(near(got.d_q, ref.d_q)) << "d q_absorbed";
   EXPECT_TRUE(near(got.d_kv, ref.d_kv)) << "d kv_latent";
@@ -212,7 +214,7 @@ TEST_F(CudaSparseMlaTest, RowWithNoValidSlotGivesZerosAndNoGradient) {
   idx[17].fill_(-1);
   const Problem p = make_problem(idx, 24, 4, 16, 8, 8, 0.125, 67);
   expect_backends_agree(p);
-  const Outputs got = run_backend(p, "cuda");
+  const Outputs got = run_backend(p, kBackend);
   for (const int64_t row : {5, 17}) {
     EXPECT_TRUE(got.out[row].eq(0).all().item<bool>()) << "output row " << row;
     EXPECT_TRUE(got.d_q[row].eq(0).all().item<bool>()) << "d q_absorbed row " << row;
@@ -233,7 +235,7 @@ TEST_F(CudaSparseMlaTest, KvRowsNeverSelectedGetZeroGradient) {
     const Problem p = glm5 ? make_problem(idx, 100, 64, 512, 64, 256, 1.0 / 16.0, 68)
                            : make_problem(idx, 100, 4, 16, 8, 8, 0.125, 69);
     expect_backends_agree(p);
-    const Outputs got = run_backend(p, "cuda");
+    const Outputs got = run_backend(p, kBackend);
     at::Tensor selected = at::zeros({100}, at::TensorOptions().dtype(at::kBool).device(kCuda));
     const at::Tensor slots = idx.flatten().to(at::kLong);
     selected.index_fill_(0, slots.masked_select(slots >= 0), true);
@@ -251,7 +253,7 @@ TEST_F(CudaSparseMlaTest, MatchesTorchAt4096TokensTopk2048) {
 TEST_F(CudaSparseMlaTest, Float32IsNotTakenByTheCudaKernel) {
   const at::Tensor idx = select_keys(causal_visible(24), 6, /*shuffle=*/true);
   const Problem p = make_problem(idx, 24, 4, 16, 8, 8, 0.125, 71, at::kFloat);
-  sdk::Dispatcher::global().configure({.default_backend = "cuda", .strict = true});
+  sdk::Dispatcher::global().configure({.default_backend = kBackend, .strict = true});
   EXPECT_THROW(ops::sparse_mla(p.q, p.kv, p.idx, p.w_vc, p.scale), Error);
 
   // `auto` falls back to the torch reference for float32, and takes cuda for bf16.
@@ -260,7 +262,8 @@ TEST_F(CudaSparseMlaTest, Float32IsNotTakenByTheCudaKernel) {
     (void)ops::sparse_mla(p.q.to(dtype), p.kv.to(dtype), p.idx, p.w_vc.to(dtype), p.scale);
     const auto resolved = sdk::Dispatcher::global().resolved();
     ASSERT_EQ(resolved.size(), 1u);
-    EXPECT_EQ(resolved[0].chosen, dtype == at::kFloat ? "torch" : "cuda") << c10::toString(dtype);
+    EXPECT_EQ(resolved[0].chosen, dtype == at::kFloat ? std::string("torch") : kBackend)
+        << c10::toString(dtype);
   }
 }
 

@@ -11,9 +11,18 @@
 #define KILN_TEST_CUDA_PROPERTIES 1
 #endif
 
+#include <cstdlib>
 #include <string>
 
 namespace kiln::test {
+
+/// The cuda backend these tests check: "cuda", or the backend KILN_TEST_CUDA_BACKEND names (a
+/// second build of its sources under another name, e.g. CMake's KILN_CUDA_VARIANT builds
+/// "cuda_variant"; tools/gpu kernels runs the suites once per backend).
+inline std::string cuda_backend_under_test() {
+  const char* name = std::getenv("KILN_TEST_CUDA_BACKEND");
+  return name != nullptr && *name != '\0' ? name : "cuda";
+}
 
 /// Empty when GPU 0 runs the cuda backend's kernels; else why not (for GTEST_SKIP).
 inline std::string cuda_backend_unavailable() {

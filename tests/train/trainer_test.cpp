@@ -106,6 +106,30 @@ TEST(AdamWTest, Bf16ParametersKeepFp32Masters) {
   EXPECT_EQ(w[0][0].item<float>(), state[2].second[0][0].to(at::kBFloat16).item<float>());
 }
 
+TEST(AdamWTest, PiecewiseUpdatesOfBf16ParametersEqualWholeOnes) {
+  // 55 elements in pieces of 7 (the last one short) against one piece, with decay and clipping.
+  at::manual_seed(1);
+  const at::Tensor init = at::randn({5, 11}, at::kBFloat16);
+  at::Tensor whole = init.clone().requires_grad_(true), pieces = init.clone().requires_grad_(true);
+  train::AdamW a({{"w", whole}}, {.weight_decay = 0.1});
+  train::AdamW b({{"w", pieces}}, {.weight_decay = 0.1, .piece_elements = 7});
+  for (int step = 0; step < 3; ++step) {
+    const at::Tensor grad = at::randn({5, 11}, at::kBFloat16);
+    whole.mutable_grad() = grad.clone();
+    pieces.mutable_grad() = grad.clone();
+    a.step(1e-2, /*grad_scale=*/2.5);
+    b.step(1e-2, /*grad_scale=*/2.5);
+  }
+  EXPECT_TRUE(at::equal(whole, pieces));
+  const auto sa = a.state(), sb = b.state();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) {
+    EXPECT_EQ(sa[i].first, sb[i].first);
+    EXPECT_TRUE(at::equal(sa[i].second, sb[i].second)) << sa[i].first;
+  }
+  EXPECT_FALSE(at::equal(whole, init)); // it moved
+}
+
 // ---- train::run on a tiny glm4_moe ----------------------------------------------------------
 
 constexpr std::string_view kTinyRecipe = R"(

@@ -20,6 +20,12 @@
 #include <string>
 #include <vector>
 
+// The backend's name: "cuda", or another for a second build of these sources under a second name
+// (CMake's KILN_CUDA_VARIANT: "cuda_variant"), so that both load side by side for A/B.
+#ifndef KILN_CUDA_BACKEND_NAME
+#define KILN_CUDA_BACKEND_NAME "cuda"
+#endif
+
 namespace kiln::backends::cuda {
 
 at::Tensor rows_16b(const at::Tensor& t) {
@@ -39,12 +45,13 @@ const std::vector<std::string>& device_verdicts() {
     for (int d = 0; d < count; ++d) {
       cudaDeviceProp prop{};
       if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) {
-        out.push_back(fmt::format("cuda: its kernels could not read the properties of cuda:{}", d));
+        out.push_back(fmt::format("{}: its kernels could not read the properties of cuda:{}",
+                                  KILN_CUDA_BACKEND_NAME, d));
       } else if (prop.major != 9 || prop.minor != 0) {
         out.push_back(
-            fmt::format("cuda: its kernels are sm_90a code (compute capability 9.0: "
-                        "H100, H200); cuda:{} is {} (compute capability {}.{})",
-                        d, prop.name, prop.major, prop.minor));
+            fmt::format("{}: its kernels are sm_90a code (compute capability 9.0: H100, H200); "
+                        "cuda:{} is {} (compute capability {}.{})",
+                        KILN_CUDA_BACKEND_NAME, d, prop.name, prop.major, prop.minor));
       } else {
         out.emplace_back();
       }
@@ -60,7 +67,8 @@ bool runs_on(const c10::Device& device) {
   const auto& verdicts = device_verdicts();
   const int index = device.has_index() ? device.index() : 0;
   if (index < 0 || index >= static_cast<int>(verdicts.size())) {
-    sdk::note_selection(fmt::format("cuda: device {} is not visible to its kernels", device.str()));
+    sdk::note_selection(fmt::format("{}: device {} is not visible to its kernels",
+                                    KILN_CUDA_BACKEND_NAME, device.str()));
     return false;
   }
   if (!verdicts[index].empty()) sdk::note_selection(verdicts[index]);
@@ -70,8 +78,8 @@ bool runs_on(const c10::Device& device) {
 void check_launch(int status, const char* what) {
   const auto error = static_cast<cudaError_t>(status);
   if (error != cudaSuccess) {
-    internal_error("cuda backend: {} failed to launch: {} ({})", what, cudaGetErrorString(error),
-                   cudaGetErrorName(error));
+    internal_error("{} backend: {} failed to launch: {} ({})", KILN_CUDA_BACKEND_NAME, what,
+                   cudaGetErrorString(error), cudaGetErrorName(error));
   }
 }
 
@@ -83,13 +91,13 @@ constexpr int kPriority = 100;
 // fused kernel (1 supported nothing).
 
 void register_cuda_backend(sdk::Registrar& r) {
-  r.add_kernel<ops::SparseMlaOp>({.backend = "cuda",
+  r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                   .device = c10::DeviceType::CUDA,
                                   .priority = kPriority,
                                   .version = "2",
                                   .run = &sparse_mla,
                                   .supports = &sparse_mla_supports});
-  r.add_kernel<ops::IndexerTopkOp>({.backend = "cuda",
+  r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
                                     .version = "2",
@@ -100,4 +108,4 @@ void register_cuda_backend(sdk::Registrar& r) {
 } // namespace
 } // namespace kiln::backends::cuda
 
-KILN_PLUGIN("cuda", backend, "0.1.0", kiln::backends::cuda::register_cuda_backend)
+KILN_PLUGIN(KILN_CUDA_BACKEND_NAME, backend, "0.1.0", kiln::backends::cuda::register_cuda_backend)
