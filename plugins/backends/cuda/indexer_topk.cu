@@ -14,9 +14,9 @@
 //     3 cp.async stages deep. D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}).
 //     All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows (zero Q,
 //     zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
-//   Overlap: the MMA of block j is issued asynchronously; while the tensor cores run it, the
-//     selection warps take the scores of block j - 1; then each warpgroup waits for its MMA and
-//     writes block j's scores. Partial sums are double-buffered by block parity, so one barrier
+//   Overlap: the MMA of block j is issued asynchronously (one commit group per M tile); while
+//     the tensor cores run it, the selection warps take the scores of block j - 1; then each
+//     warpgroup waits for its first M tile and sums its heads while the second may still run. Partial sums are double-buffered by block parity, so one barrier
 //     per block orders everything.
 //   Epilogue: w[q, h] * relu(s) summed over each query's heads: a thread adds its two rows
 //     (R and R + 8: one query when H_p >= 16), then a reduce-scatter over the 8 lanes of a
@@ -64,8 +64,8 @@
 // version on main is the fallback).
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
 //   KSTEPS  2 (D_I <= 32):  168 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  210 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 231 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  208 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 233 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
@@ -543,22 +543,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
     dev::wgmma_fence();
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) {
+    for (int mt = 0; mt < 2; ++mt) { // one commit group per M tile
 #pragma unroll
       for (int ks = 0; ks < KSTEPS; ++ks) {
         dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
                                 dev::sw128_desc(base + dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
       }
+      dev::wgmma_commit();
     }
-    dev::wgmma_commit();
     if (select_warp && prev_block >= 0) {
       select_block(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
                    query_lo, query_hi, topk, capacity, lane);
     }
-    dev::wgmma_wait<0>();
+    // M tile 0's head sums while the tensor cores may still run M tile 1.
     float* part_j = part + (j & 1) * kSlots * kBlockKeys;
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) reduce_heads(acc[mt], wr[mt], hp, mtile0 + mt, lane, part_j);
+    dev::wgmma_wait<1>();
+    reduce_heads(acc[0], wr[0], hp, mtile0, lane, part_j);
+    dev::wgmma_wait<0>();
+    reduce_heads(acc[1], wr[1], hp, mtile0 + 1, lane, part_j);
     prev_block = block;
     advance(seg, block);
   }
