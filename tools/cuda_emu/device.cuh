@@ -740,6 +740,10 @@ inline std::vector<EmuCopy> emu_copies[1024];
 inline int emu_copy_groups[1024];
 inline std::vector<EmuProduct> emu_products[1024];
 inline int emu_product_groups[1024];
+// A heuristic of the ISA's rule that register writes by other code reach a wgmma only through a
+// wgmma.fence: a wgmma needs a wgmma_fence since the thread's last wgmma_wait (or its start),
+// after which its accumulators are normally read and rewritten by plain code.
+inline bool emu_wgmma_fenced[1024];
 
 EMU_NOSAN inline void emu_land_copies(int keep_groups) {
   namespace kbc = kiln::backends::cuda;
@@ -898,7 +902,11 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (uint64_t{1} << 16) |
          (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
-__device__ __forceinline__ void wgmma_fence() {}
+// wgmma.fence orders a thread's register writes before the wgmmas that read them (the check:
+// emu_wgmma_fenced).
+__device__ __forceinline__ void wgmma_fence() {
+  emu_wgmma_fenced[emu_sched.current] = true;
+}
 __device__ __forceinline__ void fence_proxy_async() {
   ++emu_proxy_fences[emu_sched.current];
 }
@@ -987,6 +995,11 @@ inline void emu_check_descriptor(uint64_t desc, bool mn_major, const char* opera
 inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
                               bool mn_major_a, bool mn_major_b, const EmuLoc& loc,
                               const float (*a_rows)[16] = nullptr) {
+  if (!emu_wgmma_fenced[emu_sched.current]) {
+    emu_fail("thread %d: wgmma at %s:%u without a wgmma_fence since the thread's last wgmma_wait "
+             "(or its start): registers written by other code reach the tensor cores unordered\n",
+             emu_tid, loc.file_name(), loc.line());
+  }
   if (a_rows == nullptr) emu_check_descriptor(a, mn_major_a, "A", loc);
   emu_check_descriptor(b, mn_major_b, "B", loc);
   const int t = emu_sched.current;
@@ -1019,6 +1032,7 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int Pending>
 __device__ __forceinline__ void wgmma_wait() {
   const int t = emu_sched.current;
+  emu_wgmma_fenced[t] = false;
   auto& q = emu_products[t];
   size_t kept = 0;
   for (size_t i = 0; i < q.size(); ++i) {
@@ -1192,6 +1206,7 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
           emu_syncwarp_mark[t] = emu_proxy_fences[t] = 0;
           emu_copies[t].clear();
           emu_copy_groups[t] = emu_product_groups[t] = 0;
+          emu_wgmma_fenced[t] = false;
           emu_products[t].clear();
         }
         EmuBarrier block_bar(threads);

@@ -253,12 +253,14 @@ __global__ void wgmma_without_proxy_fence() {
   store_operands();
   __syncthreads();
   float d[16] = {};
+  dev::wgmma_fence();
   dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
   dev::wgmma_commit();
   dev::wgmma_wait<0>();
 }
 __global__ void wgmma_never_waited() {
   float d[16] = {};
+  dev::wgmma_fence();
   dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
   dev::wgmma_commit();
 }
@@ -269,6 +271,7 @@ __global__ void wgmma_mn_major_inside_an_atom() {
   dev::fence_proxy_async();
   __syncthreads();
   float d[16] = {};
+  dev::wgmma_fence();
   dev::wgmma_m64k16_bt<32>(d, dev::sw128_desc(0), dev::sw128_desc_mn(8192 + 64, 8192), false);
   dev::wgmma_commit();
   dev::wgmma_wait<0>();
@@ -279,7 +282,24 @@ __global__ void wgmma_start_off_the_pattern() {
   dev::fence_proxy_async();
   __syncthreads();
   float d[16] = {};
+  dev::wgmma_fence();
   dev::wgmma_m64n32k16(d, dev::sw128_desc(128), dev::sw128_desc(8192), false);
+  dev::wgmma_commit();
+  dev::wgmma_wait<0>();
+}
+
+// A second wgmma after a wait with no wgmma_fence in between.
+__global__ void wgmma_without_fence() {
+  store_operands();
+  dev::fence_proxy_async();
+  __syncthreads();
+  float d[16] = {};
+  dev::wgmma_fence();
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
+  dev::wgmma_commit();
+  dev::wgmma_wait<0>();
+  for (float& v : d) v *= 0.5f; // the accumulators rewritten by plain code
+  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), true);
   dev::wgmma_commit();
   dev::wgmma_wait<0>();
 }
@@ -365,7 +385,9 @@ int main(int argc, char** argv) {
       "inside a 128-byte swizzle row");
   ok &= reported(
       "wgmma start off the swizzle pattern",
-      [] { emu_launch(&wgmma_start_off_the_pattern, EmuCfg(1, 128, 16384)); },
-      "address bits 7-9");
+      [] { emu_launch(&wgmma_start_off_the_pattern, EmuCfg(1, 128, 16384)); }, "address bits 7-9");
+  ok &= reported(
+      "wgmma without wgmma_fence", [] { emu_launch(&wgmma_without_fence, EmuCfg(1, 128, 16384)); },
+      "without a wgmma_fence");
   return ok ? 0 : 1;
 }
