@@ -16,8 +16,9 @@
 //     zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
 //   Overlap: the MMA of block j is issued asynchronously (one commit group per M tile); while
 //     the tensor cores run it, the selection warps take the scores of block j - 1; then each
-//     warpgroup waits for its first M tile and sums its heads while the second may still run. Partial sums are double-buffered by block parity, so one barrier
-//     per block orders everything.
+//     warpgroup waits for its first M tile and sums its heads while the second may still run.
+//     Partial sums are double-buffered by block parity, so one barrier per block orders
+//     everything.
 //   Epilogue: w[q, h] * relu(s) summed over each query's heads: a thread adds its two rows
 //     (R and R + 8: one query when H_p >= 16), then a reduce-scatter over the 8 lanes of a
 //     column quad (3 shuffle steps, 14 shuffles) leaves each lane two keys' sums; queries wider
@@ -50,8 +51,9 @@
 // S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
 // and registers).
 // Cost of the selection, from a host emulation of a 32K-key random score stream (topk 2048, S
-// 1088, the mma.sync version's): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys per query, against 512
-// key blocks of MMA work; a worst case (scores rising with the key) compacts every S - 64 keys.
+// 1088, the mma.sync version's): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys
+// per query, against 512 key blocks of MMA work; a worst case (scores rising with the key)
+// compacts every S - 64 keys.
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
@@ -83,7 +85,7 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kCols = 256;                   // (query, head) rows of a CTA: 4 M tiles of 64
 constexpr int kMaxQueries = kWarps;          // one selection warp per query
-constexpr int kBlockKeys = 64;               // keys of one block: 4 m-tiles
+constexpr int kBlockKeys = 64;               // keys of one block: the wgmma N
 constexpr int kStages = 3;                   // cp.async stages of K tiles
 constexpr int kSlots = kCols / 8;            // partial-sum rows: groups of 8 or 16 rows
 constexpr int kHistWords = 16 * 32;          // radix histogram: 16 bins x 32 lanes
