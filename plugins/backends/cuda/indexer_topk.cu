@@ -5,16 +5,24 @@
 // Work: one CTA (8 warps, 256 threads) owns BQ consecutive query rows (BQ <= 8; 8 for H_I = 32,
 // 4 for H_I = 64) and streams over the 64-key blocks that its long-window queries see.
 //
-//   GEMM, per key block:  S^T[key, (q, h)] = K[key, :] . Q[q, h, :] on bf16 tensor cores
-//     (mma.sync m16n8k16, float32 accumulators). The MMA rows (M) are the 64 keys of the block,
-//     the columns (N) the CTA's (query, head) pairs, heads padded to H_p = max(8, 2^ceil(log2
-//     H_I)), BQ * H_p <= 256 columns. Warp w owns columns [32w, 32w + 32) for every key of the
-//     block: its Q fragments (B operand, D_I/2 registers at D_I = 128) stay in registers for the
-//     CTA's life, the K tile (A operand) comes from shared memory by ldmatrix (XOR swizzle), 3
-//     cp.async stages deep. D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}).
-//   Epilogue: w[q, h] * relu(s) summed over each query's heads: within a thread over its 4
-//     column n-tiles (8 columns), then two xor-shuffles over the 4 lanes that share a key row;
-//     queries wider than a warp (H_p >= 64) add H_p / 32 per-warp partials in shared memory.
+//   GEMM, per key block: S[(q, h), key] = Q[q, h, :] . K[key, :] on the tensor cores by wgmma
+//     (m64n64k16, bf16, float32 accumulators). The MMA rows (M) are the CTA's (query, head)
+//     pairs, heads padded to H_p = max(8, 2^ceil(log2 H_I)), BQ * H_p <= 256 rows in 4 M tiles
+//     of 64, two per warpgroup; the columns (N) are the block's 64 keys. Q is the A operand from
+//     registers (m16n8k16 A fragments, loaded once: D_I / 2 registers at D_I = 128); the K tile,
+//     the B operand, is read by both warpgroups from shared memory (K-major, 128-byte swizzle),
+//     3 cp.async stages deep. D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}).
+//     All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows (zero Q,
+//     zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
+//   Overlap: the MMA of block j is issued asynchronously (one commit group per M tile); while
+//     the tensor cores run it, the selection warps take the scores of block j - 1; then each
+//     warpgroup waits for its first M tile and sums its heads while the second may still run.
+//     Partial sums are double-buffered by block parity, so one barrier per block orders
+//     everything.
+//   Epilogue: w[q, h] * relu(s) summed over each query's heads: a thread adds its two rows
+//     (R and R + 8: one query when H_p >= 16), then a reduce-scatter over the 8 lanes of a
+//     column quad (3 shuffle steps, 14 shuffles) leaves each lane two keys' sums; queries wider
+//     than 16 rows (H_p >= 32) add H_p / 16 such partials in shared memory at selection.
 //     The weighted ReLU is float32, as the reference; only the summation order differs.
 //   Selection, per query (one warp per query, all state warp-private): a score becomes a
 //     candidate when its key is visible and its order-preserving uint32 key is above the query's
@@ -38,22 +46,28 @@
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
 // S >= 64 (topk up to 30000 at D_I = 256, more at smaller D_I; BQ shrinks when 8 do not fit).
-// Shared memory per CTA (dynamic; plan in make_plan): GLM-5 H_I = 32, D_I = 128, topk = 2048:
-// BQ = 8, S = 1088, 227,472 bytes; H_I = 64: BQ = 4, S = 2048, 188,560 bytes; decode (one row):
-// BQ = 1, 90,256 bytes. One CTA per SM (shared memory and registers).
+// Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
+// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1024, 230,544 bytes; H_I = 64: BQ = 4,
+// S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
+// and registers).
 // Cost of the selection, from a host emulation of a 32K-key random score stream (topk 2048, S
-// 1088): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys per query, against 512
-// key blocks of MMA work; a worst case (scores rising with the key) compacts every S - 64 keys.
+// 1088, the mma.sync version's): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys
+// per query, against 512 key blocks of MMA work; a worst case (scores rising with the key)
+// compacts every S - 64 keys.
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
 // (< 1%). Bytes: Q 256 MiB and the output 256 MiB once; K (8 MiB, L2-resident) is read from L2
 // once per CTA and key block, ~17 GB in all (~256 FLOP per L2 byte).
-// Achieved TFLOP/s: not measured yet.
+// Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
+// dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
+// operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
+// Achieved TFLOP/s: not measured yet (NOT YET RUN ON A GPU: passes tools/cuda_emu; the mma.sync
+// version on main is the fallback).
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  156 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  221 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  168 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  208 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 233 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
@@ -69,27 +83,27 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kColsPerWarp = 32;             // (query, head) columns of one warp: 4 n-tiles
-constexpr int kCols = kWarps * kColsPerWarp; // columns of a CTA
+constexpr int kCols = 256;                   // (query, head) rows of a CTA: 4 M tiles of 64
 constexpr int kMaxQueries = kWarps;          // one selection warp per query
-constexpr int kBlockKeys = 64;               // keys of one block: 4 m-tiles
+constexpr int kBlockKeys = 64;               // keys of one block: the wgmma N
 constexpr int kStages = 3;                   // cp.async stages of K tiles
-constexpr int kSlots = kCols / 8;            // partial-sum rows: groups of >= 8 columns
+constexpr int kSlots = kCols / 8;            // partial-sum rows: groups of 8 or 16 rows
 constexpr int kHistWords = 16 * 32;          // radix histogram: 16 bins x 32 lanes
 constexpr int kMaxSlack = 2048;              // S is at most this (and at most topk rounded up)
 constexpr int kSmemLimit = 227 * 1024;       // opt-in shared memory per block on sm_90
+constexpr int kAlignSlack = 1024;            // the K tiles start on a 1024-byte boundary
 constexpr unsigned kFull = 0xffffffffu;
 
 // Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
 struct Plan {
   int ksteps = 0;  // 16-wide k steps: D_I padded to 16 * ksteps
-  int pitch = 0;   // 16-byte chunks per K tile row (>= 8 for the swizzle)
+  int atoms = 0;   // 64-channel (128-byte) column blocks of a K tile (wgmma 128-byte swizzle)
   int hp = 0;      // heads padded to a power of two >= 8
   int bq = 0;      // query rows per CTA
   int slack = 0;   // S: candidate slots beyond topk
   int scratch = 0; // uint32 words per query: the radix histogram, then the hole list
   int stage_bytes = 0;
-  int part_offset = 0;  // float partial sums [kSlots][kBlockKeys]
+  int part_offset = 0;  // float partial sums [2][kSlots][kBlockKeys] (by block parity)
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[]
@@ -114,17 +128,17 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   if (p.hp > kCols) return false;
   p.ksteps = 2;
   while (16 * p.ksteps < dim) p.ksteps *= 2;
-  p.pitch = std::max(8, 2 * p.ksteps);
-  p.stage_bytes = kBlockKeys * p.pitch * 16;
+  p.atoms = (2 * p.ksteps + 7) / 8;
+  p.stage_bytes = kBlockKeys * p.atoms * 128;
   p.part_offset = kStages * p.stage_bytes;
-  p.win_offset = p.part_offset + kSlots * kBlockKeys * 4;
+  p.win_offset = p.part_offset + 2 * kSlots * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
   p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
     for (int slack = std::max(max_slack, kBlockKeys); slack >= min_slack; slack -= kBlockKeys) {
-      const int64_t bytes = p.query_offset + int64_t{bq} * query_bytes(topk, slack);
+      const int64_t bytes = kAlignSlack + p.query_offset + int64_t{bq} * query_bytes(topk, slack);
       if (bytes <= kSmemLimit) {
         p.bq = bq;
         p.slack = slack;
@@ -176,41 +190,68 @@ __device__ void query_window(const IndexerTopkParams& p, int row, int& lo, int& 
   if (hi <= lo) lo = hi = 0;
 }
 
-// Sums w * relu(s) over the heads of each query for one warp's 4 x 4 accumulator tiles and
-// writes the sums to part[slot][key], slot = warp * NG + group. NG = 32 / min(H_p, 32) queries
-// (or query parts) per warp: a group is 4 / NG n-tiles (8 columns each).
-template <int NG>
-__device__ __forceinline__ void reduce_heads(const float (&acc)[4][4][4], const float (&wv)[4][2],
-                                             float* part_warp, int lane) {
-  constexpr int kTiles = 4 / NG;
-  const int g = lane >> 2, quad = lane & 3;
+// Sums v (16 values of a row set: key tile t = 0..7, e = 0..1) over the 8 lanes that share
+// lane % 4 by a reduce-scatter in three shuffle steps (each lane keeps half of what is left and
+// sends the other half), leaving the lane with g = lane / 4 the sums of key tile g: keys
+// 8 g + 2 (lane % 4) + e. 14 shuffles instead of 48 for a full reduction.
+__device__ __forceinline__ float2 reduce_rows(const float (&v)[8][2], int lane) {
+  const bool hi4 = (lane & 16) != 0, hi3 = (lane & 8) != 0, hi2 = (lane & 4) != 0;
+  float a[4][2], b[2][2], c[2];
 #pragma unroll
-  for (int mt = 0; mt < 4; ++mt) {
+  for (int t = 0; t < 4; ++t) {
 #pragma unroll
-    for (int half = 0; half < 2; ++half) { // key rows g and g + 8 of the m-tile
-      float t[4];
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        t[nt] = fmaf(wv[nt][1], fmaxf(acc[mt][nt][2 * half + 1], 0.f),
-                     wv[nt][0] * fmaxf(acc[mt][nt][2 * half], 0.f));
-      }
-      float s[NG];
-#pragma unroll
-      for (int i = 0; i < NG; ++i) {
-        s[i] = t[i * kTiles];
-#pragma unroll
-        for (int j = 1; j < kTiles; ++j) s[i] += t[i * kTiles + j];
-      }
-#pragma unroll
-      for (int i = 0; i < NG; ++i) { // the 4 lanes of a key row hold the other columns
-        s[i] += __shfl_xor_sync(kFull, s[i], 1);
-        s[i] += __shfl_xor_sync(kFull, s[i], 2);
-      }
-      float v = s[0];
-#pragma unroll
-      for (int i = 1; i < NG; ++i) v = quad == i ? s[i] : v;
-      if (quad < NG) part_warp[quad * kBlockKeys + mt * 16 + half * 8 + g] = v;
+    for (int e = 0; e < 2; ++e) {
+      const float keep = hi4 ? v[4 + t][e] : v[t][e], give = hi4 ? v[t][e] : v[4 + t][e];
+      a[t][e] = keep + __shfl_xor_sync(kFull, give, 16);
     }
+  }
+#pragma unroll
+  for (int t = 0; t < 2; ++t) {
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const float keep = hi3 ? a[2 + t][e] : a[t][e], give = hi3 ? a[t][e] : a[2 + t][e];
+      b[t][e] = keep + __shfl_xor_sync(kFull, give, 8);
+    }
+  }
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const float keep = hi2 ? b[1][e] : b[0][e], give = hi2 ? b[0][e] : b[1][e];
+    c[e] = keep + __shfl_xor_sync(kFull, give, 4);
+  }
+  return make_float2(c[0], c[1]);
+}
+
+// w * relu(s) summed over the heads in one warp's rows of an m64n64 accumulator (rows 16 w' + g
+// and + 8 of the M tile, w' = warp % 4; columns the block's 64 keys), written to
+// part[slot][key]: slots of 16 rows (H_p >= 16: both rows are one query's; slot = M tile * 4 +
+// w'), or of 8 rows (H_p = 8: one query each; slots 2 (M tile * 4 + w') and + 1).
+__device__ __forceinline__ void reduce_heads(const float (&acc)[32], const float (&wr)[2], int hp,
+                                             int mtile, int lane, float* part) {
+  const int wq = (static_cast<int>(threadIdx.x) / 32) % 4;
+  const int col = 8 * (lane >> 2) + 2 * (lane & 3);
+  if (hp >= 16) {
+    float v[8][2];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        v[t][e] = fmaf(wr[1], fmaxf(acc[4 * t + 2 + e], 0.f), wr[0] * fmaxf(acc[4 * t + e], 0.f));
+      }
+    }
+    const float2 sum = reduce_rows(v, lane);
+    *reinterpret_cast<float2*>(part + (4 * mtile + wq) * kBlockKeys + col) = sum;
+    return;
+  }
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    float v[8][2];
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) v[t][e] = wr[half] * fmaxf(acc[4 * t + 2 * half + e], 0.f);
+    }
+    const float2 sum = reduce_rows(v, lane);
+    *reinterpret_cast<float2*>(part + (2 * (4 * mtile + wq) + half) * kBlockKeys + col) = sum;
   }
 }
 
@@ -349,14 +390,16 @@ template <int KSTEPS>
 __global__ void __launch_bounds__(kThreads, 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
   extern __shared__ __align__(128) unsigned char smem[];
+  // Everything from a 1024-byte boundary (the K tiles' swizzle pattern is anchored there).
+  unsigned char* const sm = smem + (1024 - dev::smem_addr(smem) % 1024) % 1024;
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid / 32, lane = tid % 32;
   const int row0 = static_cast<int>(gridDim.x - 1 - blockIdx.x) * plan.bq;
   const int bq = min(plan.bq, p.tq - row0);
   const int topk = p.topk;
-  int* win_lo = reinterpret_cast<int*>(smem + plan.win_offset);
+  int* win_lo = reinterpret_cast<int*>(sm + plan.win_offset);
   int* win_hi = win_lo + kMaxQueries;
-  int* seg_first = reinterpret_cast<int*>(smem + plan.seg_offset);
+  int* seg_first = reinterpret_cast<int*>(sm + plan.seg_offset);
   int* seg_last = seg_first + kMaxQueries;
   int* seg_count = seg_last + kMaxQueries;
 
@@ -408,46 +451,44 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (++block > seg_last[seg]) block = ++seg < segments ? seg_first[seg] : INT_MAX;
   };
 
-  // This warp's columns: (query, head) = (col / hp, col % hp); zero for padding.
+  // This thread's rows of the two M tiles of its warpgroup: (query, head) = (R / hp, R % hp) of
+  // R = 64 * (2 * warpgroup + mt) + 16 * (warp % 4) + g (+ 8); zero for padding. Q enters the
+  // tensor cores from registers (the wgmma A operand, m16n8k16 A fragments), loaded once.
   const int hp = plan.hp;
   const int g = lane >> 2, pair = 2 * (lane & 3);
-  const bool mma_warp = warp * kColsPerWarp < bq * hp;
-  auto column_row = [&](int col, int& head) -> int64_t { // -1: padding column
-    const int q = col / hp;
-    head = col % hp;
-    if (q >= bq || head >= p.heads || win_hi[q] - win_lo[q] <= topk) return -1;
-    return row0 + q;
-  };
-  uint32_t qf[KSTEPS][4][2]; // B fragments: Q[col][k .. k+1] of column 8 nt + g
-  float wv[4][2];            // weights of columns 8 nt + pair, 8 nt + pair + 1
+  const int mtile0 = 2 * (warp / 4); // this warpgroup's first M tile (of 4)
+  uint32_t qa[2][KSTEPS][4]; // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
+  float wr[2][2];            // [mt][half]: the weights of rows R and R + 8
   const auto* qp = static_cast<const __nv_bfloat16*>(p.q);
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
-    int head = 0;
-    const int64_t row = column_row(warp * kColsPerWarp + nt * 8 + g, head);
-    const __nv_bfloat16* qrow = qp + (row < 0 ? 0 : row * p.q_t + head * p.q_h);
+  for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
-    for (int ks = 0; ks < KSTEPS; ++ks) {
+    for (int half = 0; half < 2; ++half) {
+      const int r = 64 * (mtile0 + mt) + 16 * (warp % 4) + g + 8 * half;
+      const int q = r / hp, head = r % hp;
+      const bool valid = q < bq && head < p.heads && win_hi[q] - win_lo[q] > topk;
+      const int64_t row = row0 + q;
+      const __nv_bfloat16* qrow = qp + (valid ? row * p.q_t + head * p.q_h : 0);
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int d = ks * 16 + e * 8 + pair;
-        qf[ks][nt][e] = row >= 0 && d < p.dim ? *reinterpret_cast<const uint32_t*>(qrow + d) : 0u;
+      for (int ks = 0; ks < KSTEPS; ++ks) {
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) {
+          const int d = ks * 16 + kh * 8 + pair;
+          qa[mt][ks][half + 2 * kh] =
+              valid && d < p.dim ? *reinterpret_cast<const uint32_t*>(qrow + d) : 0u;
+        }
       }
-    }
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int64_t wrow = column_row(warp * kColsPerWarp + nt * 8 + pair + e, head);
-      wv[nt][e] = wrow >= 0 ? p.w[wrow * p.w_t + head] : 0.f;
+      wr[mt][half] = valid ? p.w[row * p.w_t + head] : 0.f;
     }
   }
 
   // This warp's query (warp < bq with a long window): its candidate buffer.
   const bool select_warp = warp < bq && win_hi[warp] - win_lo[warp] > topk;
   const int capacity = topk + plan.slack;
-  const int parts = hp > kColsPerWarp ? hp / kColsPerWarp : 1;
+  const int parts = hp > 16 ? hp / 16 : 1; // partial-sum slots of a query
   const int query_lo = select_warp ? win_lo[warp] : 0;
   const int query_hi = select_warp ? win_hi[warp] : 0;
-  unsigned char* mine = smem + plan.query_offset + warp * plan.query_bytes;
+  unsigned char* mine = sm + plan.query_offset + warp * plan.query_bytes;
   Candidates cand{reinterpret_cast<uint32_t*>(mine),
                   reinterpret_cast<int32_t*>(mine + 4 * capacity),
                   reinterpret_cast<uint32_t*>(mine + 4 * (capacity + plan.slack)),
@@ -459,7 +500,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks.
   const auto* kp = static_cast<const __nv_bfloat16*>(p.k);
-  const uint32_t tiles = dev::smem_addr(smem);
+  const uint32_t tiles = dev::smem_addr(sm);
   constexpr int kChunks = 2 * KSTEPS; // 16-byte chunks of a padded row
   const int dim_chunks = p.dim / 8;
   auto load_tile = [&](int block, int stage) {
@@ -469,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int key = block * kBlockKeys + r;
       const bool ok = key < p.tk && chunk < dim_chunks;
       const void* src = ok ? static_cast<const void*>(kp + int64_t{key} * p.k_t + chunk * 8) : p.k;
-      dev::cp_async_16(base + dev::swizzle(r, chunk, plan.pitch), src, ok ? 16 : 0);
+      dev::cp_async_16(base + dev::sw128(r, chunk, kBlockKeys), src, ok ? 16 : 0);
     }
   };
 
@@ -482,12 +523,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     dev::cp_async_commit();
   }
-  float* part = reinterpret_cast<float*>(smem + plan.part_offset);
-  const int groups = 32 / min(hp, 32);
-  for (int j = 0; block != INT_MAX; ++j) {
+  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [2][kSlots][kBlockKeys]
+  // Per block j: the MMA of j is issued (asynchronous), the selection warps take block j - 1's
+  // scores meanwhile, then the MMA is waited for and its scores go to part[j % 2]. The
+  // accumulators are free again by the next issue, so one set serves every block.
+  int prev_block = -1; // the block whose scores wait in part[(j - 1) % 2]
+  int j = 0;
+  for (; block != INT_MAX; ++j) {
     dev::cp_async_wait<kStages - 2>();
-    // Tile j is visible to every thread; every warp is done with tile j - 1 (whose stage the
-    // next load reuses) and with the selection of block j - 1 (which read `part`).
+    dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
+    // Tile j is visible to every thread; every warpgroup has waited for its MMA of tile j - 1
+    // (whose stage the next load reuses); part[j % 2] is no longer read (selection of j - 2).
     __syncthreads();
     if (load_block != INT_MAX) {
       load_tile(load_block, (j + kStages - 1) % kStages);
@@ -495,48 +541,35 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     dev::cp_async_commit();
 
-    if (mma_warp) {
-      float acc[4][4][4];
+    float acc[2][32];
+    const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
+    dev::wgmma_fence();
 #pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
-        }
-      }
-      const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
+    for (int mt = 0; mt < 2; ++mt) { // one commit group per M tile
 #pragma unroll
       for (int ks = 0; ks < KSTEPS; ++ks) {
-        uint32_t a[4][4];
-#pragma unroll
-        for (int mt = 0; mt < 4; ++mt) {
-          // Lanes 0-15 address rows 0-15 at chunk 2 ks, lanes 16-31 the same rows at 2 ks + 1:
-          // a0..a3 = (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (8-15, 8-15).
-          dev::ldmatrix_x4(
-              a[mt], base + dev::swizzle(mt * 16 + (lane & 15), 2 * ks + (lane >> 4), plan.pitch));
-        }
-#pragma unroll
-        for (int mt = 0; mt < 4; ++mt) {
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt)
-            dev::mma_bf16(acc[mt][nt], a[mt], qf[ks][nt][0], qf[ks][nt][1]);
-        }
+        dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
+                                dev::sw128_desc(base + dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
       }
-      float* part_warp = part + warp * groups * kBlockKeys;
-      if (groups == 1) {
-        reduce_heads<1>(acc, wv, part_warp, lane);
-      } else if (groups == 2) {
-        reduce_heads<2>(acc, wv, part_warp, lane);
-      } else {
-        reduce_heads<4>(acc, wv, part_warp, lane);
-      }
+      dev::wgmma_commit();
     }
-    __syncthreads(); // `part` is complete
-    if (select_warp) {
-      select_block(cand, part, warp, parts, block, query_lo, query_hi, topk, capacity, lane);
+    if (select_warp && prev_block >= 0) {
+      select_block(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
+                   query_lo, query_hi, topk, capacity, lane);
     }
+    // M tile 0's head sums while the tensor cores may still run M tile 1.
+    float* part_j = part + (j & 1) * kSlots * kBlockKeys;
+    dev::wgmma_wait<1>();
+    reduce_heads(acc[0], wr[0], hp, mtile0, lane, part_j);
+    dev::wgmma_wait<0>();
+    reduce_heads(acc[1], wr[1], hp, mtile0 + 1, lane, part_j);
+    prev_block = block;
     advance(seg, block);
+  }
+  __syncthreads(); // the last block's scores are complete
+  if (select_warp && prev_block >= 0) {
+    select_block(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
+                 query_lo, query_hi, topk, capacity, lane);
   }
   // A long window saw more than topk keys, all of them candidates until the first compaction,
   // so count >= topk here; the last compaction leaves exactly the top-k in the output row.
