@@ -62,8 +62,12 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved TFLOP/s: not measured yet (NOT YET RUN ON A GPU: passes tools/cuda_emu; the mma.sync
-// version on main is the fallback).
+// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document):
+// H_I 32: 211.8 TFLOP/s (21.4% of 989) at T=4K, 117.2 at 16K, 119.2 at 32K; H_I 64: 250.8, 175.3,
+// 179.8. The mma.sync version it replaces got 187.2, 112.2, 111.7 and 215.5, 154.5, 157.6. Far
+// under the 40% bar, and not for the MMA: ~8,500 cycles per key block per CTA at 32K. The
+// suspect is a warp's compaction (a long chain of dependent shared-memory operations) holding
+// every warp at the per-block barrier; see RESULTS.md.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
 //   KSTEPS  2 (D_I <= 32):  168 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS  4 (D_I <= 64):  208 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
