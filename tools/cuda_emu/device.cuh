@@ -988,17 +988,18 @@ inline void emu_check_descriptor(uint64_t desc, bool mn_major, const char* opera
     why = "a K-major start that is not a k16 step (32 bytes) into its row";
   }
   if (why != nullptr) {
-    emu_fail("thread %d: wgmma at %s:%u: operand %s has %s: start 0x%x\n", emu_tid,
-             loc.file_name(), loc.line(), operand, why, start);
+    emu_fail("thread %d: wgmma at %s:%u: operand %s has %s: start 0x%x\n", emu_tid, loc.file_name(),
+             loc.line(), operand, why, start);
   }
 }
 inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accumulate,
                               bool mn_major_a, bool mn_major_b, const EmuLoc& loc,
                               const float (*a_rows)[16] = nullptr) {
   if (!emu_wgmma_fenced[emu_sched.current]) {
-    emu_fail("thread %d: wgmma at %s:%u without a wgmma_fence since the thread's last wgmma_wait "
-             "(or its start): registers written by other code reach the tensor cores unordered\n",
-             emu_tid, loc.file_name(), loc.line());
+    emu_fail(
+        "thread %d: wgmma at %s:%u without a wgmma_fence since the thread's last wgmma_wait "
+        "(or its start): registers written by other code reach the tensor cores unordered\n",
+        emu_tid, loc.file_name(), loc.line());
   }
   if (a_rows == nullptr) emu_check_descriptor(a, mn_major_a, "A", loc);
   emu_check_descriptor(b, mn_major_b, "B", loc);
@@ -1070,8 +1071,10 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_
                                                    uint64_t b, bool accumulate,
                                                    EmuLoc loc = EmuLoc::current()) {
   const int t = emu_tid, group = t / 128, w = (t / 32) % 4, lane = t % 32;
-  if (emu_group_bar[group] == nullptr || blockDim.x * blockDim.y * blockDim.z < 128u * (group + 1)) {
-    emu_fail("thread %d: wgmma at %s:%u outside a whole warpgroup\n", t, loc.file_name(), loc.line());
+  if (emu_group_bar[group] == nullptr ||
+      blockDim.x * blockDim.y * blockDim.z < 128u * (group + 1)) {
+    emu_fail("thread %d: wgmma at %s:%u outside a whole warpgroup\n", t, loc.file_name(),
+             loc.line());
   }
   std::memcpy(emu_rs_frag[t], a, sizeof(a));
   emu_wait(*emu_group_bar[group], "wgmma (A in registers)", loc);

@@ -87,15 +87,15 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kCols = 256;                   // (query, head) rows of a CTA: 4 M tiles of 64
-constexpr int kMaxQueries = kWarps;          // one selection warp per query
-constexpr int kBlockKeys = 64;               // keys of one block: the wgmma N
-constexpr int kStages = 3;                   // cp.async stages of K tiles
-constexpr int kSlots = kCols / 8;            // partial-sum rows: groups of 8 or 16 rows
-constexpr int kHistWords = 16 * 32;          // radix histogram: 16 bins x 32 lanes
-constexpr int kMaxSlack = 2048;              // S is at most this (and at most topk rounded up)
-constexpr int kSmemLimit = 227 * 1024;       // opt-in shared memory per block on sm_90
-constexpr int kAlignSlack = 1024;            // the K tiles start on a 1024-byte boundary
+constexpr int kCols = 256;             // (query, head) rows of a CTA: 4 M tiles of 64
+constexpr int kMaxQueries = kWarps;    // one selection warp per query
+constexpr int kBlockKeys = 64;         // keys of one block: the wgmma N
+constexpr int kStages = 3;             // cp.async stages of K tiles
+constexpr int kSlots = kCols / 8;      // partial-sum rows: groups of 8 or 16 rows
+constexpr int kHistWords = 16 * 32;    // radix histogram: 16 bins x 32 lanes
+constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk rounded up)
+constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
+constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
 constexpr unsigned kFull = 0xffffffffu;
 
 // Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
@@ -461,8 +461,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int hp = plan.hp;
   const int g = lane >> 2, pair = 2 * (lane & 3);
   const int mtile0 = 2 * (warp / 4); // this warpgroup's first M tile (of 4)
-  uint32_t qa[2][KSTEPS][4]; // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
-  float wr[2][2];            // [mt][half]: the weights of rows R and R + 8
+  uint32_t qa[2][KSTEPS][4];         // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
+  float wr[2][2];                    // [mt][half]: the weights of rows R and R + 8
   const auto* qp = static_cast<const __nv_bfloat16*>(p.q);
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {

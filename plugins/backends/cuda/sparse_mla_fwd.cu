@@ -66,7 +66,7 @@ struct Layout {
   static constexpr int kSlot = kSum + 2 * kRows * 4;  // int [2][64] slot of each gathered row
   static constexpr int kMask = kSlot + 2 * kKeys * 4; // uint32 [kMaskWords] non-empty blocks
   static constexpr int kBytes = kMask + kMaskWords * 4 + 1024; // + slack to align to 1024
-  static constexpr int kOCols = kDl / 2; // O columns of one warpgroup (the wgmma N)
+  static constexpr int kOCols = kDl / 2;        // O columns of one warpgroup (the wgmma N)
   static_assert(kOCols == 64 || kOCols == 256); // whole 64-column atoms of the V tile
 };
 
