@@ -265,39 +265,36 @@ __global__ void wgmma_never_waited() {
   dev::wgmma_commit();
 }
 
-// B MN-major from the middle of a 128-byte swizzle row (columns 32-63 of a 64-wide atom).
-__global__ void wgmma_mn_major_inside_an_atom() {
+// Stores the operands, hands them to the tensor cores (proxy fence, barrier, wgmma fence) and
+// runs one m64n32 product into d of the descriptors a (K-major) and b (K-major; MN-major when
+// mn_b). Each misuse below changes one descriptor or what follows.
+__device__ void one_product(float (&d)[16], uint64_t a, uint64_t b, bool mn_b) {
   store_operands();
   dev::fence_proxy_async();
   __syncthreads();
-  float d[16] = {};
   dev::wgmma_fence();
-  dev::wgmma_m64k16_bt<32>(d, dev::sw128_desc(0), dev::sw128_desc_mn(8192 + 64, 8192), false);
+  if (mn_b) {
+    dev::wgmma_m64k16_bt<32>(d, a, b, false);
+  } else {
+    dev::wgmma_m64n32k16(d, a, b, false);
+  }
   dev::wgmma_commit();
   dev::wgmma_wait<0>();
+}
+// B MN-major from the middle of a 128-byte swizzle row (columns 32-63 of a 64-wide atom).
+__global__ void wgmma_mn_major_inside_an_atom() {
+  float d[16];
+  one_product(d, dev::sw128_desc(0), dev::sw128_desc_mn(8192 + 64, 8192), true);
 }
 // A K-major starting at row 1 of an 8-row swizzle pattern.
 __global__ void wgmma_start_off_the_pattern() {
-  store_operands();
-  dev::fence_proxy_async();
-  __syncthreads();
-  float d[16] = {};
-  dev::wgmma_fence();
-  dev::wgmma_m64n32k16(d, dev::sw128_desc(128), dev::sw128_desc(8192), false);
-  dev::wgmma_commit();
-  dev::wgmma_wait<0>();
+  float d[16];
+  one_product(d, dev::sw128_desc(128), dev::sw128_desc(8192), false);
 }
-
 // A second wgmma after a wait with no wgmma_fence in between.
 __global__ void wgmma_without_fence() {
-  store_operands();
-  dev::fence_proxy_async();
-  __syncthreads();
-  float d[16] = {};
-  dev::wgmma_fence();
-  dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
-  dev::wgmma_commit();
-  dev::wgmma_wait<0>();
+  float d[16];
+  one_product(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
   for (float& v : d) v *= 0.5f; // the accumulators rewritten by plain code
   dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), true);
   dev::wgmma_commit();
