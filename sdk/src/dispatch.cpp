@@ -256,7 +256,11 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
   } else if (it->chosen.find(chosen->info.backend) == std::string::npos) {
     it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
-  for (const auto& part : policy_notes) append_note(it->note, part);
+  for (const auto& part : policy_notes) {
+    // A declining kernel's reason is already in the fallback note; the fallback's selection,
+    // asking supports() again, posts it again.
+    if (note.find(part) == std::string::npos) append_note(it->note, part);
+  }
   if (!policy && note.find("fell back") != std::string::npos) {
     bool& warned = warned_[resolution_key(call.op, call.device, call.dtype)];
     if (!warned) {
