@@ -41,7 +41,7 @@ std::string top(const char* what, const Totals& table, size_t rows) {
 } // namespace
 
 Profile::Profile(bool cuda) : cuda_(cuda), running_(true) {
-  const ProfilerConfig config(ProfilerState::KINETO);
+  const ProfilerConfig config(ProfilerState::KINETO, /*report_input_shapes=*/true);
   prof::prepareProfiler(config, activities(cuda));
   prof::enableProfiler(config, activities(cuda));
 }

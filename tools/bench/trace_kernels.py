@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""GPU time of a profiled step by the op that launched it: reads a Kineto trace that `kiln bench
+model --profile DIR` wrote (DIR/N-VALUE.json) and prints, for the kernels that took the most time,
+the launching CPU op with its input shapes (the profiler records them).
+
+    tools/bench/trace_kernels.py TRACE.json [--rows 25] [--match REGEX]
+"""
+import argparse
+import collections
+import json
+import re
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("trace")
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--match", default="", help="only kernels whose name matches this regex")
+    args = parser.parse_args()
+    with open(args.trace) as f:
+        events = json.load(f)["traceEvents"]
+
+    # The innermost CPU op of each launch: Kineto gives the kernel the External id of the op
+    # that was running when it was launched.
+    ops = {}
+    for e in events:
+        if e.get("cat") == "cpu_op" and "External id" in e.get("args", {}):
+            ops[e["args"]["External id"]] = e
+    total = 0.0
+    by_launch = collections.defaultdict(lambda: [0.0, 0])
+    for e in events:
+        if e.get("cat") != "kernel":
+            continue
+        total += e["dur"]
+        if args.match and not re.search(args.match, e["name"]):
+            continue
+        op = ops.get(e.get("args", {}).get("External id"))
+        where = "?"
+        if op is not None:
+            dims = op["args"].get("Input Dims", [])
+            where = f'{op["name"]} {[d for d in dims if d]}'
+        slot = by_launch[(e["name"][:70], where[:150])]
+        slot[0] += e["dur"]
+        slot[1] += 1
+    print(f"GPU kernel time {total / 1e3:.1f} ms")
+    print(f"{'ms':>9} {'calls':>6}  kernel | launched by (input shapes)")
+    for (kernel, where), (us, calls) in sorted(by_launch.items(), key=lambda kv: -kv[1][0])[
+        : args.rows
+    ]:
+        print(f"{us / 1e3:9.2f} {calls:6d}  {kernel} | {where}")
+
+
+if __name__ == "__main__":
+    main()
