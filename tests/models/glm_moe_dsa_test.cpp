@@ -20,6 +20,7 @@
 #include "support/model_test.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -29,6 +30,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <map>
 #include <set>
 
 namespace kiln {
@@ -44,6 +47,14 @@ namespace dsa = models::glm_moe_dsa;
 const fs::path kFixtures = fs::path(KILN_SOURCE_DIR) / "tests/fixtures/glm_moe_dsa";
 
 const c10::Device& kDevice = test::kTestDevice;
+
+// Why the cuda backend's tests cannot run here, or "".
+std::string cuda_backend_skip_reason() {
+  if (!kDevice.is_cuda()) {
+    return "the cuda backend takes CUDA tensors only: the gpu build of this suite runs it";
+  }
+  return test::cuda_backend_unavailable();
+}
 
 std::vector<std::string> cases() {
   return test::fixture_cases(kFixtures);
@@ -192,35 +203,29 @@ TEST_P(GlmMoeDsaParity, Bf16LogitsWithinBf16Error) {
   EXPECT_NEAR(loss.item<double>(), expected.load("loss_bf16").item<double>(), 2e-2);
 }
 
-// The cuda backend (gpu build only). With backend.default = "cuda" (the ops it lacks fall back to
-// torch) and "auto", its DSA kernels are the ones that ran and the bf16 model matches HF's bf16
-// run as the torch backend does (per token: a few tokens may differ where the indexer's top-k
-// meets a near-tie, which float32 sums in another order may break the other way; on this tiny
-// model, top-k 8 of bf16 scores, that happens). With the indexer kept on torch, so that both
-// runs select the same keys, sparse_mla's logits and every bf16 gradient agree with torch's.
+// The cuda backend (gpu build only), whole model. With backend.default = "cuda" (the ops it lacks
+// fall back to torch) and "auto", its DSA kernels are the ones that ran and the bf16 model matches
+// HF's bf16 run as the torch backend does: per token, where a few tokens may differ (the
+// indexer's top-k meets a near-tie that float32 sums in another order break the other way; on
+// this tiny model, top-k 8 of bf16 scores, that happens). With the indexer kept on torch, so that
+// both runs select the same keys, the logits agree with torch's per token and the loss within
+// bf16 noise. Gradients are not compared here: sparse_mla's bf16 output rounds differently from
+// torch's, and in these tiny MoE layers that flips a token's expert choice now and then (as it
+// flips between HF's bf16 and float32 runs), which moves whole expert gradients. The layer test
+// CudaBackendAttentionLayersMatchTorch compares the gradients where nothing discrete intervenes.
 TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
   KILN_SKIP_WITHOUT_DEVICE();
-  if (!kDevice.is_cuda()) {
-    GTEST_SKIP() << "the cuda backend takes CUDA tensors only: the gpu build of this suite runs it";
-  }
-  if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) GTEST_SKIP() << why;
+  if (const std::string why = cuda_backend_skip_reason(); !why.empty()) GTEST_SKIP() << why;
   auto model = build(dir(), at::kBFloat16);
   const io::SafetensorsFile inputs(dir() / "inputs.safetensors");
   const io::SafetensorsFile expected(dir() / "expected.safetensors");
   const at::Tensor ids = inputs.load("input_ids");
   const at::Tensor ref = expected.load("logits_bf16").to(at::kDouble);
-  auto run = [&](const sdk::DispatchConfig& config, bool with_grads) {
+  auto run = [&](const sdk::DispatchConfig& config) {
     sdk::Dispatcher::global().configure(config);
-    for (auto& [name, param] : model->named_parameters()) param.mutable_grad() = at::Tensor();
-    const auto out = model->forward({.input_ids = ids});
-    std::map<std::string, at::Tensor> grads;
-    if (with_grads) {
-      hf_loss(out.logits, ids).backward();
-      for (const auto& [name, g] : model->gradients()) {
-        grads[name] = g.detach().cpu().to(at::kDouble);
-      }
-    }
-    return std::pair{out.logits.detach().cpu().to(at::kDouble), grads};
+    const c10::AutoGradMode no_grad(false);
+    const at::Tensor logits = model->forward({.input_ids = ids}).logits;
+    return std::pair{logits.cpu().to(at::kDouble), hf_loss(logits, ids).item<double>()};
   };
   auto ran_on_cuda = [](const std::string& op) {
     for (const auto& r : sdk::Dispatcher::global().resolved()) {
@@ -228,26 +233,29 @@ TEST_P(GlmMoeDsaParity, CudaBackendMatchesHfInBf16) {
     }
     return false;
   };
-  const auto [torch_logits, torch_grads] = run({.default_backend = "torch"}, true);
-  for (const std::string backend : {test::cuda_backend_under_test(), std::string("auto")}) {
-    const auto logits = run({.default_backend = backend}, false).first;
-    EXPECT_TRUE(ran_on_cuda("sparse_mla")) << backend;
-    EXPECT_TRUE(ran_on_cuda("indexer_topk")) << backend;
-    const at::Tensor per_token = (logits - ref).abs().amax(-1).flatten() / ref.abs().max();
+  // max |a - b| over each token's logits, over max |b|; few above 5e-2, the median small.
+  auto expect_per_token = [](const at::Tensor& a, const at::Tensor& b, double median,
+                             const std::string& what) {
+    const at::Tensor per_token = (a - b).abs().amax(-1).flatten() / b.abs().max();
     EXPECT_LE((per_token > 5e-2).sum().item<int64_t>(),
               std::max<int64_t>(2, per_token.numel() / 10))
-        << backend << "\n"
+        << what << "\n"
         << per_token;
-    EXPECT_LE(at::median(per_token).item<double>(), 1.5e-2) << backend;
+    EXPECT_LE(at::median(per_token).item<double>(), median) << what;
+  };
+  const auto [torch_logits, torch_loss] = run({.default_backend = "torch"});
+  for (const std::string backend : {test::cuda_backend_under_test(), std::string("auto")}) {
+    const auto logits = run({.default_backend = backend}).first;
+    EXPECT_TRUE(ran_on_cuda("sparse_mla")) << backend;
+    EXPECT_TRUE(ran_on_cuda("indexer_topk")) << backend;
+    expect_per_token(logits, ref, 1.5e-2, backend + " against HF's bf16 logits");
 
     // The same selected keys as torch's: sparse_mla alone differs.
-    const auto [same_keys_logits, grads] =
-        run({.default_backend = backend, .ops = {{"indexer_topk", "torch"}}}, true);
+    const auto [same_keys, loss] =
+        run({.default_backend = backend, .ops = {{"indexer_topk", "torch"}}});
     EXPECT_TRUE(ran_on_cuda("sparse_mla")) << backend;
-    EXPECT_LE(relative_error(same_keys_logits, torch_logits), 5e-2) << backend;
-    for (const auto& [name, g] : torch_grads) {
-      EXPECT_LE(relative_error(grads.at(name), g), 1e-1) << backend << ": " << name;
-    }
+    expect_per_token(same_keys, torch_logits, 1e-2, backend + " against torch's bf16 logits");
+    EXPECT_NEAR(loss, torch_loss, 2e-2) << backend;
   }
   sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
 }
@@ -616,6 +624,69 @@ TEST_P(GlmMoeDsaLayers, IndexerKlLossMatchesANaiveComputationAndTrainsOnlyTheInd
     EXPECT_EQ(touched, indexer) << name;
   }
   EXPECT_TRUE(!in.x.grad().defined() || in.x.grad().abs().sum().item<double>() == 0);
+}
+
+// The cuda backend inside the model's attention layers (gpu build only), where the model's own
+// tensors meet its kernels: the absorbed query, the latent rows and w_vc as a strided view of
+// kv_b_proj. Each layer of the fixture projects bf16 inputs and attends over one fixed selection
+// (a top-k of torch's indexer on layer 0), once in float32 with torch and in bf16 with torch and
+// with cuda; a probe's loss is taken back to the input and the layer's parameters. Every output
+// and gradient of cuda's is as close to float32's as torch's own bf16 one: norm-relative error
+// (||x - x32|| / ||x32||) at most 2x torch's plus 5e-3, the bound of the op suite's
+// model-regime test.
+TEST_P(GlmMoeDsaLayers, CudaBackendAttentionLayersMatchTorch) {
+  KILN_SKIP_WITHOUT_DEVICE();
+  if (const std::string why = cuda_backend_skip_reason(); !why.empty()) GTEST_SKIP() << why;
+  auto model32 = build_direct(dir(), at::kFloat);
+  auto model16 = build_direct(dir(), at::kBFloat16);
+  const dsa::Config& c = model16->config();
+  const LayerInputs in = layer_inputs(c, {13, 27}, 42);
+  const at::Tensor x16 = in.x.to(at::kBFloat16);
+  at::manual_seed(43);
+  const at::Tensor probe = at::randn({x16.size(0), c.hidden_size}, in.x.options());
+  sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
+  const at::Tensor topk = [&] {
+    const c10::AutoGradMode no_grad(false);
+    const auto& attn = model16->layers()[0].self_attn;
+    return attn(x16, in.layout, in.rope, {}, /*indexer_kl=*/false).topk;
+  }();
+  using Results = std::map<std::string, at::Tensor>;
+  auto run = [&](dsa::Model& model, at::ScalarType dtype, int64_t layer,
+                 const std::string& backend) {
+    sdk::Dispatcher::global().configure({.default_backend = backend, .strict = true});
+    const dsa::MlaAttention& attn = model.layers()[layer].self_attn;
+    nn::NamedTensors params;
+    attn.collect(params, "");
+    for (auto& [name, p] : params) p.mutable_grad() = at::Tensor();
+    const at::Tensor x = x16.to(dtype).detach().requires_grad_(true);
+    const dsa::MlaProjections m = attn.project(x, in.rope);
+    const at::Tensor out = attn.attend(m.q_absorbed, m.kv_latent, topk);
+    (out.to(at::kFloat) * probe).sum().backward();
+    Results r{{"output", out.detach()}, {"d input", x.grad()}};
+    for (const auto& [name, p] : params) {
+      if (p.grad().defined()) r["d " + name] = p.grad();
+    }
+    for (auto& [name, t] : r) t = t.detach().cpu().to(at::kDouble);
+    return r;
+  };
+  auto error = [](const at::Tensor& x, const at::Tensor& x32) {
+    return (x - x32).norm().item<double>() / std::max(x32.norm().item<double>(), 1e-30);
+  };
+  for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
+    SCOPED_TRACE(fmt::format("layer {}", layer));
+    const Results exact = run(*model32, at::kFloat, layer, "torch");
+    const Results torch_bf16 = run(*model16, at::kBFloat16, layer, "torch");
+    const Results ours = run(*model16, at::kBFloat16, layer, test::cuda_backend_under_test());
+    ASSERT_GE(exact.size(), 7u); // output, input and the projections' weights
+    for (const auto& [name, x32] : exact) {
+      ASSERT_TRUE(ours.count(name)) << name;
+      const double mine = error(ours.at(name), x32), theirs = error(torch_bf16.at(name), x32);
+      EXPECT_LE(mine, 2 * theirs + 5e-3) << name;
+      std::cout << "layer " << layer << " " << name << ": cuda " << mine << ", torch bf16 "
+                << theirs << "\n";
+    }
+  }
+  sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GlmMoeDsaLayers, ::testing::ValuesIn(cases()));
