@@ -483,7 +483,9 @@ void usage_bench() {
          "setting's resolved backend table; --plot FILE.png draws step time, tokens/s and\n"
          "the loss curves. --profile DIR runs one more step per value under the LibTorch\n"
          "profiler (not part of the results) and prints its costliest ops and GPU kernels;\n"
-         "the Chrome traces go to DIR/N-VALUE.json. Nothing is written to run folders: the\n"
+         "the Chrome traces (with input shapes) go to DIR/N-VALUE.json;\n"
+         "tools/bench/trace_kernels.py lists a trace's kernels by the op and shapes that\n"
+         "launched them. Nothing is written to run folders: the\n"
          "runs use a temporary folder, save no checkpoint, and skip validation and samples.\n"
          "  kiln bench model recipes/x.toml --ab backend.default=torch,cuda --steps 10\n\n"
       << plugin_options();
