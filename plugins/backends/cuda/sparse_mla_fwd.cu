@@ -122,16 +122,22 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_mla_fwd_kernel(SparseMlaFw
   }
   __syncthreads();
 
+  // Warp w gathers rows [8 w, +8) of the block: one index load per row (lanes 0-7), passed to
+  // the lanes that copy the row's 16-byte chunks by shuffle, consecutive lanes on consecutive
+  // chunks.
   auto gather = [&](int block, int buf) {
+    static_assert(kKeys == 8 * (kThreads / 32) && L::kChunks % 4 == 0);
     const uint32_t s_k = s_q + (1 + buf) * L::kTile;
-    for (int i = tid; i < kKeys * L::kChunks; i += kThreads) {
-      const int r = i / L::kChunks, c = i % L::kChunks;
-      const int j = block * kKeys + r;
-      const int slot = j < p.topk ? idx[j] : -1;
+    const int row0 = 8 * warp, j = block * kKeys + row0 + (lane & 7);
+    const int mine = j < p.topk ? idx[j] : -1;
+    if (lane < 8) slots[buf * kKeys + row0 + lane] = mine;
+#pragma unroll 3
+    for (int k = 0; k < L::kChunks / 4; ++k) {
+      const int flat = 32 * k + lane, r = flat / L::kChunks, c = flat % L::kChunks;
+      const int slot = __shfl_sync(0xffffffffu, mine, r);
       const bool in = slot >= 0 && c * 8 < p.dqk;
-      dev::cp_async_16(s_k + dev::sw128(r, c, kKeys),
+      dev::cp_async_16(s_k + dev::sw128(row0 + r, c, kKeys),
                        in ? kv + static_cast<int64_t>(slot) * p.kv_t + c * 8 : kv, in ? 16 : 0);
-      if (c == 0) slots[buf * kKeys + r] = slot;
     }
   };
 
