@@ -653,7 +653,9 @@ TEST_P(GlmMoeDsaLayers, CudaBackendAttentionLayersMatchTorch) {
   using Results = std::map<std::string, at::Tensor>;
   auto run = [&](dsa::Model& model, at::ScalarType dtype, int64_t layer,
                  const std::string& backend) {
-    sdk::Dispatcher::global().configure({.default_backend = backend, .strict = true});
+    // Only sparse_mla on the backend under test (strictly: an error if it does not run there).
+    sdk::Dispatcher::global().configure(
+        {.default_backend = "torch", .ops = {{"sparse_mla", backend}}, .strict = true});
     const dsa::MlaAttention& attn = model.layers()[layer].self_attn;
     nn::NamedTensors params;
     attn.collect(params, "");

@@ -28,14 +28,22 @@
 // documented wgmma layout covers (tools/cuda_emu reports it). dqk and latent multiples of 8,
 // topk <= 16384.
 //
-// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 194 registers, 0 spills,
+// Gather: each warp copies 8 of the block's rows; one lane loads a row's slot index and passes it
+// to the lanes copying that row's 16-byte chunks by shuffle. The first version loaded the index
+// from global memory again for every chunk (72 loads per row at Dqk 576), and those dependent
+// loads sat in front of every cp.async: the same kernel ran 18-22% slower (259.7 against 315.4
+// TFLOP/s at T=16K, H=64, in one run).
+//
+// ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 191 registers, 0 spills,
 // 0 stack, 1 barrier; (128, 128) 95 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
-// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; H=64, topk 2048, incl. the w_vc bmm):
-// 303.8 TFLOP/s at T=4K, 272.9 at 8K, 260.2 at 16K, 253.7 at 32K; the mma.sync version it
-// replaces got 246.1, 218.2, 207.0, 203.1 in the same run. Under the 300 bar beyond 4K: the S
-// phase (N = 32 per warpgroup) reads ~1.5x more shared memory per FLOP than the tensor cores need,
-// and the tensor cores idle during the softmax and its barriers (no warpgroup ping-pong yet).
+// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, incl. the w_vc bmm): H=64
+// 315.4 TFLOP/s at T=16K and 309.3 at 32K, H=128 316.6 at 16K (the previous gather: 259.7, 254.1,
+// 262.0 in the same run). ncu at T=16K, H=64 (previous gather): L2 hit rate 95%, L2 throughput
+// 22% of peak, DRAM 3%; per issued instruction 0.98 cycles waiting on fixed-latency dependencies,
+// 0.65 at the barrier, 0.25 math-pipe throttle. What remains: the tensor cores idle during the
+// softmax and its barriers (no warpgroup ping-pong), and the S phase (N = 32 per warpgroup) reads
+// ~1.5x more shared memory per FLOP than the tensor cores need.
 #include "device.cuh"
 #include "launch.h"
 
