@@ -37,9 +37,8 @@
 // ptxas (sm_90a, nvcc 13.0, KILN_CUDA_PTXAS_VERBOSE=ON): (576, 512) 191 registers, 0 spills,
 // 0 stack, 1 barrier; (128, 128) 95 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
-// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, incl. the w_vc bmm): H=64
-// 315.4 TFLOP/s at T=16K and 309.3 at 32K, H=128 316.6 at 16K (the previous gather: 259.7, 254.1,
-// 262.0 in the same run). ncu at T=16K, H=64 (previous gather): L2 hit rate 95%, L2 throughput
+// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, incl. the w_vc bmm), TFLOP/s at
+// T = 4K, 8K, 16K, 32K: H=64 365.5, 326.1, 311.6, 306.9; H=128 370.8, 331.2, 316.0, 308.0. ncu at T=16K, H=64 (previous gather): L2 hit rate 95%, L2 throughput
 // 22% of peak, DRAM 3%; per issued instruction 0.98 cycles waiting on fixed-latency dependencies,
 // 0.65 at the barrier, 0.25 math-pipe throttle. What remains: the tensor cores idle during the
 // softmax and its barriers (no warpgroup ping-pong), and the S phase (N = 32 per warpgroup) reads
