@@ -38,11 +38,12 @@
 // 0 stack, 1 barrier; (128, 128) 95 registers; 231,968 bytes of dynamic
 // shared memory at (576, 512).
 // Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, incl. the w_vc bmm), TFLOP/s at
-// T = 4K, 8K, 16K, 32K: H=64 365.5, 326.1, 311.6, 306.9; H=128 370.8, 331.2, 316.0, 308.0. ncu at T=16K, H=64 (previous gather): L2 hit rate 95%, L2 throughput
-// 22% of peak, DRAM 3%; per issued instruction 0.98 cycles waiting on fixed-latency dependencies,
-// 0.65 at the barrier, 0.25 math-pipe throttle. What remains: the tensor cores idle during the
-// softmax and its barriers (no warpgroup ping-pong), and the S phase (N = 32 per warpgroup) reads
-// ~1.5x more shared memory per FLOP than the tensor cores need.
+// T = 4K, 8K, 16K, 32K: H=64 365.5, 326.1, 311.6, 306.9; H=128 370.8, 331.2, 316.0, 308.0. ncu at
+// T=16K, H=64 (previous gather): L2 hit rate 95%, L2 throughput 22% of peak, DRAM 3%; per issued
+// instruction 0.98 cycles waiting on fixed-latency dependencies, 0.65 at the barrier, 0.25
+// math-pipe throttle. What remains: the tensor cores idle during the softmax and its barriers (no
+// warpgroup ping-pong), and the S phase (N = 32 per warpgroup) reads ~1.5x more shared memory per
+// FLOP than the tensor cores need.
 #include "device.cuh"
 #include "launch.h"
 
