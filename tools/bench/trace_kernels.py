@@ -21,11 +21,12 @@ def main():
         events = json.load(f)["traceEvents"]
 
     # The innermost CPU op of each launch: Kineto gives the kernel the External id of the op
-    # that was running when it was launched.
+    # that was running when it was launched (a record_function range, such as kiln's op
+    # annotations, where no ATen op encloses the launch).
     ops = {}
     for e in events:
-        if e.get("cat") == "cpu_op" and "External id" in e.get("args", {}):
-            ops[e["args"]["External id"]] = e
+        if e.get("cat") in ("cpu_op", "user_annotation") and "External id" in e.get("args", {}):
+            ops.setdefault(e["args"]["External id"], e)
     total = 0.0
     by_launch = collections.defaultdict(lambda: [0.0, 0])
     for e in events:
