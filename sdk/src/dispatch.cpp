@@ -198,6 +198,7 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
 
   const KernelRecord* chosen = nullptr;
   std::string note;
+  std::vector<std::string> declined; // the requested kernel's reasons, already in `note`
   NoteScope notes;
   if (policy) {
     chosen = policy->select(call, candidates);
@@ -212,7 +213,8 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
           chosen = k;
         } else { // the kernel's own reasons (note_selection in its supports()), if it gave any
           std::string why;
-          for (const auto& part : notes.take()) append_note(why, part);
+          declined = notes.take();
+          for (const auto& part : declined) append_note(why, part);
           note = fmt::format("backend '{}' does not support these arguments{}", requested,
                              why.empty() ? "" : " (" + why + ")");
         }
@@ -257,9 +259,11 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
     it->chosen += "," + chosen->info.backend; // shape-dependent choice: list every backend used
   }
   for (const auto& part : policy_notes) {
-    // A declining kernel's reason is already in the fallback note; the fallback's selection,
-    // asking supports() again, posts it again.
-    if (note.find(part) == std::string::npos) append_note(it->note, part);
+    // The fallback's selection asks the declining kernel's supports() again, which posts its
+    // reasons again: they are in the fallback note already.
+    if (std::find(declined.begin(), declined.end(), part) == declined.end()) {
+      append_note(it->note, part);
+    }
   }
   if (!policy && note.find("fell back") != std::string::npos) {
     bool& warned = warned_[resolution_key(call.op, call.device, call.dtype)];
