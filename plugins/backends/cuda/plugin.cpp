@@ -88,7 +88,8 @@ namespace {
 constexpr int kPriority = 100;
 // Kernel versions: part of the `auto` policy's cache keys, so a changed kernel is measured again.
 // sparse_mla 2: the backward kernel (1 took calls without gradients only); 3: both kernels on
-// wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1 supported nothing); 3: on wgmma.
+// wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1
+// supported nothing); 3: on wgmma.
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
