@@ -30,7 +30,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <iostream>
 #include <map>
 #include <set>
 
@@ -671,9 +670,6 @@ TEST_P(GlmMoeDsaLayers, CudaBackendAttentionLayersMatchTorch) {
     for (auto& [name, t] : r) t = t.detach().cpu().to(at::kDouble);
     return r;
   };
-  auto error = [](const at::Tensor& x, const at::Tensor& x32) {
-    return (x - x32).norm().item<double>() / std::max(x32.norm().item<double>(), 1e-30);
-  };
   for (int64_t layer = 0; layer < c.num_hidden_layers; ++layer) {
     SCOPED_TRACE(fmt::format("layer {}", layer));
     const Results exact = run(*model32, at::kFloat, layer, "torch");
@@ -682,10 +678,8 @@ TEST_P(GlmMoeDsaLayers, CudaBackendAttentionLayersMatchTorch) {
     ASSERT_GE(exact.size(), 7u); // output, input and the projections' weights
     for (const auto& [name, x32] : exact) {
       ASSERT_TRUE(ours.count(name)) << name;
-      const double mine = error(ours.at(name), x32), theirs = error(torch_bf16.at(name), x32);
-      EXPECT_LE(mine, 2 * theirs + 5e-3) << name;
-      std::cout << "layer " << layer << " " << name << ": cuda " << mine << ", torch bf16 "
-                << theirs << "\n";
+      EXPECT_TRUE(test::as_close_as_torch_bf16(fmt::format("layer {} {}", layer, name),
+                                               ours.at(name), torch_bf16.at(name), x32));
     }
   }
   sdk::Dispatcher::global().configure({.default_backend = "torch", .strict = true});

@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -275,20 +274,13 @@ TEST_F(CudaSparseMlaTest, AsCloseToFloat32AsTorchsBf16InTheModelsRegime) {
     const Outputs exact = run_backend(p32, "torch");
     const Outputs torch_bf16 = run_backend(p, "torch");
     const Outputs ours = run_backend(p, kBackend);
-    auto error = [](const at::Tensor& x, const at::Tensor& x32) {
-      return (x.to(at::kDouble) - x32.to(at::kDouble)).norm().item<double>() /
-             x32.to(at::kDouble).norm().item<double>();
-    };
     const std::pair<const char*, at::Tensor Outputs::*> fields[] = {{"output", &Outputs::out},
                                                                     {"d q_absorbed", &Outputs::d_q},
                                                                     {"d kv_latent", &Outputs::d_kv},
                                                                     {"d w_vc", &Outputs::d_w_vc}};
     for (const auto& [what, field] : fields) {
-      const double mine = error(ours.*field, exact.*field);
-      const double theirs = error(torch_bf16.*field, exact.*field);
-      std::cout << sh.name << ", " << what << ": " << kBackend << " " << mine << ", torch bf16 "
-                << theirs << "\n";
-      EXPECT_LE(mine, 2 * theirs + 5e-3) << what;
+      EXPECT_TRUE(test::as_close_as_torch_bf16(std::string(sh.name) + ", " + what, ours.*field,
+                                               torch_bf16.*field, exact.*field));
     }
   }
 }

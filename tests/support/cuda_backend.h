@@ -3,15 +3,18 @@
 // the tests that check its kernels skip there, saying which GPU they found.
 #pragma once
 
-#include <ATen/Context.h>
+#include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #if __has_include(<cuda_runtime_api.h>) && __has_include(<ATen/cuda/CUDAContext.h>)
 #include <ATen/cuda/CUDAContext.h>
 #define KILN_TEST_CUDA_PROPERTIES 1
 #endif
 
+#include <algorithm>
 #include <cstdlib>
+#include <iostream>
 #include <string>
 
 namespace kiln::test {
@@ -37,6 +40,27 @@ inline std::string cuda_backend_unavailable() {
   }
 #endif
   return "";
+}
+
+/// The bound of the bf16 comparisons against float32: `ours` (the backend under test) is as close
+/// to the float32 result `exact` as torch's own bf16 result: norm-relative error
+/// ||x - exact|| / ||exact|| (one number per tensor, which a lone outlier does not decide) at most
+/// 2x torch's plus 5e-3. Prints both errors (the calibration a reader of the log wants).
+inline ::testing::AssertionResult as_close_as_torch_bf16(const std::string& what,
+                                                         const at::Tensor& ours,
+                                                         const at::Tensor& torch_bf16,
+                                                         const at::Tensor& exact) {
+  const at::Tensor e = exact.detach().to(at::kCPU, at::kDouble);
+  auto error = [&](const at::Tensor& x) {
+    return (x.detach().to(at::kCPU, at::kDouble) - e).norm().item<double>() /
+           std::max(e.norm().item<double>(), 1e-30);
+  };
+  const double mine = error(ours), theirs = error(torch_bf16);
+  std::cout << what << ": " << cuda_backend_under_test() << " " << mine << ", torch bf16 " << theirs
+            << "\n";
+  if (mine <= 2 * theirs + 5e-3) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": norm-relative error vs float32 " << mine
+                                       << " > 2 x torch bf16's " << theirs << " + 5e-3";
 }
 
 } // namespace kiln::test
