@@ -29,10 +29,18 @@
 //     threshold `thr` (one compare for most scores once `thr` has risen). Candidates append to a
 //     buffer of C = topk + S entries: keys in shared memory, key indices in the query's output
 //     row (slots [0, topk)) and in shared memory (slots [topk, C)). When a block could overflow
-//     it, the warp compacts the buffer to exactly its topk largest (radix select, 4-bit digits,
-//     per-lane histograms in shared memory, starting below the common prefix of the buffer's
-//     min and max keys) and raises `thr` to the selected prefix. Compaction fills the holes of
-//     slots [0, topk) with the survivors of [topk, C), so the output row is never read back.
+//     it, the warp compacts the buffer to exactly its topk largest (radix select, 4-bit digits
+//     counted in registers, starting below the common prefix of the buffer's min and max keys;
+//     once the keys still in the running fit in an S-word scratch they are copied there and the
+//     later digits count only them) and raises `thr` to the selected prefix. Compaction fills
+//     the holes of slots [0, topk) with the survivors of [topk, C), so the output row is never
+//     read back.
+//   Gang compaction: the CTA waits at each block's barrier for its slowest warp, so compactions
+//     are lined up: a warp that must compact at its next block says so at the barrier
+//     (__syncthreads_or), and then every query holding more than S / 4 extra entries compacts
+//     at that block too. The compactions of a CTA run side by side instead of one after another
+//     (host model of a 32K-key random stream, 8 queries, topk 2048, S 1024: 37 -> 7 blocks with
+//     a compaction; the largest compaction of each such block summed: 112K -> 21K keys).
 //     After the last block one more compaction leaves the exact top-k in the output row.
 //     Invariant (what makes the result exact): the buffer holds every seen visible key whose
 //     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
@@ -50,10 +58,12 @@
 // GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1024, 230,544 bytes; H_I = 64: BQ = 4,
 // S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
 // and registers).
-// Cost of the selection, from a host emulation of a 32K-key random score stream (topk 2048, S
-// 1088, the mma.sync version's): 7 compactions of ~5 radix passes over ~3.1K shared-memory keys
-// per query, against 512 key blocks of MMA work; a worst case (scores rising with the key)
-// compacts every S - 64 keys.
+// Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
+// 7 compactions of ~3K keys per query, each 2 counting passes over the buffer (16 digit fields
+// per lane in 4 registers; the later digits over the few hundred keys still in the running) and
+// 1 pass for the kept set, against 512 key blocks of MMA work; a worst case (scores rising with
+// the key) compacts every S - 64 keys. The version before counted every digit (~6 passes) in
+// per-lane shared-memory histograms: a load-increment-store chain per key.
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
@@ -62,17 +72,18 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document):
-// H_I 32: 211.8 TFLOP/s (21.4% of 989) at T=4K, 117.2 at 16K, 119.2 at 32K; H_I 64: 250.8, 175.3,
-// 179.8. The mma.sync version it replaces got 187.2, 112.2, 111.7 and 215.5, 154.5, 157.6. Far
-// under the 40% bar, and not for the MMA: ~8,500 cycles per key block per CTA at 32K. The
-// suspect is a warp's compaction (a long chain of dependent shared-memory operations) holding
-// every warp at the per-block barrier; see RESULTS.md.
+// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document),
+// by the version before register digit counts and gang compaction: H_I 32: 211.8 TFLOP/s (21.4%
+// of 989) at T=4K, 117.2 at 16K, 119.2 at 32K; H_I 64: 250.8, 175.3, 179.8. Far under the 40%
+// bar, and not for the MMA: ~8,500 cycles per key block per CTA at 32K; ncu at 16K: 3.85 of
+// 8.99 cycles per issued instruction waiting at the CTA barrier, i.e. for a warp's compaction
+// (~50K cycles each: ~6 passes of dependent shared-memory read-modify-writes). This version is
+// not yet measured on a GPU.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  168 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  208 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 233 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  178 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  194 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 226 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 248 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -92,7 +103,6 @@ constexpr int kMaxQueries = kWarps;    // one selection warp per query
 constexpr int kBlockKeys = 64;         // keys of one block: the wgmma N
 constexpr int kStages = 3;             // cp.async stages of K tiles
 constexpr int kSlots = kCols / 8;      // partial-sum rows: groups of 8 or 16 rows
-constexpr int kHistWords = 16 * 32;    // radix histogram: 16 bins x 32 lanes
 constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk rounded up)
 constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
 constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
@@ -100,23 +110,22 @@ constexpr unsigned kFull = 0xffffffffu;
 
 // Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
 struct Plan {
-  int ksteps = 0;  // 16-wide k steps: D_I padded to 16 * ksteps
-  int atoms = 0;   // 64-channel (128-byte) column blocks of a K tile (wgmma 128-byte swizzle)
-  int hp = 0;      // heads padded to a power of two >= 8
-  int bq = 0;      // query rows per CTA
-  int slack = 0;   // S: candidate slots beyond topk
-  int scratch = 0; // uint32 words per query: the radix histogram, then the hole list
+  int ksteps = 0; // 16-wide k steps: D_I padded to 16 * ksteps
+  int atoms = 0;  // 64-channel (128-byte) column blocks of a K tile (wgmma 128-byte swizzle)
+  int hp = 0;     // heads padded to a power of two >= 8
+  int bq = 0;     // query rows per CTA
+  int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
   int part_offset = 0;  // float partial sums [2][kSlots][kBlockKeys] (by block parity)
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
-  int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[]
+  int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
 };
 
 int64_t query_bytes(int topk, int slack) {
-  const int64_t bytes = 4 * (int64_t{topk} + slack) + 4 * slack + 4 * std::max(kHistWords, slack);
+  const int64_t bytes = 4 * (int64_t{topk} + slack) + 4 * slack + 4 * slack;
   return (bytes + 15) / 16 * 16;
 }
 
@@ -143,10 +152,11 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
     for (int slack = std::max(max_slack, kBlockKeys); slack >= min_slack; slack -= kBlockKeys) {
       const int64_t bytes = kAlignSlack + p.query_offset + int64_t{bq} * query_bytes(topk, slack);
-      if (bytes <= kSmemLimit) {
+      // topk + S < 65536: compact's digit counts are 16 bits wide (shared memory alone keeps
+      // topk under ~48K).
+      if (bytes <= kSmemLimit && topk + slack < 65536) {
         p.bq = bq;
         p.slack = slack;
-        p.scratch = std::max(kHistWords, slack);
         p.query_bytes = static_cast<int>(query_bytes(topk, slack));
         p.smem_bytes = static_cast<int>(bytes);
         plan = p;
@@ -263,7 +273,7 @@ __device__ __forceinline__ void reduce_heads(const float (&acc)[32], const float
 struct Candidates {
   uint32_t* keys;    // [topk + S] score keys, shared memory
   int32_t* nidx;     // [S] key indices of slots topk.., shared memory
-  uint32_t* scratch; // [max(512, S)] radix histogram, then holes
+  uint32_t* scratch; // [S] the keys still in the running during a compaction, then the holes
   int32_t* out;      // the query's output row: key indices of slots 0..topk-1
   int count;         // entries in the buffer
   uint32_t thr;      // scores with key <= thr are not candidates
@@ -271,51 +281,119 @@ struct Candidates {
   uint32_t kmax;
 };
 
+// How many of src[0, n) match `prefix` under `mask` and have the 4-bit digit d at `shift`, as 16
+// 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536, make_plan).
+// Each lane counts its keys in 16 8-bit fields of 4 registers (packed[d / 4] byte d % 4), flushed
+// to the 16-bit fields every 255 keys, kUnroll keys loaded ahead of the counting: no
+// shared-memory histogram, so nothing waits on a read-modify-write. With `list`, the matching keys
+// are also copied to list[0, ..) in slot order (the caller knows how many there are).
+template <int kUnroll>
+__device__ void count_digits(const uint32_t* src, int n, uint32_t mask, uint32_t prefix, int shift,
+                             uint32_t* list, int lane, uint32_t (&total)[8]) {
+#pragma unroll
+  for (int w = 0; w < 8; ++w) total[w] = 0;
+  constexpr int kFlush = 32 * 255; // keys per flush of the 8-bit fields: 255 per lane
+  int listed = 0;
+  for (int chunk = 0; chunk < n; chunk += kFlush) {
+    const int end = min(n, chunk + kFlush);
+    uint32_t packed[4] = {0u, 0u, 0u, 0u}; // digit d: byte d % 4 of packed[d / 4]
+    for (int base = chunk; base < end; base += 32 * kUnroll) {
+      uint32_t key[kUnroll];
+      bool match[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = base + 32 * u + lane;
+        key[u] = i < end ? src[i] : 0u;
+        match[u] = i < end && (key[u] & mask) == prefix;
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const uint32_t d = (key[u] >> shift) & 15u;
+        const uint32_t one = match[u] ? 1u << (8 * (d & 3u)) : 0u;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) packed[w] += (d >> 2) == static_cast<uint32_t>(w) ? one : 0u;
+      }
+      if (list != nullptr) {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+          const uint32_t matches = __ballot_sync(kFull, match[u]);
+          if (match[u]) list[listed + __popc(matches & lanes_below(lane))] = key[u];
+          listed += __popc(matches);
+        }
+      }
+    }
+#pragma unroll
+    for (int w = 0; w < 4; ++w) { // bytes 0, 2 to total[2 w]; bytes 1, 3 to total[2 w + 1]
+      total[2 * w] += packed[w] & 0x00ff00ffu;
+      total[2 * w + 1] += (packed[w] >> 8) & 0x00ff00ffu;
+    }
+  }
+#pragma unroll
+  for (int w = 0; w < 8; ++w) total[w] = __reduce_add_sync(kFull, total[w]);
+  if (list != nullptr) __syncwarp(); // the list is complete for every lane
+}
+
+// Digit d's count in count_digits' total.
+__device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int d) {
+  return (total[2 * (d / 4) + d % 2] >> (16 * ((d / 2) % 2))) & 0xffffu;
+}
+
 // Keeps exactly the `topk` largest of the buffer's count (> topk) entries in slots [0, topk) and
 // raises thr. Radix select over 4-bit digits from the highest bit where kmin and kmax differ:
 // `prefix` holds the selected digits (under `mask`), `rank` how many entries with that prefix
 // are still to be kept. The kept set: every entry whose masked key is above the prefix, and the
-// first `rank` (in slot order) of those equal to it.
-__device__ void compact(Candidates& c, int topk, int lane) {
+// first `rank` (in slot order) of those equal to it. The first digit counts the whole buffer;
+// once the keys still in the running (those equal to the prefix) are at most half of it and fit
+// in the S-word scratch, the next count copies them there and the later digits count only them.
+// Cost: ~2 passes over the buffer for the digits, 1 for the kept set.
+template <int kUnroll>
+__device__ void compact(Candidates& c, int topk, int slack, int lane) {
   __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const int n = c.count;
-  uint32_t* hist = c.scratch; // hist[bin * 32 + lane]: per-lane counters, no conflicts
   uint32_t mask = ~0u, prefix = c.kmin;
   int rank = topk;
-  int shift = -4;
   const uint32_t diff = c.kmin ^ c.kmax;
   if (diff != 0) {
-    shift = (31 - __clz(diff)) & ~3; // the digit holding the highest differing bit
+    int shift = (31 - __clz(diff)) & ~3; // the digit holding the highest differing bit
     mask = shift + 4 >= 32 ? 0u : ~0u << (shift + 4);
     prefix = c.kmin & mask;
-  }
-  for (; shift >= 0; shift -= 4) {
+    const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
+    int src_n = n;
+    int running = n; // entries equal to the prefix under the mask (every one at first)
+    bool listed = false;
+    for (; shift >= 0; shift -= 4) {
+      const bool list_now = !listed && running <= slack && 2 * running <= n;
+      uint32_t total[8];
+      count_digits<kUnroll>(src, src_n, mask, prefix, shift, list_now ? c.scratch : nullptr, lane,
+                            total);
+      if (list_now) {
+        src = c.scratch;
+        src_n = running;
+        listed = true;
+      }
+      // The digit of the rank-th largest: the highest d with (entries in digits >= d) >= rank.
+      uint32_t above = 0, in_bin = 0, above_bin = 0;
+      int bin = 0;
+      bool found = false;
 #pragma unroll
-    for (int b = 0; b < 16; ++b) hist[b * 32 + lane] = 0;
-    for (int i = lane; i < n; i += 32) {
-      const uint32_t key = c.keys[i];
-      if ((key & mask) == prefix) ++hist[((key >> shift) & 15u) * 32 + lane];
+      for (int d = 15; d >= 0; --d) {
+        const uint32_t in_d = digit_count(total, d);
+        const bool hit = !found && above + in_d >= static_cast<uint32_t>(rank);
+        if (hit) {
+          bin = d;
+          in_bin = in_d;
+          above_bin = above;
+        }
+        found = found || hit;
+        above += in_d;
+      }
+      rank -= static_cast<int>(above_bin);
+      prefix |= static_cast<uint32_t>(bin) << shift;
+      mask |= 15u << shift;
+      running = static_cast<int>(in_bin);
+      if (in_bin == static_cast<uint32_t>(rank)) break; // the whole bin is kept
     }
-    __syncwarp();
-    uint32_t count = 0; // lane b < 16: entries in bin b
-    if (lane < 16) {
-      for (int j = 0; j < 32; ++j) count += hist[lane * 32 + ((j + lane) & 31)];
-    }
-    __syncwarp(); // the next pass clears the histogram
-    // Lane b: entries in bins >= b. Lanes >= 16 hold zeros throughout (a lane past 31 reads its
-    // own zero), so lanes < 16 may add whatever lane + d holds.
-    uint32_t above = count;
-#pragma unroll
-    for (int d = 1; d < 16; d *= 2) above += __shfl_down_sync(kFull, above, d);
-    // The bin of the rank-th largest: the highest b with (entries in bins >= b) >= rank.
-    const uint32_t enough = __ballot_sync(kFull, lane < 16 && above >= static_cast<uint32_t>(rank));
-    const int bin = 31 - __clz(enough);
-    const uint32_t in_bin = __shfl_sync(kFull, count, bin);
-    const uint32_t from_bin = __shfl_sync(kFull, above, bin);
-    rank -= static_cast<int>(from_bin - in_bin);
-    prefix |= static_cast<uint32_t>(bin) << shift;
-    mask |= 15u << shift;
-    if (in_bin == static_cast<uint32_t>(rank)) break; // the whole bin is kept
+    __syncwarp(); // the scratch is rewritten below (holes)
   }
 
   int taken = 0; // entries equal to the prefix kept so far, in slot order
@@ -331,29 +409,45 @@ __device__ void compact(Candidates& c, int topk, int lane) {
   // Slots [0, topk) that lose their entry, in order; as many survivors of [topk, n) fill them.
   uint32_t* holes = c.scratch;
   int hole_count = 0;
-  for (int base = 0; base < topk; base += 32) {
-    const int i = base + lane;
-    const bool valid = i < topk;
-    const bool keep = keep_of(valid ? c.keys[i] : 0u, valid); // every lane: it ballots
-    const bool hole = valid && !keep;
-    const uint32_t hole_mask = __ballot_sync(kFull, hole);
-    if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
-    hole_count += __popc(hole_mask);
+  for (int base = 0; base < topk; base += 32 * kUnroll) {
+    uint32_t key[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      key[u] = i < topk ? c.keys[i] : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      const bool valid = i < topk;
+      const bool keep = keep_of(key[u], valid); // every lane: it ballots
+      const bool hole = valid && !keep;
+      const uint32_t hole_mask = __ballot_sync(kFull, hole);
+      if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
+      hole_count += __popc(hole_mask);
+    }
   }
   __syncwarp();
   int filled = 0;
-  for (int base = topk; base < n; base += 32) {
-    const int i = base + lane;
-    const bool valid = i < n;
-    const uint32_t key = valid ? c.keys[i] : 0u;
-    const bool keep = keep_of(key, valid);
-    const uint32_t keep_mask = __ballot_sync(kFull, keep);
-    if (keep) {
-      const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
-      c.keys[slot] = key;
-      c.out[slot] = c.nidx[i - topk];
+  for (int base = topk; base < n; base += 32 * kUnroll) {
+    uint32_t key[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      key[u] = i < n ? c.keys[i] : 0u;
     }
-    filled += __popc(keep_mask);
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      const bool keep = keep_of(key[u], i < n);
+      const uint32_t keep_mask = __ballot_sync(kFull, keep);
+      if (keep) {
+        const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
+        c.keys[slot] = key[u];
+        c.out[slot] = c.nidx[i - topk];
+      }
+      filled += __popc(keep_mask);
+    }
   }
   __syncwarp();
   c.count = topk;
@@ -362,9 +456,17 @@ __device__ void compact(Candidates& c, int topk, int lane) {
 }
 
 // Offers the block's 64 scores of query `q` (partials in part[q * parts + r][key]) to its buffer.
-__device__ void select_block(Candidates& c, const float* part, int q, int parts, int block, int lo,
-                             int hi, int topk, int capacity, int lane) {
-  if (c.count > capacity - kBlockKeys) compact(c, topk, lane);
+// The buffer compacts first when the block might not fit, or, short of that, when `gang` says
+// another query of the CTA compacts now and this one holds more than S / 4 extra entries: the
+// CTA waits for its slowest compaction at the next barrier anyway, so compactions done together
+// cost the time of one. Returns whether the buffer must compact before the next block.
+template <int kUnroll>
+__device__ bool select_block(Candidates& c, const float* part, int q, int parts, int block, int lo,
+                             int hi, int topk, int slack, bool gang, int lane) {
+  const int capacity = topk + slack;
+  if (c.count > capacity - kBlockKeys || (gang && c.count > topk + slack / 4)) {
+    compact<kUnroll>(c, topk, slack, lane);
+  }
 #pragma unroll
   for (int half = 0; half < kBlockKeys / 32; ++half) {
     const int j = half * 32 + lane;
@@ -388,6 +490,7 @@ __device__ void select_block(Candidates& c, const float* part, int q, int parts,
     c.kmax = max(c.kmax, __reduce_max_sync(kFull, take ? key : 0u));
     c.kmin = min(c.kmin, __reduce_min_sync(kFull, take ? key : ~0u));
   }
+  return c.count > capacity - kBlockKeys;
 }
 
 template <int KSTEPS>
@@ -486,7 +589,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 
-  // This warp's query (warp < bq with a long window): its candidate buffer.
+  // This warp's query (warp < bq with a long window): its candidate buffer. A compaction reads
+  // kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4 (no spills).
+  constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
   const bool select_warp = warp < bq && win_hi[warp] - win_lo[warp] > topk;
   const int capacity = topk + plan.slack;
   const int parts = hp > 16 ? hp / 16 : 1; // partial-sum slots of a query
@@ -532,13 +637,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   // scores meanwhile, then the MMA is waited for and its scores go to part[j % 2]. The
   // accumulators are free again by the next issue, so one set serves every block.
   int prev_block = -1; // the block whose scores wait in part[(j - 1) % 2]
+  int need = 0;        // this warp's query must compact at its next selection
   int j = 0;
   for (; block != INT_MAX; ++j) {
     dev::cp_async_wait<kStages - 2>();
     dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
     // Tile j is visible to every thread; every warpgroup has waited for its MMA of tile j - 1
     // (whose stage the next load reuses); part[j % 2] is no longer read (selection of j - 2).
-    __syncthreads();
+    // And whether some query must compact at this block's selection (see select_block).
+    const bool gang = __syncthreads_or(need) != 0;
     if (load_block != INT_MAX) {
       load_tile(load_block, (j + kStages - 1) % kStages);
       advance(load_seg, load_block);
@@ -558,8 +665,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       dev::wgmma_commit();
     }
     if (select_warp && prev_block >= 0) {
-      select_block(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
-                   query_lo, query_hi, topk, capacity, lane);
+      need = select_block<kUnroll>(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts,
+                                   prev_block, query_lo, query_hi, topk, plan.slack, gang, lane);
     }
     // M tile 0's head sums while the tensor cores may still run M tile 1.
     float* part_j = part + (j & 1) * kSlots * kBlockKeys;
@@ -572,12 +679,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads(); // the last block's scores are complete
   if (select_warp && prev_block >= 0) {
-    select_block(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
-                 query_lo, query_hi, topk, capacity, lane);
+    select_block<kUnroll>(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
+                          query_lo, query_hi, topk, plan.slack, false, lane);
   }
   // A long window saw more than topk keys, all of them candidates until the first compaction,
   // so count >= topk here; the last compaction leaves exactly the top-k in the output row.
-  if (select_warp && cand.count > topk) compact(cand, topk, lane);
+  if (select_warp && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
 }
 
 template <int KSTEPS>

@@ -89,7 +89,8 @@ constexpr int kPriority = 100;
 // Kernel versions: part of the `auto` policy's cache keys, so a changed kernel is measured again.
 // sparse_mla 2: the backward kernel (1 took calls without gradients only); 3: both kernels on
 // wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1
-// supported nothing); 3: on wgmma.
+// supported nothing); 3: on wgmma; 4: compaction counts digits in registers, compactions of a CTA
+// lined up (gang).
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
@@ -101,7 +102,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "3",
+                                    .version = "4",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
 }
