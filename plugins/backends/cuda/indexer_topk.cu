@@ -80,10 +80,10 @@
 // (~50K cycles each: ~6 passes of dependent shared-memory read-modify-writes). This version is
 // not yet measured on a GPU.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  178 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  194 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 226 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 248 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  172 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  190 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 220 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 246 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -281,6 +281,27 @@ struct Candidates {
   uint32_t kmax;
 };
 
+// Calls f(key, i, valid) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
+// (every lane calls f as often, with valid = i < end and key = keys[i] or 0: f may use warp
+// collectives), kUnroll keys loaded ahead of the calls.
+template <int kUnroll, typename F>
+__device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, int end, int lane,
+                                             F&& f) {
+  for (int base = begin; base < end; base += 32 * kUnroll) {
+    uint32_t key[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      key[u] = i < end ? keys[i] : 0u;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = base + 32 * u + lane;
+      f(key[u], i, i < end);
+    }
+  }
+}
+
 // How many of src[0, n) match `prefix` under `mask` and have the 4-bit digit d at `shift`, as 16
 // 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536, make_plan).
 // Each lane counts its keys in 16 8-bit fields of 4 registers (packed[d / 4] byte d % 4), flushed
@@ -297,31 +318,18 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t mask, uint32_t
   for (int chunk = 0; chunk < n; chunk += kFlush) {
     const int end = min(n, chunk + kFlush);
     uint32_t packed[4] = {0u, 0u, 0u, 0u}; // digit d: byte d % 4 of packed[d / 4]
-    for (int base = chunk; base < end; base += 32 * kUnroll) {
-      uint32_t key[kUnroll];
-      bool match[kUnroll];
+    for_each_key<kUnroll>(src, chunk, end, lane, [&](uint32_t key, int, bool valid) {
+      const bool match = valid && (key & mask) == prefix;
+      const uint32_t d = (key >> shift) & 15u;
+      const uint32_t one = match ? 1u << (8 * (d & 3u)) : 0u;
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = base + 32 * u + lane;
-        key[u] = i < end ? src[i] : 0u;
-        match[u] = i < end && (key[u] & mask) == prefix;
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const uint32_t d = (key[u] >> shift) & 15u;
-        const uint32_t one = match[u] ? 1u << (8 * (d & 3u)) : 0u;
-#pragma unroll
-        for (int w = 0; w < 4; ++w) packed[w] += (d >> 2) == static_cast<uint32_t>(w) ? one : 0u;
-      }
+      for (int w = 0; w < 4; ++w) packed[w] += (d >> 2) == static_cast<uint32_t>(w) ? one : 0u;
       if (list != nullptr) {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const uint32_t matches = __ballot_sync(kFull, match[u]);
-          if (match[u]) list[listed + __popc(matches & lanes_below(lane))] = key[u];
-          listed += __popc(matches);
-        }
+        const uint32_t matches = __ballot_sync(kFull, match);
+        if (match) list[listed + __popc(matches & lanes_below(lane))] = key;
+        listed += __popc(matches);
       }
-    }
+    });
 #pragma unroll
     for (int w = 0; w < 4; ++w) { // bytes 0, 2 to total[2 w]; bytes 1, 3 to total[2 w + 1]
       total[2 * w] += packed[w] & 0x00ff00ffu;
@@ -409,46 +417,25 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   // Slots [0, topk) that lose their entry, in order; as many survivors of [topk, n) fill them.
   uint32_t* holes = c.scratch;
   int hole_count = 0;
-  for (int base = 0; base < topk; base += 32 * kUnroll) {
-    uint32_t key[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = base + 32 * u + lane;
-      key[u] = i < topk ? c.keys[i] : 0u;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = base + 32 * u + lane;
-      const bool valid = i < topk;
-      const bool keep = keep_of(key[u], valid); // every lane: it ballots
-      const bool hole = valid && !keep;
-      const uint32_t hole_mask = __ballot_sync(kFull, hole);
-      if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
-      hole_count += __popc(hole_mask);
-    }
-  }
+  for_each_key<kUnroll>(c.keys, 0, topk, lane, [&](uint32_t key, int i, bool valid) {
+    const bool keep = keep_of(key, valid); // every lane: keep_of ballots
+    const bool hole = valid && !keep;
+    const uint32_t hole_mask = __ballot_sync(kFull, hole);
+    if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
+    hole_count += __popc(hole_mask);
+  });
   __syncwarp();
   int filled = 0;
-  for (int base = topk; base < n; base += 32 * kUnroll) {
-    uint32_t key[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = base + 32 * u + lane;
-      key[u] = i < n ? c.keys[i] : 0u;
+  for_each_key<kUnroll>(c.keys, topk, n, lane, [&](uint32_t key, int i, bool valid) {
+    const bool keep = keep_of(key, valid);
+    const uint32_t keep_mask = __ballot_sync(kFull, keep);
+    if (keep) {
+      const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
+      c.keys[slot] = key;
+      c.out[slot] = c.nidx[i - topk];
     }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = base + 32 * u + lane;
-      const bool keep = keep_of(key[u], i < n);
-      const uint32_t keep_mask = __ballot_sync(kFull, keep);
-      if (keep) {
-        const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
-        c.keys[slot] = key[u];
-        c.out[slot] = c.nidx[i - topk];
-      }
-      filled += __popc(keep_mask);
-    }
-  }
+    filled += __popc(keep_mask);
+  });
   __syncwarp();
   c.count = topk;
   c.thr = prefix;
