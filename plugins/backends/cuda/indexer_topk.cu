@@ -80,10 +80,10 @@
 // (~50K cycles each: ~6 passes of dependent shared-memory read-modify-writes). This version is
 // not yet measured on a GPU.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  172 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  190 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 220 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 246 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  161 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 216 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 248 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -594,19 +594,29 @@ __global__ void __launch_bounds__(kThreads, 1)
                   ~0u,
                   0u};
 
-  // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks.
+  // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks. A
+  // thread copies chunk tid % kChunks of rows r0 + m * kRowStep, m < kLoads: kRowStep is a
+  // multiple of 8, so every copy has row r0's swizzle and the addresses step by constants.
   const auto* kp = static_cast<const __nv_bfloat16*>(p.k);
   const uint32_t tiles = dev::smem_addr(sm);
   constexpr int kChunks = 2 * KSTEPS; // 16-byte chunks of a padded row
-  const int dim_chunks = p.dim / 8;
+  constexpr int kRowStep = kThreads / kChunks;
+  constexpr int kLoads = kBlockKeys / kRowStep;
+  static_assert(kRowStep % 8 == 0 && kBlockKeys % kRowStep == 0);
+  const int chunk = tid % kChunks, r0 = tid / kChunks;
+  const bool chunk_ok = chunk < p.dim / 8;
+  const uint32_t dst0 = dev::sw128(r0, chunk, kBlockKeys);
+  const int64_t src0 = int64_t{r0} * p.k_t + chunk * 8;
+  const int64_t src_step = int64_t{kRowStep} * p.k_t;
   auto load_tile = [&](int block, int stage) {
-    const uint32_t base = tiles + stage * plan.stage_bytes;
-    for (int i = tid; i < kBlockKeys * kChunks; i += kThreads) {
-      const int r = i / kChunks, chunk = i % kChunks;
-      const int key = block * kBlockKeys + r;
-      const bool ok = key < p.tk && chunk < dim_chunks;
-      const void* src = ok ? static_cast<const void*>(kp + int64_t{key} * p.k_t + chunk * 8) : p.k;
-      dev::cp_async_16(base + dev::sw128(r, chunk, kBlockKeys), src, ok ? 16 : 0);
+    const uint32_t dst = tiles + stage * plan.stage_bytes + dst0;
+    const __nv_bfloat16* src = kp + int64_t{block} * kBlockKeys * p.k_t + src0;
+    const int rows = p.tk - block * kBlockKeys - r0; // copies m with m * kRowStep < rows exist
+#pragma unroll
+    for (int m = 0; m < kLoads; ++m) {
+      const bool ok = chunk_ok && m * kRowStep < rows;
+      dev::cp_async_16(dst + m * kRowStep * 128,
+                       ok ? static_cast<const void*>(src + m * src_step) : p.k, ok ? 16 : 0);
     }
   };
 
