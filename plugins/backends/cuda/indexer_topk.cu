@@ -83,7 +83,7 @@
 //   KSTEPS  2 (D_I <= 32):  161 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS  4 (D_I <= 64):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS  8 (D_I <= 128): 216 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 248 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 246 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -643,11 +643,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     // (whose stage the next load reuses); part[j % 2] is no longer read (selection of j - 2).
     // And whether some query must compact at this block's selection (see select_block).
     const bool gang = __syncthreads_or(need) != 0;
-    if (load_block != INT_MAX) {
-      load_tile(load_block, (j + kStages - 1) % kStages);
-      advance(load_seg, load_block);
-    }
-    dev::cp_async_commit();
 
     float acc[2][32];
     const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
@@ -661,6 +656,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       dev::wgmma_commit();
     }
+    // The next tile's copies after the MMA's issue, which they would otherwise delay.
+    if (load_block != INT_MAX) {
+      load_tile(load_block, (j + kStages - 1) % kStages);
+      advance(load_seg, load_block);
+    }
+    dev::cp_async_commit();
     if (select_warp && prev_block >= 0) {
       need = select_block<kUnroll>(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts,
                                    prev_block, query_lo, query_hi, topk, plan.slack, gang, lane);
