@@ -35,16 +35,16 @@
 //     later digits count only them) and raises `thr` to the selected prefix. Compaction fills
 //     the holes of slots [0, topk) with the survivors of [topk, C), so the output row is never
 //     read back.
+//     After the last block one more compaction leaves the exact top-k in the output row.
+//     Invariant (what makes the result exact): the buffer holds every seen visible key whose
+//     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
+//     may be dropped: they cannot change the multiset of selected scores.
 //   Gang compaction: the CTA waits at each block's barrier for its slowest warp, so compactions
 //     are lined up: a warp that must compact at its next block says so at the barrier
 //     (__syncthreads_or), and then every query holding more than S / 4 extra entries compacts
 //     at that block too. The compactions of a CTA run side by side instead of one after another
 //     (host model of a 32K-key random stream, 8 queries, topk 2048, S 1024: 37 -> 7 blocks with
 //     a compaction; the largest compaction of each such block summed: 112K -> 21K keys).
-//     After the last block one more compaction leaves the exact top-k in the output row.
-//     Invariant (what makes the result exact): the buffer holds every seen visible key whose
-//     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
-//     may be dropped: they cannot change the multiset of selected scores.
 //   Short windows: a query that sees at most topk keys selects all of them (positions lo..p,
 //     then -1); it takes no part in the GEMM. Padding queries (no document) write -1s. A CTA
 //     whose queries all have short windows does no GEMM at all.
