@@ -43,8 +43,9 @@
 //     are lined up: a warp that must compact at its next block says so at the barrier
 //     (__syncthreads_or), and then every query holding more than S / 4 extra entries compacts
 //     at that block too. The compactions of a CTA run side by side instead of one after another
-//     (host model of a 32K-key random stream, 8 queries, topk 2048, S 1024: 37 -> 7 blocks with
-//     a compaction; the largest compaction of each such block summed: 112K -> 21K keys).
+//     (tools/bench/compaction_model.py, a host model of a 32K-key random stream, 8 queries,
+//     topk 2048, S 1024: 37 -> 7 blocks with a compaction; the largest compaction of each such
+//     block summed: 112K -> 21K keys).
 //   Short windows: a query that sees at most topk keys selects all of them (positions lo..p,
 //     then -1); it takes no part in the GEMM. Padding queries (no document) write -1s. A CTA
 //     whose queries all have short windows does no GEMM at all.
