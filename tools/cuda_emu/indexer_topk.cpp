@@ -301,14 +301,35 @@ bool run_case(const Case& c, uint32_t seed) {
   return ok;
 }
 
+// The largest topk the kernel takes at each D_I (one query per CTA, the least slack), as its
+// header and the plugin README state them: indexer_topk_supported must hold there and not one
+// past it.
+bool check_topk_limits() {
+  struct Limit {
+    int dim, topk;
+  };
+  bool ok = true;
+  for (const Limit l : {Limit{256, 28956}, Limit{128, 41244}, Limit{64, 47388}, Limit{16, 47388}}) {
+    if (!indexer_topk_supported(32, l.dim, l.topk) ||
+        indexer_topk_supported(32, l.dim, l.topk + 1)) {
+      printf("topk limit at D_I %d: expected %d (indexer_topk.cu's header), found otherwise\n",
+             l.dim, l.topk);
+      ok = false;
+    }
+  }
+  printf("topk limits at D_I 256 / 128 / 64 / 16: %s\n", ok ? "as documented" : "CHANGED");
+  return ok;
+}
+
 } // namespace
 
-// Arguments: none (every case but the slow ones), a case number N, or a range N-M.
+// Arguments: none (every case but the slow ones, and the topk limits), a case number N, or a
+// range N-M.
 int main(int argc, char** argv) {
   int first = 0, last = int(std::size(kCases)) - 1;
   const bool chosen = argc > 1;
   if (chosen && sscanf(argv[1], "%d-%d", &first, &last) == 1) last = first;
-  bool all = true;
+  bool all = chosen || check_topk_limits();
   for (int i = first; i <= last && i < int(std::size(kCases)); ++i) {
     printf("%2d ", i);
     if (!chosen && kCases[i].slow) {

@@ -54,7 +54,8 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 30000 at D_I = 256, more at smaller D_I; BQ shrinks when 8 do not fit).
+// S >= 64 (topk up to 28,956 at D_I = 256, 41,244 at 128, 47,388 at 64 or less; BQ shrinks when
+// 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
 // GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1024, 230,544 bytes; H_I = 64: BQ = 4,
 // S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
