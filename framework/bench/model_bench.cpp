@@ -2,6 +2,7 @@
 
 #include "bench/profile.h"
 
+#include "core/failure.h"
 #include "data/loader.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
@@ -328,6 +329,14 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
       run = train::run(r, setting.origins, train_options);
     } catch (const Error& e) {
       throw e.with_context(fmt::format("running --ab {}={}", key, setting.value));
+    } catch (const std::exception& e) {
+      if (!core::is_out_of_memory(e)) throw;
+      const auto done = static_cast<int64_t>(out.losses.size()); // steps that finished
+      throw Error(ErrorKind::kInternal,
+                  fmt::format("--ab {}={}: out of memory {}: {}; {}", key, setting.value,
+                              done == 0 ? std::string("before the first step")
+                                        : fmt::format("in step {} of {}", done + 1, r.train.steps),
+                              core::one_line_message(e), core::kOutOfMemoryHint));
     }
     if (run.exit_code != 0) {
       result.exit_code = run.exit_code;

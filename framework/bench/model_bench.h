@@ -105,7 +105,8 @@ struct SettingResult {
 /// Runs every setting (see the file comment) in a temporary folder removed afterwards, and fills
 /// the comparisons. A run that stops early (a non-finite loss: exit 3; a signal: 128 + N) ends
 /// the bench: its code is returned in `exit_code` with the results so far. Errors raised while a
-/// setting runs (a strict backend without a kernel, ...) get the setting as context.
+/// setting runs (a strict backend without a kernel, ...) get the setting as context; running out
+/// of memory is a one-line internal kiln::Error naming the setting, the step and what to change.
 struct ModelBenchResult {
   std::vector<SettingResult> settings;
   int exit_code = 0;

@@ -1,7 +1,8 @@
 // The `kiln` command line: `kiln <command> [args]`. Exit codes: 0 success, 2 user error (bad
-// flag, recipe, file), 1 internal error.
+// flag, recipe, file), 1 internal error or out of memory (one line each, no stack trace).
 #include "common.h"
 
+#include "core/failure.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
 #include "kiln/sdk/plugin.h"
@@ -11,6 +12,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <string>
 
 namespace kiln::cli {
 namespace {
@@ -115,7 +117,13 @@ int main(int argc, char** argv) {
     return e.kind() == kiln::ErrorKind::kUser ? 2 : 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);
-    std::fprintf(stderr, "internal error: %s\n", e.what());
+    const std::string message = kiln::core::one_line_message(e);
+    if (kiln::core::is_out_of_memory(e)) {
+      std::fprintf(stderr, "error: out of memory: %s; %s\n", message.c_str(),
+                   kiln::core::kOutOfMemoryHint);
+    } else {
+      std::fprintf(stderr, "internal error: %s\n", message.c_str());
+    }
     return 1;
   }
 }

@@ -192,6 +192,29 @@ TEST_F(BenchModelCliTest, FallbackIsShownNotSilent) {
   EXPECT_GT(settings[1]["logits_max_rel_diff"].get<double>(), 0.0);
 }
 
+TEST_F(BenchModelCliTest, OutOfMemoryStopsWithOneLineNamingTheSetting) {
+  // testoom's rms_norm throws what CUDA's allocator throws (a c10::OutOfMemoryError with a stack
+  // trace in its what()): one line naming the setting, where it stopped and what to change; exit
+  // 1, nothing written, no temporary folder left.
+  const std::string plugin =
+      fmt::format("--plugin {}/oom/libkiln-backend-testoom.so", KILN_TEST_PLUGIN_CASES);
+  const auto r = run_kiln(
+      bench(fmt::format("{} --ab backend.default=torch,testoom --steps 1 --warmup 0 --json "
+                        "out.json",
+                        plugin)),
+      kEnv);
+  EXPECT_EQ(r.code, 1) << r.out;
+  const std::string line =
+      "error: --ab backend.default=testoom: out of memory before the first step: CUDA out of "
+      "memory. Tried to allocate 9.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 2.12 "
+      "GiB is free. Of the allocated memory 75.10 GiB is allocated by PyTorch; ask for less";
+  EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << "two progress lines: " << r.out;
+  EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists("out.json"));
+  EXPECT_TRUE(temp_is_empty());
+}
+
 // Each case exits 2 with one error line (plus the progress line of a setting that started).
 void expect_one_line_errors(std::span<const std::pair<std::string, const char*>> cases) {
   for (const auto& [args, message] : cases) {

@@ -109,6 +109,28 @@ TEST_F(CliTest, MissingPluginFileIsAUserError) {
   EXPECT_EQ(r.out, "error: --plugin /nonexistent/libkiln-backend-x.so: no such file\n");
 }
 
+// A device out of memory (what CUDA's allocator throws: a c10::OutOfMemoryError whose what()
+// ends in a C++ stack trace; testoom's rms_norm throws one) is one error line with the
+// allocator's message and what to change, exit 1, and no checkpoint.
+TEST_F(CliTest, OutOfMemoryIsOneLineSayingWhatToChange) {
+  const auto r =
+      run("run " + std::string(KILN_SOURCE_DIR) + "/recipes/quickstart.toml --plugin " +
+          (kCases / "oom/libkiln-backend-testoom.so").string() +
+          " --backend.default testoom --model.dtype float32 --train.steps 1 --data.seq_len 32 "
+          "--train.micro_batch 1 --train.val_every 0 --run.dir " +
+          (dir_ / "run").string() + " --log-format text");
+  EXPECT_EQ(r.code, 1) << r.out;
+  const std::string line =
+      "error: out of memory: CUDA out of memory. Tried to allocate 9.00 GiB. GPU 0 has a total "
+      "capacity of 79.19 GiB of which 2.12 GiB is free. Of the allocated memory 75.10 GiB is "
+      "allocated by PyTorch; ask for less (a shorter data.seq_len, a smaller train.micro_batch "
+      "with more train.grad_accum, a smaller model) or use a device with more memory\n";
+  EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+  EXPECT_EQ(count(r.out, "error"), 1) << r.out;
+  EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir_ / "run/checkpoints")) << r.out;
+}
+
 TEST_F(CliTest, RecipeCheckReportsUnknownKeyWithPositionAndSuggestion) {
   const fs::path recipe = write("bad.toml", "[run]\nname = \"x\"\nsede = 3\n");
   const auto r = run("recipe check " + recipe.string());
