@@ -65,7 +65,9 @@
 // per lane in 4 registers; the later digits over the few hundred keys still in the running) and
 // 1 pass for the kept set, against 512 key blocks of MMA work; a worst case (scores rising with
 // the key) compacts every S - 64 keys. The version before counted every digit (~6 passes) in
-// per-lane shared-memory histograms: a load-increment-store chain per key.
+// per-lane shared-memory histograms: a load-increment-store chain per key. Measured (ncu, T=16K,
+// H_I 32, gang compaction on): ~35K keys counted per long-window query, about 10 compactions,
+// ~28 instructions per key in the first digit's counting loop.
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
@@ -74,13 +76,14 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H200, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document),
-// by the version before register digit counts and gang compaction: H_I 32: 211.8 TFLOP/s (21.4%
-// of 989) at T=4K, 117.2 at 16K, 119.2 at 32K; H_I 64: 250.8, 175.3, 179.8. Far under the 40%
-// bar, and not for the MMA: ~8,500 cycles per key block per CTA at 32K; ncu at 16K: 3.85 of
-// 8.99 cycles per issued instruction waiting at the CTA barrier, i.e. for a warp's compaction
-// (~50K cycles each: ~6 passes of dependent shared-memory read-modify-writes). This version is
-// not yet measured on a GPU.
+// Achieved (H100, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document):
+// H_I 32: 230.3 TFLOP/s (23.3% of 989) at T=4K, 201.2 at 16K, 227.4 at 32K; H_I 64: 278.4,
+// 237.0, 253.4 (the version before, on H200: 112-119 at H_I 32 and 155-180 at H_I 64 for 16-32K).
+// Under the 40% bar, and for the selection: ncu at 16K, H_I 32 puts 55% of the warps' stall
+// samples in it (compactions 39%, the first digit's counting loop alone 21% of all instructions),
+// 16% in the head sums; the same kernel without the selection runs at 40.7%, and without the head
+// sums too (MMA, K copies, barriers) at 58.8%. 985 instructions per warp and key block, issue
+// slots 39% busy with 2 warps per scheduler.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
 //   KSTEPS  2 (D_I <= 32):  161 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS  4 (D_I <= 64):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
