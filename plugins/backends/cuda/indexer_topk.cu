@@ -274,7 +274,9 @@ __device__ __forceinline__ void reduce_heads(const float (&acc)[32], const float
   }
 }
 
-// One query's candidate buffer, owned by one warp; the scalars are warp-uniform.
+// One query's candidate buffer, owned by one warp; the scalars are warp-uniform but for kmin and
+// kmax, which each lane keeps for the keys it appended (a compaction reduces them over the warp:
+// no warp reduction per block).
 struct Candidates {
   uint32_t* keys;    // [topk + S] score keys, shared memory
   int32_t* nidx;     // [S] key indices of slots topk.., shared memory
@@ -282,8 +284,8 @@ struct Candidates {
   int32_t* out;      // the query's output row: key indices of slots 0..topk-1
   int count;         // entries in the buffer
   uint32_t thr;      // scores with key <= thr are not candidates
-  uint32_t kmin;     // bounds of the buffer's keys (kmin <= every key <= kmax)
-  uint32_t kmax;
+  uint32_t kmin;     // bounds of the buffer's keys: their min and max over the warp bound every
+  uint32_t kmax;     // key (per lane: of the keys it appended, or of the buffer after a compaction)
 };
 
 // Calls f(key, i, valid) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
@@ -309,46 +311,62 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
 
 // How many of src[0, n) match `prefix` under `mask` and have the 4-bit digit d at `shift`, as 16
 // 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536, make_plan).
-// Each lane counts its keys in 16 8-bit fields of 4 registers (packed[d / 4] byte d % 4), flushed
-// to the 16-bit fields every 255 keys, kUnroll keys loaded ahead of the counting: no
-// shared-memory histogram, so nothing waits on a read-modify-write. With `list`, the matching keys
-// are also copied to list[0, ..) in slot order (the caller knows how many there are).
-template <int kUnroll>
+// Each lane counts its keys in three levels of registers, so nothing waits on a shared-memory
+// read-modify-write and a key costs one 64-bit shift and add: 16 4-bit fields of one 64-bit value
+// (digit d at bits 4 d) for kGroup keys, added into 16 8-bit fields (4 registers) after each
+// group, and those into the 16-bit fields after kGroupsPerFlush groups. kList: the matching keys
+// are also copied to list[0, ..) in slot order (the caller knows how many there are); a template
+// flag, so the plain count carries no ballot or branch per key.
+template <int kUnroll, bool kList>
 __device__ void count_digits(const uint32_t* src, int n, uint32_t mask, uint32_t prefix, int shift,
                              uint32_t* list, int lane, uint32_t (&total)[8]) {
+  constexpr int kGroup = 15 / kUnroll * kUnroll; // keys per lane under 4-bit fields (<= 15)
+  constexpr int kGroupsPerFlush = 255 / kGroup;  // groups per lane under 8-bit fields (<= 255)
+  constexpr int kGroupKeys = 32 * kGroup;
+  constexpr int kFlushKeys = kGroupKeys * kGroupsPerFlush;
 #pragma unroll
   for (int w = 0; w < 8; ++w) total[w] = 0;
-  constexpr int kFlush = 32 * 255; // keys per flush of the 8-bit fields: 255 per lane
   int listed = 0;
-  for (int chunk = 0; chunk < n; chunk += kFlush) {
-    const int end = min(n, chunk + kFlush);
-    uint32_t packed[4] = {0u, 0u, 0u, 0u}; // digit d: byte d % 4 of packed[d / 4]
-    for_each_key<kUnroll>(src, chunk, end, lane, [&](uint32_t key, int, bool valid) {
-      const bool match = valid && (key & mask) == prefix;
-      const uint32_t d = (key >> shift) & 15u;
-      const uint32_t one = match ? 1u << (8 * (d & 3u)) : 0u;
+  for (int flush = 0; flush < n; flush += kFlushKeys) {
+    const int flush_end = min(n, flush + kFlushKeys);
+    // bytes[0]: digits 0, 2, 4, 6 (byte k: digit 2 k); [1]: 1, 3, 5, 7; [2], [3]: the same + 8
+    uint32_t bytes[4] = {0u, 0u, 0u, 0u};
+    for (int group = flush; group < flush_end; group += kGroupKeys) {
+      uint64_t nibbles = 0; // digit d: bits 4 d .. 4 d + 3
+      for_each_key<kUnroll>(src, group, min(flush_end, group + kGroupKeys), lane,
+                            [&](uint32_t key, int, bool valid) {
+                              const bool match = valid && (key & mask) == prefix;
+                              const uint32_t d = (key >> shift) & 15u;
+                              nibbles += static_cast<uint64_t>(match) << (4 * d);
+                              if constexpr (kList) {
+                                const uint32_t matches = __ballot_sync(kFull, match);
+                                if (match) list[listed + __popc(matches & lanes_below(lane))] = key;
+                                listed += __popc(matches);
+                              }
+                            });
+      const auto lo = static_cast<uint32_t>(nibbles), hi = static_cast<uint32_t>(nibbles >> 32);
+      bytes[0] += lo & 0x0f0f0f0fu;
+      bytes[1] += (lo >> 4) & 0x0f0f0f0fu;
+      bytes[2] += hi & 0x0f0f0f0fu;
+      bytes[3] += (hi >> 4) & 0x0f0f0f0fu;
+    }
 #pragma unroll
-      for (int w = 0; w < 4; ++w) packed[w] += (d >> 2) == static_cast<uint32_t>(w) ? one : 0u;
-      if (list != nullptr) {
-        const uint32_t matches = __ballot_sync(kFull, match);
-        if (match) list[listed + __popc(matches & lanes_below(lane))] = key;
-        listed += __popc(matches);
-      }
-    });
-#pragma unroll
-    for (int w = 0; w < 4; ++w) { // bytes 0, 2 to total[2 w]; bytes 1, 3 to total[2 w + 1]
-      total[2 * w] += packed[w] & 0x00ff00ffu;
-      total[2 * w + 1] += (packed[w] >> 8) & 0x00ff00ffu;
+    for (int b = 0; b < 4; ++b) { // bytes 0, 2 to total[2 b]; bytes 1, 3 to total[2 b + 1]
+      total[2 * b] += bytes[b] & 0x00ff00ffu;
+      total[2 * b + 1] += (bytes[b] >> 8) & 0x00ff00ffu;
     }
   }
 #pragma unroll
   for (int w = 0; w < 8; ++w) total[w] = __reduce_add_sync(kFull, total[w]);
-  if (list != nullptr) __syncwarp(); // the list is complete for every lane
+  if constexpr (kList) __syncwarp(); // the list is complete for every lane
 }
 
-// Digit d's count in count_digits' total.
+// Digit d's count in count_digits' total: bytes[b] with b = 2 (d / 8) + d % 2 held digit d in
+// byte k = (d % 8) / 2; its bytes k = 0, 2 went to total[2 b] (16-bit field k / 2), 1, 3 to
+// total[2 b + 1].
 __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int d) {
-  return (total[2 * (d / 4) + d % 2] >> (16 * ((d / 2) % 2))) & 0xffffu;
+  const int b = 2 * (d / 8) + d % 2, k = (d % 8) / 2;
+  return (total[2 * b + k % 2] >> (16 * (k / 2))) & 0xffffu;
 }
 
 // Keeps exactly the `topk` largest of the buffer's count (> topk) entries in slots [0, topk) and
@@ -363,13 +381,14 @@ template <int kUnroll>
 __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const int n = c.count;
-  uint32_t mask = ~0u, prefix = c.kmin;
+  const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
+  uint32_t mask = ~0u, prefix = kmin;
   int rank = topk;
-  const uint32_t diff = c.kmin ^ c.kmax;
+  const uint32_t diff = kmin ^ kmax;
   if (diff != 0) {
     int shift = (31 - __clz(diff)) & ~3; // the digit holding the highest differing bit
     mask = shift + 4 >= 32 ? 0u : ~0u << (shift + 4);
-    prefix = c.kmin & mask;
+    prefix = kmin & mask;
     const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
     int src_n = n;
     int running = n; // entries equal to the prefix under the mask (every one at first)
@@ -377,8 +396,11 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
     for (; shift >= 0; shift -= 4) {
       const bool list_now = !listed && running <= slack && 2 * running <= n;
       uint32_t total[8];
-      count_digits<kUnroll>(src, src_n, mask, prefix, shift, list_now ? c.scratch : nullptr, lane,
-                            total);
+      if (list_now) {
+        count_digits<kUnroll, true>(src, src_n, mask, prefix, shift, c.scratch, lane, total);
+      } else {
+        count_digits<kUnroll, false>(src, src_n, mask, prefix, shift, nullptr, lane, total);
+      }
       if (list_now) {
         src = c.scratch;
         src_n = running;
@@ -445,6 +467,7 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   c.count = topk;
   c.thr = prefix;
   c.kmin = prefix;
+  c.kmax = kmax;
 }
 
 // Offers the block's 64 scores of query `q` (partials in part[q * parts + r][key]) to its buffer.
@@ -477,10 +500,10 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
       } else {
         c.nidx[slot - topk] = key_index;
       }
+      c.kmax = max(c.kmax, key);
+      c.kmin = min(c.kmin, key);
     }
     c.count += __popc(takes);
-    c.kmax = max(c.kmax, __reduce_max_sync(kFull, take ? key : 0u));
-    c.kmin = min(c.kmin, __reduce_min_sync(kFull, take ? key : ~0u));
   }
   return c.count > capacity - kBlockKeys;
 }
