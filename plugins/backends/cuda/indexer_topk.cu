@@ -61,13 +61,13 @@
 // S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
 // and registers).
 // Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
-// 7 compactions of ~3K keys per query, each 2 counting passes over the buffer (16 digit fields
-// per lane in 4 registers; the later digits over the few hundred keys still in the running) and
-// 1 pass for the kept set, against 512 key blocks of MMA work; a worst case (scores rising with
-// the key) compacts every S - 64 keys. The version before counted every digit (~6 passes) in
-// per-lane shared-memory histograms: a load-increment-store chain per key. Measured (ncu, T=16K,
-// H_I 32, gang compaction on): ~35K keys counted per long-window query, about 10 compactions,
-// ~28 instructions per key in the first digit's counting loop.
+// 7 compactions of ~3K keys per query against 512 key blocks of MMA work; a worst case (scores
+// rising with the key) compacts every S - 64 keys. Measured (ncu, T=16K, H_I 32, gang compaction
+// on): ~3 compactions per long-window query during the stream and the final one, each counting
+// the whole buffer for ~3-4 digits before the keys still in the running fit the scratch (scores
+// crowd into few 4-bit bins), ~35K keys counted per query. Counting costs ~14 instructions per key
+// (4-bit fields of one 64-bit value per lane; 28 with the 8-bit fields and the listing branch of
+// version 4), the keep passes ~10.
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
@@ -77,18 +77,18 @@
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
 // Achieved (H100, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document):
-// H_I 32: 230.3 TFLOP/s (23.3% of 989) at T=4K, 201.2 at 16K, 227.4 at 32K; H_I 64: 278.4,
-// 237.0, 253.4 (the version before, on H200: 112-119 at H_I 32 and 155-180 at H_I 64 for 16-32K).
-// Under the 40% bar, and for the selection: ncu at 16K, H_I 32 puts 55% of the warps' stall
-// samples in it (compactions 39%, the first digit's counting loop alone 21% of all instructions),
-// 16% in the head sums; the same kernel without the selection runs at 40.7%, and without the head
-// sums too (MMA, K copies, barriers) at 58.8%. 985 instructions per warp and key block, issue
-// slots 39% busy with 2 warps per scheduler.
+// H_I 32: 266.1 TFLOP/s (26.9% of 989) at T=4K, 233.1 at 16K, 255.3 at 32K; H_I 64: 302.5,
+// 263.5, 285.5 (11-14% over version 4 in the same run; version 3 on H200: 112-119 at H_I 32 and
+// 155-180 at H_I 64 for 16-32K). Under the 40% bar, and for the selection: ncu at 16K, H_I 32 put
+// 55% of version 4's warp stall samples in it (compactions 39%), 16% in the head sums; the same
+// kernel without the selection runs at 40.7%, and without the head sums too (MMA, K copies,
+// barriers) at 58.8%. Version 5: 1.79 G warp instructions at 16K (version 4: 2.04 G), issue
+// slots 40% busy with 2 warps per scheduler.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  161 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 216 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 246 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 230 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 

@@ -90,7 +90,8 @@ constexpr int kPriority = 100;
 // sparse_mla 2: the backward kernel (1 took calls without gradients only); 3: both kernels on
 // wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1
 // supported nothing); 3: on wgmma; 4: compaction counts digits in registers, compactions of a CTA
-// lined up (gang).
+// lined up (gang); 5: 4-bit digit fields in one 64-bit value per lane, key bounds per lane (the
+// version 5 of branch indexer-db was never merged).
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
@@ -102,7 +103,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "4",
+                                    .version = "5",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
 }
