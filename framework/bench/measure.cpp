@@ -51,6 +51,14 @@ void reset_peak_memory(c10::Device device) {
 #endif
 }
 
+void release_cached_memory(c10::Device device) {
+#if KILN_BENCH_CUDA_EVENTS
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#else
+  (void)device;
+#endif
+}
+
 std::optional<int64_t> peak_memory(c10::Device device) {
 #if KILN_BENCH_CUDA_EVENTS
   if (device.is_cuda()) {

@@ -331,12 +331,22 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
       throw e.with_context(fmt::format("running --ab {}={}", key, setting.value));
     } catch (const std::exception& e) {
       if (!core::is_out_of_memory(e)) throw;
+      profile.reset();
+      release_cached_memory(device);
       const auto done = static_cast<int64_t>(out.losses.size()); // steps that finished
-      throw Error(ErrorKind::kInternal,
-                  fmt::format("--ab {}={}: out of memory {}: {}; {}", key, setting.value,
-                              done == 0 ? std::string("before the first step")
-                                        : fmt::format("in step {} of {}", done + 1, r.train.steps),
-                              core::one_line_message(e), core::kOutOfMemoryHint));
+      const std::string what =
+          fmt::format("{}: {}",
+                      done == 0 ? std::string("before the first step")
+                                : fmt::format("in step {} of {}", done + 1, r.train.steps),
+                      core::one_line_message(e));
+      if (done < last_timed) {
+        out.out_of_memory = what;
+        result.settings.push_back(std::move(out));
+        continue;
+      }
+      // Only the profiled step after the timed ones: the results stand, the profile does not.
+      out.profile = "not taken: out of memory " + what + "\n";
+      out.profile_trace.clear();
     }
     if (run.exit_code != 0) {
       result.exit_code = run.exit_code;
@@ -361,11 +371,23 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
     result.settings.push_back(std::move(out));
   }
 
-  SettingResult& first = result.settings.front();
-  first.speedup = 1.0;
-  first.logits_note = "the reference";
-  for (size_t i = 1; i < result.settings.size(); ++i) {
-    compare_with_reference(first, result.settings[i]);
+  const auto ran = [](const SettingResult& s) { return s.out_of_memory.empty(); };
+  const auto reference = std::find_if(result.settings.begin(), result.settings.end(), ran);
+  if (reference == result.settings.end()) {
+    const SettingResult& first = result.settings.front();
+    throw Error(ErrorKind::kInternal,
+                fmt::format("--ab {}={}: out of memory {}; {} (every setting ran out of memory)",
+                            key, first.value, first.out_of_memory, core::kOutOfMemoryHint));
+  }
+  reference->speedup = 1.0;
+  reference->logits_note = "the reference";
+  for (auto& s : result.settings) {
+    if (&s == &*reference) continue;
+    if (ran(s)) {
+      compare_with_reference(*reference, s);
+    } else {
+      s.logits_note = "not compared: out of memory";
+    }
   }
   return result;
 }
@@ -375,6 +397,8 @@ nlohmann::json to_json(const ModelBenchOptions& options, const ModelBenchResult&
   for (const auto& s : result.settings) {
     settings.push_back({
         {"value", s.value},
+        {"out_of_memory",
+         s.out_of_memory.empty() ? nlohmann::json(nullptr) : nlohmann::json(s.out_of_memory)},
         {"ran", s.ran},
         {"fallback", !s.fallbacks.empty()},
         {"fallbacks", s.fallbacks},

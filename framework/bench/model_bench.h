@@ -71,9 +71,13 @@ std::vector<Setting> load_settings(const ModelBenchOptions& options);
 /// or policy name fails before anything runs (naming the setting). Plugins must be loaded.
 void check_backends(const std::vector<Setting>& settings, const std::string& key);
 
-/// What one setting measured, and (for every setting but the first) how it compares.
+/// What one setting measured, and (for every setting but the reference) how it compares. The
+/// reference is the first setting that did not run out of memory.
 struct SettingResult {
   std::string value;
+  /// Set when the setting ran out of memory: where and the allocator's message. Its timings are
+  /// then left at zero and its comparisons unset.
+  std::string out_of_memory;
   std::string device;          ///< "cpu", "cuda:0"
   std::string device_name;     ///< "cpu", "NVIDIA H200"
   std::string dtype;           ///< model.dtype
@@ -91,7 +95,7 @@ struct SettingResult {
   std::vector<std::string> fallbacks;  ///< "op (device, dtype): why" of each fallback
   std::string profile;                 ///< the profiled step's costliest ops and kernels
   std::filesystem::path profile_trace; ///< its Chrome trace (empty without profile_dir)
-  // vs the first setting (unset for the first)
+  // vs the reference setting (unset for the reference and for a setting out of memory)
   std::optional<double> speedup;           ///< tokens_per_s / the first's
   std::optional<double> loss_max_abs_diff; ///< max over steps of |loss - first's loss|
   std::optional<ErrorStats> logits;        ///< initial logits vs the first's
@@ -105,8 +109,11 @@ struct SettingResult {
 /// Runs every setting (see the file comment) in a temporary folder removed afterwards, and fills
 /// the comparisons. A run that stops early (a non-finite loss: exit 3; a signal: 128 + N) ends
 /// the bench: its code is returned in `exit_code` with the results so far. Errors raised while a
-/// setting runs (a strict backend without a kernel, ...) get the setting as context; running out
-/// of memory is a one-line internal kiln::Error naming the setting, the step and what to change.
+/// setting runs (a strict backend without a kernel, ...) get the setting as context. A setting
+/// that runs out of memory is a result (`out_of_memory`, like "OOM" in a benchmark table): the
+/// device's cached memory is released and the next setting runs; when every setting runs out of
+/// memory, that is a one-line internal kiln::Error naming the first, the step and what to
+/// change.
 struct ModelBenchResult {
   std::vector<SettingResult> settings;
   int exit_code = 0;

@@ -7,6 +7,7 @@
 
 #include "bench/model_bench.h"
 #include "bench/op_bench.h"
+#include "core/failure.h"
 #include "io/files.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
@@ -18,6 +19,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -268,9 +270,10 @@ void print_model_table(const bench::ModelBenchOptions& o, const bench::ModelBenc
       where.size() == 1 ? "on " + *where.begin() : std::string("device and dtype per setting"));
   std::cout << fmt::format(
       "median ms: per step; tokens/s: the mean tokens of a timed step over the median time; "
-      "speedup: tokens/s over the first setting's\n"
-      "loss diff: max |loss - the first's| over all {} steps; logit abs / rel: max |a - b| and "
-      "that over max |b|, b the first setting's logits of (up to) the last {} positions of the "
+      "speedup: tokens/s over the reference's (the first setting that did not run out of "
+      "memory)\n"
+      "loss diff: max |loss - the reference's| over all {} steps; logit abs / rel: max |a - b| "
+      "and that over max |b|, b the reference's logits of (up to) the last {} positions of the "
       "first micro-batch with the initial weights\n\n",
       o.warmup + o.steps, bench::kComparedLogitRows);
 
@@ -285,6 +288,11 @@ void print_model_table(const bench::ModelBenchOptions& o, const bench::ModelBenc
                   "loss diff", "logit abs", "logit rel");
   std::cout << header << "\n" << std::string(header.size(), '-') << "\n";
   for (const auto& r : rows) {
+    if (!r.out_of_memory.empty()) {
+      std::cout << fmt::format("{:<{}}  {:<{}} {:>10}\n", r.value, value_width,
+                               r.ran.empty() ? "-" : r.ran, ran_width, "out of memory");
+      continue;
+    }
     const auto sci_or_dash = [](const std::optional<double>& v) { return v ? sci(*v) : "-"; };
     std::cout << fmt::format(
         "{:<{}}  {:<{}} {:>10.3f} {:>11} {:>9} {:>8} {:>10} {:>10} {:>10}\n", r.value, value_width,
@@ -293,9 +301,12 @@ void print_model_table(const bench::ModelBenchOptions& o, const bench::ModelBenc
         sci_or_dash(r.logits ? std::optional(r.logits->max_abs) : std::nullopt),
         sci_or_dash(r.logits ? std::optional(r.logits->max_rel) : std::nullopt));
   }
-  for (size_t i = 1; i < rows.size(); ++i) {
-    if (!rows[i].logits) {
-      std::cout << fmt::format("note: {}: logits {}\n", rows[i].value, rows[i].logits_note);
+  for (const auto& r : rows) {
+    if (!r.out_of_memory.empty()) {
+      std::cout << fmt::format("note: {}: out of memory {}; {}\n", r.value, r.out_of_memory,
+                               core::kOutOfMemoryHint);
+    } else if (!r.logits && r.logits_note != "the reference") {
+      std::cout << fmt::format("note: {}: logits {}\n", r.value, r.logits_note);
     }
   }
   for (const auto& r : rows) {
@@ -311,7 +322,9 @@ void print_model_table(const bench::ModelBenchOptions& o, const bench::ModelBenc
   for (const auto& r : rows)
     line += fmt::format("  {:>{}}", r.value, std::max<size_t>(10, r.value.size()));
   std::cout << line << "\n";
-  for (size_t s = 0; s < rows.front().losses.size(); ++s) {
+  size_t steps = 0;
+  for (const auto& r : rows) steps = std::max(steps, r.losses.size());
+  for (size_t s = 0; s < steps; ++s) {
     line = fmt::format("{:>5}{}", s + 1, static_cast<int64_t>(s) < o.warmup ? "*" : " ");
     for (const auto& r : rows) {
       const std::string v = s < r.losses.size() ? fmt::format("{:.6f}", r.losses[s]) : "-";
@@ -328,7 +341,7 @@ void plot_model_bench(const bench::ModelBenchOptions& o, const bench::ModelBench
   std::vector<std::string> names;
   std::vector<double> ms, rates;
   for (const auto& r : result.settings) {
-    names.push_back(r.value);
+    names.push_back(r.out_of_memory.empty() ? r.value : r.value + " (out of memory)");
     ms.push_back(r.median_step_ms);
     rates.push_back(r.tokens_per_s);
   }
@@ -427,6 +440,9 @@ int bench_model(const std::vector<std::string>& args) {
   std::cout << "\n";
   print_model_table(o, result);
   for (const auto& r : result.settings) {
+    if (r.profile_trace.empty() && !r.profile.empty()) { // the profiled step ran out of memory
+      std::cout << fmt::format("\nprofile of {}={}: {}", o.ab.key, r.value, r.profile);
+    }
     if (r.profile_trace.empty()) continue;
     std::cout << fmt::format("\nprofile of {}={} (step {}, after the timed steps): {}\n{}",
                              o.ab.key, r.value, o.warmup + o.steps + 1, r.profile_trace.string(),

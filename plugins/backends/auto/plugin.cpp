@@ -30,6 +30,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/GradMode.h>
+#include <c10/util/Exception.h>
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
@@ -168,6 +169,15 @@ std::string json_error(const std::exception& e) {
                                                                            : what;
 }
 
+// What a kernel threw, on one line: a c10::Error's what() ends in a C++ stack trace (tens of
+// lines), which a warning leaves out; line breaks become spaces.
+std::string kernel_error(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text;
+}
+
 // The autotune.json file: {"format": 1, "entries": {KEY: ENTRY}}. Not thread-safe: the policy
 // calls it under its tuning lock. Never throws; problems are warned about once per file.
 class CacheFile {
@@ -296,7 +306,8 @@ class AutoPolicy final : public sdk::Policy {
     try {
       decision = decide(call, device, bucket, versions_of(eligible), eligible);
     } catch (const std::exception& e) { // decide catches what the kernels throw: this is ours
-      log_warn("auto policy: {} {}: {}; using the priority order", call.op, bucket, e.what());
+      log_warn("auto policy: {} {}: {}; using the priority order", call.op, bucket,
+               kernel_error(e));
       decision = {by_priority(eligible)->info.backend, ""};
     }
     const auto* kernel = find(eligible, decision.winner);
@@ -395,7 +406,7 @@ class AutoPolicy final : public sdk::Policy {
           best_ms = t;
         }
       } catch (const std::exception& e) {
-        dropped(call.op, backend, what, device, e.what());
+        dropped(call.op, backend, what, device, kernel_error(e));
         ms[backend] = nullptr;
         parts.push_back(fmt::format("{} failed", backend));
       } catch (...) {
