@@ -196,7 +196,7 @@ TEST_F(BenchModelCliTest, FallbackIsShownNotSilent) {
 // trace in its what()). A setting out of memory is a result, as "OOM" in a benchmark table: its
 // row says so, the others run and compare with the first setting that ran. `auto` times testoom
 // too, and its warning about the kernel that threw is one line as well.
-bool oom_first_and_auto(std::string_view values) {
+bool lists_auto(std::string_view values) {
   return values.ends_with(",auto");
 }
 
@@ -218,14 +218,14 @@ TEST_F(BenchModelCliTest, OutOfMemoryIsARowAndTheOthersStillRun) {
               std::string::npos)
         << r.out;
     EXPECT_EQ(r.out.find("frame #"), std::string::npos) << r.out;
-    if (oom_first_and_auto(values)) {
+    if (lists_auto(values)) {
       EXPECT_NE(r.out.find("warning: auto policy: kernel rms_norm/testoom threw while being timed"),
                 std::string::npos)
           << r.out;
       EXPECT_NE(r.out.find("is free. Of the allocated memory"), std::string::npos) << r.out;
     }
     const auto settings = nlohmann::json::parse(read_file("out.json"))["settings"];
-    ASSERT_EQ(settings.size(), oom_first_and_auto(values) ? 3u : 2u);
+    ASSERT_EQ(settings.size(), lists_auto(values) ? 3u : 2u);
     const bool oom_first = std::string(values).starts_with("testoom");
     const auto& oom = settings[oom_first ? 0 : 1];
     const auto& torch = settings[oom_first ? 1 : 0];
