@@ -379,10 +379,11 @@ ModelBenchResult run_model_bench(const ModelBenchOptions& options,
                 fmt::format("--ab {}={}: out of memory {}; {} (every setting ran out of memory)",
                             key, first.value, first.out_of_memory, core::kOutOfMemoryHint));
   }
+  reference->reference = true;
   reference->speedup = 1.0;
   reference->logits_note = "the reference";
   for (auto& s : result.settings) {
-    if (&s == &*reference) continue;
+    if (s.reference) continue;
     if (ran(s)) {
       compare_with_reference(*reference, s);
     } else {

@@ -78,6 +78,7 @@ struct SettingResult {
   /// Set when the setting ran out of memory: where and the allocator's message. Its timings are
   /// then left at zero and its comparisons unset.
   std::string out_of_memory;
+  bool reference = false;      ///< the setting the others compare with
   std::string device;          ///< "cpu", "cuda:0"
   std::string device_name;     ///< "cpu", "NVIDIA H200"
   std::string dtype;           ///< model.dtype
@@ -96,9 +97,9 @@ struct SettingResult {
   std::string profile;                 ///< the profiled step's costliest ops and kernels
   std::filesystem::path profile_trace; ///< its Chrome trace (empty without profile_dir)
   // vs the reference setting (unset for the reference and for a setting out of memory)
-  std::optional<double> speedup;           ///< tokens_per_s / the first's
-  std::optional<double> loss_max_abs_diff; ///< max over steps of |loss - first's loss|
-  std::optional<ErrorStats> logits;        ///< initial logits vs the first's
+  std::optional<double> speedup;           ///< tokens_per_s / the reference's
+  std::optional<double> loss_max_abs_diff; ///< max over steps of |loss - reference's loss|
+  std::optional<ErrorStats> logits;        ///< initial logits vs the reference's
   std::string logits_note;                 ///< what was compared, or why nothing was
   // The first micro-batch's ids and the float32 logits of its last kComparedLogitRows positions,
   // with the initial weights, for the comparison.

@@ -305,7 +305,7 @@ void print_model_table(const bench::ModelBenchOptions& o, const bench::ModelBenc
     if (!r.out_of_memory.empty()) {
       std::cout << fmt::format("note: {}: out of memory {}; {}\n", r.value, r.out_of_memory,
                                core::kOutOfMemoryHint);
-    } else if (!r.logits && r.logits_note != "the reference") {
+    } else if (!r.logits && !r.reference) {
       std::cout << fmt::format("note: {}: logits {}\n", r.value, r.logits_note);
     }
   }
