@@ -85,9 +85,9 @@
 // barriers) at 58.8%. Version 5: 1.79 G warp instructions at 16K (version 4: 2.04 G), issue
 // slots 40% busy with 2 warps per scheduler.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  181 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 230 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  178 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  194 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 229 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
@@ -398,13 +398,11 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
       uint32_t total[8];
       if (list_now) {
         count_digits<kUnroll, true>(src, src_n, mask, prefix, shift, c.scratch, lane, total);
-      } else {
-        count_digits<kUnroll, false>(src, src_n, mask, prefix, shift, nullptr, lane, total);
-      }
-      if (list_now) {
         src = c.scratch;
         src_n = running;
         listed = true;
+      } else {
+        count_digits<kUnroll, false>(src, src_n, mask, prefix, shift, nullptr, lane, total);
       }
       // The digit of the rank-th largest: the highest d with (entries in digits >= d) >= rank.
       uint32_t above = 0, in_bin = 0, above_bin = 0;
