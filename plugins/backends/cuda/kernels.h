@@ -15,6 +15,9 @@ at::Tensor sparse_mla(const ops::SparseMlaArgs& args);
 bool indexer_topk_supports(const ops::IndexerTopkArgs& args);
 at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
 
+bool linear_cross_entropy_supports(const ops::LinearCrossEntropyArgs& args);
+ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
+
 /// True when `device` (a CUDA device) can run this plugin's kernels: their sm_90a code loads on
 /// compute capability 9.0 only (H100, H200, GH200). When it cannot, says why as a dispatch note
 /// (sdk::note_selection), so a forced `cuda` that falls back names the GPU it found.

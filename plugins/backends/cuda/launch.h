@@ -85,4 +85,27 @@ struct IndexerTopkParams {
 bool indexer_topk_supported(int heads, int dim, int topk);
 cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream);
 
+// ---- linear_cross_entropy -----------------------------------------------------------------------
+// Row kernels over one chunk of bf16 logits [rows, cols] (row stride ld; column c is vocabulary
+// entry col0 + c) that the ATen side's GEMMs wrote (kiln/sdk/ops/linear_cross_entropy.h states
+// the contract):
+//   lse:  lse[r] = log(sum_c exp(logits[r, c]))  (float32; -inf for a row of -inf)
+//         loss[r] = lse[r] - logits[r, labels[r] - col0], 0 where labels[r] == ignore_index, NaN
+//         where a label lies outside the chunk (whole rows: col0 0, cols = V)
+//   grad: logits[r, c] <- (exp(logits[r, c] - lse[r]) - [labels[r] == col0 + c]) * row_scale[r],
+//         float32, rounded to bf16, in place (an all-zero row where row_scale[r] is 0)
+// rows <= INT32_MAX, cols > 0; labels, lse, loss and row_scale contiguous [rows].
+struct CrossEntropyRowsParams {
+  void* logits = nullptr;           ///< bf16 [rows, cols], row stride ld
+  const int64_t* labels = nullptr;  ///< [rows]
+  float* lse = nullptr;             ///< [rows]: written by lse, read by grad
+  float* loss = nullptr;            ///< [rows]: lse only
+  const float* row_scale = nullptr; ///< [rows]: grad only
+  int64_t ld = 0, rows = 0, col0 = 0, ignore_index = -100;
+  int cols = 0;
+};
+
+cudaError_t launch_cross_entropy_lse(const CrossEntropyRowsParams& p, cudaStream_t stream);
+cudaError_t launch_cross_entropy_grad(const CrossEntropyRowsParams& p, cudaStream_t stream);
+
 } // namespace kiln::backends::cuda

@@ -106,6 +106,12 @@ void register_cuda_backend(sdk::Registrar& r) {
                                     .version = "5",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
+  r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
+                                           .device = c10::DeviceType::CUDA,
+                                           .priority = kPriority,
+                                           .version = "1",
+                                           .run = &linear_cross_entropy,
+                                           .supports = &linear_cross_entropy_supports});
 }
 
 } // namespace
