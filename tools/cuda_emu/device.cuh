@@ -244,6 +244,10 @@ inline int __float_as_int(float f) {
   std::memcpy(&u, &f, 4);
   return u;
 }
+// rsqrtf is an approximation on the GPU (MUFU.RSQ, ~2 ulp); here the correctly rounded value.
+inline float rsqrtf(float x) {
+  return 1.0f / std::sqrt(x);
+}
 inline int __popc(unsigned v) {
   return __builtin_popcount(v);
 }
@@ -503,12 +507,24 @@ extern "C" cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
+// Two SMs holding one CTA each: launchers that size their grids by these (rms_norm) get fewer
+// CTAs than rows, so the emulator runs their loops over rows too.
 extern "C" cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  if (attr != cudaDevAttrMaxSharedMemoryPerBlockOptin) {
+  if (attr == cudaDevAttrMaxSharedMemoryPerBlockOptin) {
+    *value = kEmuOptinSmem;
+  } else if (attr == cudaDevAttrMultiProcessorCount) {
+    *value = 2;
+  } else {
     fprintf(stderr, "cuda_emu: cudaDeviceGetAttribute(%d) is not emulated\n", int(attr));
     abort();
   }
-  *value = kEmuOptinSmem;
+  return cudaSuccess;
+}
+// (cuda_runtime.h's cudaOccupancyMaxActiveBlocksPerMultiprocessor template calls this one.)
+extern "C" cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks,
+                                                                              const void*, int,
+                                                                              size_t, unsigned) {
+  *blocks = 1;
   return cudaSuccess;
 }
 

@@ -18,6 +18,9 @@ at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
 bool linear_cross_entropy_supports(const ops::LinearCrossEntropyArgs& args);
 ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
 
+bool rms_norm_supports(const ops::RmsNormArgs& args);
+at::Tensor rms_norm(const ops::RmsNormArgs& args);
+
 /// True when `device` (a CUDA device) can run this plugin's kernels: their sm_90a code loads on
 /// compute capability 9.0 only (H100, H200, GH200). When it cannot, says why as a dispatch note
 /// (sdk::note_selection), so a forced `cuda` that falls back names the GPU it found.
@@ -25,7 +28,7 @@ bool runs_on(const c10::Device& device);
 
 /// `t` itself when its last dimension is contiguous, every other stride a multiple of 8 elements
 /// and its start 16-byte aligned (rows the kernels can copy 16 bytes at a time); else a contiguous
-/// copy.
+/// copy in a fresh (aligned) allocation, even where `t` is contiguous but starts unaligned.
 at::Tensor rows_16b(const at::Tensor& t);
 
 /// Throws kiln::Error naming `what` when `status` is not cudaSuccess.

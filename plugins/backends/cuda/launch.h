@@ -108,4 +108,37 @@ struct CrossEntropyRowsParams {
 cudaError_t launch_cross_entropy_lse(const CrossEntropyRowsParams& p, cudaStream_t stream);
 cudaError_t launch_cross_entropy_grad(const CrossEntropyRowsParams& p, cudaStream_t stream);
 
+// ---- rms_norm -----------------------------------------------------------------------------------
+// Op `rms_norm` over rows of dim channels (kiln/sdk/ops/rms_norm.h), bf16 x, weight and y:
+//   forward:  rstd[r] = rsqrt(mean_c x[r, c]^2 + eps)                 (float32)
+//             y[r, c] = bf16(bf16(x[r, c] rstd[r]) weight[c])
+//   backward: n = x rstd (float32), dn = dy weight:
+//             dx[r, c] = bf16(rstd[r] (dn[r, c] - n[r, c] mean_c(dn[r, :] n[r, :])))
+//             d_weight[c] = bf16(sum_r dy[r, c] bf16(n[r, c]))
+// x and dy: channels contiguous, row strides x_row and dy_row multiples of 8 and 16-byte aligned
+// starts; weight contiguous and aligned; y and dx contiguous [rows, dim]; dim within
+// rms_norm_supported(). Backward sums the weight gradient per CTA into d_weight_partial, float32
+// [rms_norm_bwd_ctas(p), dim], then adds those rows into d_weight.
+struct RmsNormParams {
+  const void* x = nullptr;      ///< bf16 [rows, dim], row stride x_row
+  const void* weight = nullptr; ///< bf16 [dim]
+  void* y = nullptr;            ///< forward: bf16 [rows, dim]
+  float* rstd = nullptr;        ///< [rows]: written by forward (when not null), read by backward
+  const void* dy = nullptr;     ///< backward: bf16 [rows, dim], row stride dy_row
+  void* dx = nullptr;           ///< backward: bf16 [rows, dim]
+  void* d_weight = nullptr;     ///< backward: bf16 [dim]
+  float* d_weight_partial = nullptr; ///< backward: workspace, see above
+  int64_t rows = 0, x_row = 0, dy_row = 0;
+  int dim = 0;
+  float eps = 0;
+};
+
+/// Whether the kernels take rows of `dim` channels (a multiple of 8, at most 8192).
+bool rms_norm_supported(int64_t dim);
+/// Rows of the backward's d_weight_partial workspace (CTAs of the backward launch) on the current
+/// device.
+int rms_norm_bwd_ctas(const RmsNormParams& p);
+cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream);
+cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream);
+
 } // namespace kiln::backends::cuda

@@ -31,7 +31,7 @@ namespace kiln::backends::cuda {
 at::Tensor rows_16b(const at::Tensor& t) {
   bool ok = t.stride(-1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
   for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && (t.stride(d) % 8 == 0 || t.size(d) == 1);
-  return ok ? t : t.contiguous();
+  return ok ? t : t.clone(at::MemoryFormat::Contiguous); // contiguous() would keep a bad start
 }
 
 namespace {
@@ -112,6 +112,12 @@ void register_cuda_backend(sdk::Registrar& r) {
                                            .version = "1",
                                            .run = &linear_cross_entropy,
                                            .supports = &linear_cross_entropy_supports});
+  r.add_kernel<ops::RmsNormOp>({.backend = KILN_CUDA_BACKEND_NAME,
+                                .device = c10::DeviceType::CUDA,
+                                .priority = kPriority,
+                                .version = "1",
+                                .run = &rms_norm,
+                                .supports = &rms_norm_supports});
 }
 
 } // namespace
