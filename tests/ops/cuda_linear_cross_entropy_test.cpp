@@ -9,10 +9,8 @@
 // many chunks (chunk_size), every label ignored, a frozen weight, an upstream gradient other
 // than 1, no-grad calls, and GLM-5's width (H 6144, V 154880). Every test skips itself without a
 // GPU.
-#include "core/plugin_host.h"
-#include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/ops.h"
-#include "support/cuda_backend.h"
+#include "support/cuda_op_test.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -31,20 +29,7 @@ const std::string kBackend = test::cuda_backend_under_test(); // "cuda" unless t
 
 const c10::Device kCuda(c10::DeviceType::CUDA, 0);
 
-class CudaLinearCrossEntropyTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (at::hasCUDA()) core::PluginHost::global().load({.use_env = false});
-  }
-  void SetUp() override {
-    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
-      GTEST_SKIP() << why;
-    }
-  }
-  void TearDown() override {
-    if (at::hasCUDA()) sdk::Dispatcher::global().configure({});
-  }
-};
+using CudaLinearCrossEntropyTest = test::CudaOpTest;
 
 struct Problem {
   at::Tensor hidden, weight, labels; // bf16 [T, H], bf16 [V, H], int64 [T] on the GPU
@@ -93,41 +78,19 @@ Outputs run_backend(const Problem& p, const std::string& backend, bool with_grad
       if (p.weight_grad) o.d_weight = grads[1];
     }
   }
-  bool seen = false;
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    if (r.op != "linear_cross_entropy") continue;
-    seen = true;
-    EXPECT_EQ(r.chosen, backend) << r.note;
-  }
-  EXPECT_TRUE(seen);
+  test::expect_ran_on("linear_cross_entropy", backend);
   return o;
-}
-
-// max |actual - expected| <= tol * max(max |expected|, floor), and everything finite.
-::testing::AssertionResult near(const at::Tensor& actual, const at::Tensor& expected, double tol,
-                                double floor = 0.0) {
-  if (actual.sizes() != expected.sizes()) {
-    return ::testing::AssertionFailure()
-           << "shape " << actual.sizes() << " vs " << expected.sizes();
-  }
-  const at::Tensor a = actual.detach().to(at::kCPU, at::kDouble);
-  const at::Tensor e = expected.detach().to(at::kCPU, at::kDouble);
-  if (!a.isfinite().all().item<bool>()) return ::testing::AssertionFailure() << "non-finite";
-  const double scale = std::max(e.numel() > 0 ? e.abs().max().item<double>() : 0.0, floor);
-  const double worst = a.numel() > 0 ? (a - e).abs().max().item<double>() : 0.0;
-  if (worst <= tol * scale) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "max |diff| " << worst << " > " << tol << " * max |expected| " << scale;
 }
 
 void expect_backends_agree(const Problem& p, bool with_grad = true) {
   const Outputs ref = run_backend(p, "torch", with_grad);
   const Outputs got = run_backend(p, kBackend, with_grad);
-  EXPECT_TRUE(near(got.loss, ref.loss, 2e-3, 1e-3)) << "loss";
-  EXPECT_TRUE(near(got.per_token, ref.per_token, 2e-3, 1e-3)) << "per-token losses";
+  EXPECT_TRUE(test::near_max(got.loss, ref.loss, 2e-3, 1e-3)) << "loss";
+  EXPECT_TRUE(test::near_max(got.per_token, ref.per_token, 2e-3, 1e-3)) << "per-token losses";
   if (!with_grad) return;
-  EXPECT_TRUE(near(got.d_hidden, ref.d_hidden, 2e-2, 1e-12)) << "d hidden";
-  if (p.weight_grad) EXPECT_TRUE(near(got.d_weight, ref.d_weight, 2e-2, 1e-12)) << "d weight";
+  EXPECT_TRUE(test::near_max(got.d_hidden, ref.d_hidden, 2e-2, 1e-12)) << "d hidden";
+  if (p.weight_grad)
+    EXPECT_TRUE(test::near_max(got.d_weight, ref.d_weight, 2e-2, 1e-12)) << "d weight";
 }
 
 TEST_F(CudaLinearCrossEntropyTest, LmHeadMeanWithIgnoredTokens) {

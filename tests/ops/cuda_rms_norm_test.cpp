@@ -7,10 +7,8 @@
 // q_a (2048), Nemotron-3 Nano (2688), GLM-5 (6144), the largest (8192), 3-D inputs, rows not 16-
 // byte aligned (a copy), a gradient with stride-0 rows, and no rows. Every test skips itself
 // without a GPU.
-#include "core/plugin_host.h"
-#include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/ops.h"
-#include "support/cuda_backend.h"
+#include "support/cuda_op_test.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -27,20 +25,7 @@ const std::string kBackend = test::cuda_backend_under_test(); // "cuda" unless t
 
 const c10::Device kCuda(c10::DeviceType::CUDA, 0);
 
-class CudaRmsNormTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (at::hasCUDA()) core::PluginHost::global().load({.use_env = false});
-  }
-  void SetUp() override {
-    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
-      GTEST_SKIP() << why;
-    }
-  }
-  void TearDown() override {
-    if (at::hasCUDA()) sdk::Dispatcher::global().configure({});
-  }
-};
+using CudaRmsNormTest = test::CudaOpTest;
 
 struct Outputs {
   at::Tensor y, d_x, d_weight;
@@ -55,30 +40,8 @@ Outputs run_backend(const at::Tensor& x_in, const at::Tensor& weight_in, const a
   const at::Tensor weight = weight_in.detach().requires_grad_(true);
   const at::Tensor y = ops::rms_norm(x, weight, 1e-5);
   const auto grads = torch::autograd::grad({(y * probe).sum()}, {x, weight});
-  bool seen = false;
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    if (r.op != "rms_norm") continue;
-    seen = true;
-    EXPECT_EQ(r.chosen, backend) << r.note;
-  }
-  EXPECT_TRUE(seen);
+  test::expect_ran_on("rms_norm", backend);
   return {y.detach(), grads[0], grads[1]};
-}
-
-::testing::AssertionResult near(const at::Tensor& actual, const at::Tensor& expected, double tol) {
-  if (actual.sizes() != expected.sizes()) {
-    return ::testing::AssertionFailure()
-           << "shape " << actual.sizes() << " vs " << expected.sizes();
-  }
-  const at::Tensor a = actual.detach().to(at::kCPU, at::kDouble);
-  const at::Tensor e = expected.detach().to(at::kCPU, at::kDouble);
-  if (!a.isfinite().all().item<bool>()) return ::testing::AssertionFailure() << "non-finite";
-  if (e.numel() == 0) return ::testing::AssertionSuccess();
-  const double scale = e.abs().max().item<double>();
-  const double worst = (a - e).abs().max().item<double>();
-  if (worst <= tol * scale) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << "max |diff| " << worst << " > " << tol << " * max |expected| " << scale;
 }
 
 at::Tensor randn_bf16(std::vector<int64_t> sizes, double scale = 1.0) {
@@ -89,9 +52,9 @@ at::Tensor randn_bf16(std::vector<int64_t> sizes, double scale = 1.0) {
 void expect_backends_agree(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& probe) {
   const Outputs ref = run_backend(x, weight, probe, "torch");
   const Outputs got = run_backend(x, weight, probe, kBackend);
-  EXPECT_TRUE(near(got.y, ref.y, 1e-2)) << "y";
-  EXPECT_TRUE(near(got.d_x, ref.d_x, 2e-2)) << "d x";
-  EXPECT_TRUE(near(got.d_weight, ref.d_weight, 2e-2)) << "d weight";
+  EXPECT_TRUE(test::near_max(got.y, ref.y, 1e-2)) << "y";
+  EXPECT_TRUE(test::near_max(got.d_x, ref.d_x, 2e-2)) << "d x";
+  EXPECT_TRUE(test::near_max(got.d_weight, ref.d_weight, 2e-2)) << "d weight";
 }
 
 void expect_backends_agree(const at::Tensor& x, const at::Tensor& weight) {
@@ -135,13 +98,7 @@ TEST_F(CudaRmsNormTest, WidthsOutsideTheKernelGoToTheReference) {
   sdk::Dispatcher::global().configure({.default_backend = kBackend});
   const at::Tensor x = randn_bf16({4, 12}); // not a multiple of 8
   ops::rms_norm(x, randn_bf16({12}), 1e-5);
-  bool seen = false;
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    if (r.op != "rms_norm") continue;
-    seen = true;
-    EXPECT_EQ(r.chosen, "torch") << r.note;
-  }
-  EXPECT_TRUE(seen);
+  test::expect_ran_on("rms_norm", "torch");
 }
 
 } // namespace

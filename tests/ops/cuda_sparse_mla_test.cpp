@@ -8,11 +8,9 @@
 // the valid count, T not a tile multiple, ragged document-local index sets, random index sets,
 // rows that select nothing, kv rows nobody selects, and T = 4096 at topk 2048. float32 is not the
 // cuda kernel's. Every test skips itself without a GPU.
-#include "core/plugin_host.h"
-#include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/ops.h"
-#include "support/cuda_backend.h"
+#include "support/cuda_op_test.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -32,20 +30,7 @@ const std::string kBackend = test::cuda_backend_under_test(); // "cuda" unless t
 const c10::Device kCuda(c10::DeviceType::CUDA, 0);
 constexpr double kTolerance = 2e-2; // of max |reference|, bf16
 
-class CudaSparseMlaTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (at::hasCUDA()) core::PluginHost::global().load({.use_env = false});
-  }
-  void SetUp() override {
-    if (const std::string why = test::cuda_backend_unavailable(); !why.empty()) {
-      GTEST_SKIP() << why;
-    }
-  }
-  void TearDown() override { // back to the default selection (plugins load only with a GPU)
-    if (at::hasCUDA()) sdk::Dispatcher::global().configure({});
-  }
-};
+using CudaSparseMlaTest = test::CudaOpTest;
 
 // Which keys each query may select: [T, Tk] bool on the GPU.
 at::Tensor causal_visible(int64_t t) {
@@ -113,35 +98,12 @@ Outputs run_backend(const Problem& p, const std::string& backend) {
   const at::Tensor w_vc = p.w_vc.detach().requires_grad_(true);
   const at::Tensor out = ops::sparse_mla(q, kv, p.idx, w_vc, p.scale);
   const auto grads = torch::autograd::grad({(out.to(at::kFloat) * p.probe).sum()}, {q, kv, w_vc});
-  bool seen = false;
-  for (const auto& r : sdk::Dispatcher::global().resolved()) {
-    if (r.op != "sparse_mla") continue;
-    seen = true;
-    EXPECT_EQ(r.chosen, backend) << r.note;
-  }
-  EXPECT_TRUE(seen);
+  test::expect_ran_on("sparse_mla", backend);
   return {out.detach(), grads[0], grads[1], grads[2]};
 }
 
-// max |actual - expected| <= tol * max |expected|, and everything finite.
-::testing::AssertionResult near(const at::Tensor& actual, const at::Tensor& expected,
-                                double tol = kTolerance) {
-  if (actual.sizes() != expected.sizes()) {
-    return ::testing::AssertionFailure()
-           << "shape " << actual.sizes() << " vs " << expected.sizes();
-  }
-  const at::Tensor a = actual.detach().to(at::kCPU, at::kDouble);
-  const at::Tensor e = expected.detach().to(at::kCPU, at::kDouble);
-  if (!a.isfinite().all().item<bool>()) return ::testing::AssertionFailure() << "non-finite";
-  const double scale = e.abs().max().item<double>();
-  const at::Tensor diff = (a - e).abs();
-  const double worst = diff.max().item<double>();
-  if (worst <= tol * scale) return ::testing::AssertionSuccess();
-  const int64_t at_index = diff.flatten().argmax().item<int64_t>();
-  return ::testing::AssertionFailure()
-         << "max |diff| " << worst << " > " << tol << " * max |expected| " << scale << " (relative "
-         << worst / scale << ") at flat index " << at_index << ": "
-         << a.flatten()[at_index].item<double>() << " vs " << e.flatten()[at_index].item<double>();
+::testing::AssertionResult near(const at::Tensor& actual, const at::Tensor& expected) {
+  return test::near_max(actual, expected, kTolerance);
 }
 
 // cuda against torch on one problem: output and the three gradients.
