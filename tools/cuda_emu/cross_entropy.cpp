@@ -7,6 +7,7 @@
 //         is 0; columns are vocabulary entries col0 + c, labels inside and outside the chunk.
 // Layouts: 16-byte vectors (cols and row stride multiples of 8), odd widths, row strides wider
 // than the row, a start that is not 16-byte aligned (the element-wise path), rows of 20,000.
+#include "bf16.h"
 #include "device.cuh"
 #include "kernel.inc" // cross_entropy.cu as `run` rewrote it
 
@@ -16,22 +17,10 @@
 #include <vector>
 
 using namespace kiln::backends::cuda;
+using emu_bf16::from_bf16;
+using emu_bf16::to_bf16;
 
 namespace {
-
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0; // NaN
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-double from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 struct Case {
   const char* name;

@@ -4,6 +4,7 @@
 // largest magnitude (bf16 outputs of float32 sums). The emulator's device has 2 SMs holding one
 // CTA each, so both kernels loop over rows (more rows than CTAs) and the backward's weight
 // gradient adds two partial rows; no rows gives a zero weight gradient.
+#include "bf16.h"
 #include "device.cuh"
 #include "kernel.inc" // rms_norm.cu as `run` rewrote it
 
@@ -13,24 +14,13 @@
 #include <vector>
 
 using namespace kiln::backends::cuda;
+using emu_bf16::from_bf16;
+using emu_bf16::to_bf16;
 
 namespace {
 
-uint16_t to_bf16(double d) {
-  const float f = static_cast<float>(d);
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-double from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 double round_bf16(double d) {
-  return from_bf16(to_bf16(d));
+  return from_bf16(to_bf16(static_cast<float>(d)));
 }
 
 struct Case {
@@ -58,9 +48,9 @@ bool run(const Case& cs, uint32_t seed) {
   std::vector<uint16_t> x(std::max<int64_t>(cs.rows * x_row, 1)),
       dy(std::max<int64_t>(cs.rows * dy_row, 1));
   std::vector<uint16_t> w(cs.dim);
-  for (auto& v : x) v = to_bf16(2.0 * nd(rng));
-  for (auto& v : dy) v = to_bf16(nd(rng));
-  for (auto& v : w) v = to_bf16(1.0 + 0.5 * nd(rng));
+  for (auto& v : x) v = to_bf16(static_cast<float>(2.0 * nd(rng)));
+  for (auto& v : dy) v = to_bf16(static_cast<float>(nd(rng)));
+  for (auto& v : w) v = to_bf16(static_cast<float>(1.0 + 0.5 * nd(rng)));
   const int64_t n_out = std::max<int64_t>(int64_t(cs.rows) * cs.dim, 1);
   std::vector<uint16_t> y(n_out, 0x7fc0), dx(n_out, 0x7fc0), dw(cs.dim, 0x7fc0);
   std::vector<float> rstd(std::max(cs.rows, 1), NAN);

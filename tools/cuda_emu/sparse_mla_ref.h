@@ -1,7 +1,9 @@
-// Shared by the sparse_mla drivers (tools/cuda_emu/sparse_mla_{fwd,bwd}.cpp): bf16 conversions,
-// the cases, random inputs with strided rows (NaN-filled padding) and causal-like index rows, and
-// the float64 forward reference (lse, probabilities, o rounded to bf16).
+// Shared by the sparse_mla drivers (tools/cuda_emu/sparse_mla_{fwd,bwd}.cpp): bf16 conversions
+// (bf16.h), the cases, random inputs with strided rows (NaN-filled padding) and causal-like index
+// rows, and the float64 forward reference (lse, probabilities, o rounded to bf16).
 #pragma once
+
+#include "bf16.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,18 +14,8 @@
 
 namespace emu_mla {
 
-inline uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-inline float from_bf16(uint16_t h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using emu_bf16::from_bf16;
+using emu_bf16::to_bf16;
 
 struct Case {
   int tokens, heads, keys, topk, dqk, latent;
