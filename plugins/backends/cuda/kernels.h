@@ -18,6 +18,9 @@ at::Tensor indexer_topk(const ops::IndexerTopkArgs& args);
 bool linear_cross_entropy_supports(const ops::LinearCrossEntropyArgs& args);
 ops::LinearCrossEntropyResult linear_cross_entropy(const ops::LinearCrossEntropyArgs& args);
 
+bool moe_experts_supports(const ops::MoeExpertsArgs& args);
+at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
+
 bool rms_norm_supports(const ops::RmsNormArgs& args);
 at::Tensor rms_norm(const ops::RmsNormArgs& args);
 

@@ -141,4 +141,37 @@ int rms_norm_bwd_ctas(const RmsNormParams& p);
 cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream);
 cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream);
 
+// ---- moe_experts --------------------------------------------------------------------------------
+// The sums around `moe_experts`' grouped GEMMs (kiln/sdk/ops/moe_experts.h), bf16 rows of hidden
+// channels (a multiple of 8; 16-byte aligned rows). Slot (n, s) of token n is flat slot n k + s;
+// pos[n k + s] is the row its expert output occupies in the expert-sorted rows, or -1 (empty):
+//   combine:     out[n] = bf16(sum_{s: pos >= 0} weights[n k + s] rows[pos[n k + s]])  (weights
+//                null: 1; float32 sums), out contiguous [tokens, hidden]
+//   combine_bwd: for each sorted row r of slot slots[r] = n k + s:
+//                d_y[r] = bf16(weights[n k + s] d_out[n]),  d_weights[n k + s] = d_out[n] . y[r]
+//                (float32; the caller zeroes d_weights, so empty slots keep 0)
+// The forward's combine sums y; the same kernel with null weights sums the gradient of the
+// gathered x rows back into x's rows.
+struct MoeCombineParams {
+  const void* rows = nullptr;     ///< bf16 [S, hidden], row stride rows_ld
+  const int32_t* pos = nullptr;   ///< [tokens k]
+  const float* weights = nullptr; ///< [tokens k] or null
+  void* out = nullptr;            ///< bf16 [tokens, hidden]
+  int64_t tokens = 0, rows_ld = 0;
+  int k = 0, hidden = 0;
+};
+struct MoeCombineBwdParams {
+  const void* d_out = nullptr;    ///< bf16 [tokens, hidden], row stride d_out_ld
+  const void* y = nullptr;        ///< bf16 [rows, hidden], contiguous
+  const int64_t* slots = nullptr; ///< [rows]: the flat slot of each row
+  const float* weights = nullptr; ///< [tokens k]
+  void* d_y = nullptr;            ///< bf16 [rows, hidden]
+  float* d_weights = nullptr;     ///< [tokens k], zeroed by the caller
+  int64_t rows = 0, d_out_ld = 0;
+  int k = 0, hidden = 0;
+};
+
+cudaError_t launch_moe_combine(const MoeCombineParams& p, cudaStream_t stream);
+cudaError_t launch_moe_combine_bwd(const MoeCombineBwdParams& p, cudaStream_t stream);
+
 } // namespace kiln::backends::cuda

@@ -112,6 +112,12 @@ void register_cuda_backend(sdk::Registrar& r) {
                                            .version = "1",
                                            .run = &linear_cross_entropy,
                                            .supports = &linear_cross_entropy_supports});
+  r.add_kernel<ops::MoeExpertsOp>({.backend = KILN_CUDA_BACKEND_NAME,
+                                   .device = c10::DeviceType::CUDA,
+                                   .priority = kPriority,
+                                   .version = "1",
+                                   .run = &moe_experts,
+                                   .supports = &moe_experts_supports});
   r.add_kernel<ops::RmsNormOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                 .device = c10::DeviceType::CUDA,
                                 .priority = kPriority,
