@@ -902,6 +902,23 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   std::memcpy(&u, &v, 4);
   return u;
 }
+
+/// (copied verbatim from the real device.cuh)
+/// The 8 bf16 of a 16-byte vector as floats (times `scale`), in memory order.
+__device__ __forceinline__ void unpack_bf16x8(const uint4& u, float (&v)[8], float scale = 1.f) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = __uint_as_float(w[i] << 16) * scale;
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u) * scale;
+  }
+}
+
+/// 8 floats rounded to bf16, as one 16-byte vector in memory order.
+__device__ __forceinline__ uint4 pack_bf16x8(const float (&v)[8]) {
+  return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]),
+                    pack_bf16(v[6], v[7]));
+}
 __device__ __forceinline__ float fast_exp2(float x) {
   return exp2f(x);
 }

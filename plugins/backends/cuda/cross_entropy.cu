@@ -58,15 +58,6 @@ __device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
   return {m, a.s * exp2f(a.m - m) + b.s * exp2f(b.m - m)};
 }
 
-__device__ __forceinline__ void unpack8(const uint4& u, float (&y)[8], float scale) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    y[2 * i] = __uint_as_float(w[i] << 16) * scale;
-    y[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u) * scale;
-  }
-}
-
 __device__ __forceinline__ bool vectorized(const CrossEntropyRowsParams& p) {
   return p.cols % 8 == 0 && p.ld % 8 == 0 && reinterpret_cast<uintptr_t>(p.logits) % 16 == 0;
 }
@@ -81,7 +72,7 @@ __global__ void __launch_bounds__(kLseThreads) lse_kernel(const CrossEntropyRows
 #pragma unroll 4
     for (int i = threadIdx.x; i < n; i += kLseThreads) {
       float y[8];
-      unpack8(v[i], y, kLog2e);
+      dev::unpack_bf16x8(v[i], y, kLog2e);
       add_values(acc, y);
     }
   } else {
@@ -135,7 +126,7 @@ __global__ void __launch_bounds__(kGradThreads) grad_kernel(const CrossEntropyRo
 #pragma unroll 2
     for (int i = threadIdx.x; i < n; i += kGradThreads) {
       float y[8];
-      unpack8(v[i], y, kLog2e);
+      dev::unpack_bf16x8(v[i], y, kLog2e);
       uint32_t out[4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {

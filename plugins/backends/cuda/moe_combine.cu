@@ -23,20 +23,6 @@ namespace {
 
 constexpr int kMaxThreads = 256;
 
-__device__ __forceinline__ void unpack(const uint4& u, float (&v)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
-__device__ __forceinline__ uint4 pack(const float (&v)[8]) {
-  return make_uint4(dev::pack_bf16(v[0], v[1]), dev::pack_bf16(v[2], v[3]),
-                    dev::pack_bf16(v[4], v[5]), dev::pack_bf16(v[6], v[7]));
-}
-
 // out[n] = sum over the valid slots s of weights[n k + s] rows[pos[n k + s]].
 __global__ void __launch_bounds__(kMaxThreads) combine_kernel(const MoeCombineParams p) {
   const int64_t n = blockIdx.x;
@@ -52,11 +38,11 @@ __global__ void __launch_bounds__(kMaxThreads) combine_kernel(const MoeCombinePa
       const auto* r = reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(p.rows) +
                                                      row * p.rows_ld);
       float x[8];
-      unpack(r[v], x);
+      dev::unpack_bf16x8(r[v], x);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[i] += w * x[i];
     }
-    out[v] = pack(acc);
+    out[v] = dev::pack_bf16x8(acc);
   }
 }
 
@@ -78,14 +64,14 @@ __global__ void __launch_bounds__(kMaxThreads) combine_bwd_kernel(const MoeCombi
   float dot = 0.f;
   for (int v = threadIdx.x; v < nvec; v += blockDim.x) {
     float gv[8], yv[8], out[8];
-    unpack(g[v], gv);
-    unpack(y[v], yv);
+    dev::unpack_bf16x8(g[v], gv);
+    dev::unpack_bf16x8(y[v], yv);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       dot += gv[i] * yv[i];
       out[i] = w * gv[i];
     }
-    dy[v] = pack(out);
+    dy[v] = dev::pack_bf16x8(out);
   }
 #pragma unroll
   for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);

@@ -10,6 +10,7 @@
 // its dot(dn, n) (backward) meet through warp shuffles and one shared-memory slot per warp. The
 // weight gradient of a CTA's rows adds up in the registers of the threads that own its columns,
 // then goes to the CTA's row of the partial buffer; a second kernel adds the buffer's columns.
+#include "device.cuh"
 #include "launch.h"
 
 #include <cuda_bf16.h>
@@ -24,27 +25,8 @@ constexpr int kMaxVec = 4; // 16-byte vectors per thread and row
 constexpr int kMaxThreads = 256;
 constexpr size_t kSlotBytes = sizeof(float) * (kMaxThreads / 32); // cta_sum's dynamic smem
 
-__device__ __forceinline__ void unpack(const uint4& u, float (&v)[8]) {
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
 __device__ __forceinline__ float round_bf16(float f) {
   return __bfloat162float(__float2bfloat16_rn(f));
-}
-
-__device__ __forceinline__ uint4 pack(const float (&v)[8]) {
-  uint32_t w[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-    w[i] = *reinterpret_cast<const uint32_t*>(&h);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // The sum of `v` over the CTA; `slots` holds one float per warp. Every thread gets the sum.
@@ -69,7 +51,7 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_fwd_kernel(const RmsNorm
 #pragma unroll
   for (int j = 0; j < kMaxVec; ++j) {
     const int v = threadIdx.x + j * blockDim.x;
-    if (v < nvec) unpack(w[v], weight[j]);
+    if (v < nvec) dev::unpack_bf16x8(w[v], weight[j]);
   }
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const auto* x =
@@ -80,7 +62,7 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_fwd_kernel(const RmsNorm
     for (int j = 0; j < kMaxVec; ++j) {
       const int v = threadIdx.x + j * blockDim.x;
       if (v >= nvec) continue;
-      unpack(x[v], vals[j]);
+      dev::unpack_bf16x8(x[v], vals[j]);
 #pragma unroll
       for (int i = 0; i < 8; ++i) squares += vals[j][i] * vals[j][i];
     }
@@ -94,7 +76,7 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_fwd_kernel(const RmsNorm
       float out[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) out[i] = round_bf16(vals[j][i] * rstd) * weight[j][i];
-      y[v] = pack(out);
+      y[v] = dev::pack_bf16x8(out);
     }
   }
 }
@@ -110,7 +92,7 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_bwd_kernel(const RmsNorm
     const int v = threadIdx.x + j * blockDim.x;
 #pragma unroll
     for (int i = 0; i < 8; ++i) d_weight[j][i] = 0.f;
-    if (v < nvec) unpack(w[v], weight[j]);
+    if (v < nvec) dev::unpack_bf16x8(w[v], weight[j]);
   }
   for (int64_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const auto* x =
@@ -125,8 +107,8 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_bwd_kernel(const RmsNorm
       const int v = threadIdx.x + j * blockDim.x;
       if (v >= nvec) continue;
       float g[8];
-      unpack(x[v], n[j]);
-      unpack(dy[v], g);
+      dev::unpack_bf16x8(x[v], n[j]);
+      dev::unpack_bf16x8(dy[v], g);
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         n[j][i] *= rstd;
@@ -144,7 +126,7 @@ __global__ void __launch_bounds__(kMaxThreads) rms_norm_bwd_kernel(const RmsNorm
       float out[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) out[i] = rstd * (dn[j][i] - n[j][i] * mean_dot);
-      dx[v] = pack(out);
+      dx[v] = dev::pack_bf16x8(out);
     }
   }
   float* partial = p.d_weight_partial + static_cast<int64_t>(blockIdx.x) * p.dim;
