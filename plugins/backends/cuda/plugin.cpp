@@ -91,7 +91,8 @@ constexpr int kPriority = 100;
 // wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1
 // supported nothing); 3: on wgmma; 4: compaction counts digits in registers, compactions of a CTA
 // lined up (gang); 5: 4-bit digit fields in one 64-bit value per lane, key bounds per lane (the
-// version 5 of branch indexer-db was never merged).
+// version 5 of branch indexer-db was never merged). linear_cross_entropy, moe_experts, rms_norm 1:
+// their first kernels.
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
