@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """GPU time of a profiled step by the op that launched it: reads a Kineto trace that `kiln bench
 model --profile DIR` wrote (DIR/N-VALUE.json) and prints, for the kernels that took the most time,
-the launching CPU op with its input shapes (the profiler records them).
+the launching CPU op with its input shapes (the profiler records them); then the same time by
+range: the nearest enclosing kiln op ("kiln::OP [BACKEND]"), autograd node ("autograd::engine::
+evaluate_function: ...") or other top-level CPU range of each launch.
 
     tools/bench/trace_kernels.py TRACE.json [--rows 25] [--match REGEX]
 """
@@ -24,9 +26,32 @@ def main():
     # that was running when it was launched (a record_function range, such as kiln's op
     # annotations, where no ATen op encloses the launch).
     ops = {}
-    for e in events:
-        if e.get("cat") in ("cpu_op", "user_annotation") and "External id" in e.get("args", {}):
+    cpu = [e for e in events if e.get("cat") in ("cpu_op", "user_annotation")]
+    for e in cpu:
+        if "External id" in e.get("args", {}):
             ops.setdefault(e["args"]["External id"], e)
+    # Parents by time containment on each CPU thread.
+    parent = {}
+    stacks = collections.defaultdict(list)
+    for e in sorted(cpu, key=lambda e: (e.get("tid"), e["ts"], -e.get("dur", 0))):
+        stack = stacks[e.get("tid")]
+        while stack and stack[-1]["ts"] + stack[-1].get("dur", 0) <= e["ts"]:
+            stack.pop()
+        parent[id(e)] = stack[-1] if stack else None
+        stack.append(e)
+
+    def range_of(op):
+        """The nearest kiln op or autograd node enclosing `op`, else its outermost range."""
+        outer = op
+        while op is not None:
+            name = op["name"]
+            if name.startswith("kiln::") or name.startswith("autograd::engine::evaluate_function"):
+                return name.replace("autograd::engine::evaluate_function: ", "backward: ")
+            outer = op
+            op = parent.get(id(op))
+        return outer["name"] if outer is not None else "?"
+
+    by_range = collections.defaultdict(lambda: [0.0, 0])
     total = 0.0
     by_launch = collections.defaultdict(lambda: [0.0, 0])
     for e in events:
@@ -36,6 +61,9 @@ def main():
         if args.match and not re.search(args.match, e["name"]):
             continue
         op = ops.get(e.get("args", {}).get("External id"))
+        slot = by_range[range_of(op)[:110] if op is not None else "?"]
+        slot[0] += e["dur"]
+        slot[1] += 1
         where = "?"
         if op is not None:
             dims = op["args"].get("Input Dims", [])
@@ -49,6 +77,9 @@ def main():
         : args.rows
     ]:
         print(f"{us / 1e3:9.2f} {calls:6d}  {kernel} | {where}")
+    print(f"\n{'ms':>9} {'kernels':>7}  by range (kiln op, autograd node or outermost range)")
+    for name, (us, calls) in sorted(by_range.items(), key=lambda kv: -kv[1][0])[: args.rows]:
+        print(f"{us / 1e3:9.2f} {calls:7d}  {name}")
 
 
 if __name__ == "__main__":
