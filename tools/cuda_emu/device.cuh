@@ -254,6 +254,12 @@ inline int __popc(unsigned v) {
 inline int __clz(int v) {
   return v == 0 ? 32 : __builtin_clz(static_cast<unsigned>(v));
 }
+// The upper 32 bits of (hi:lo) << min(shift, 32), as the hardware's clamped funnel shift.
+inline unsigned __funnelshift_lc(unsigned lo, unsigned hi, unsigned shift) {
+  const unsigned s = shift < 32u ? shift : 32u;
+  const unsigned long long v = (static_cast<unsigned long long>(hi) << 32) | lo;
+  return static_cast<unsigned>((v << s) >> 32);
+}
 inline int __ffs(unsigned v) {
   return __builtin_ffs(static_cast<int>(v));
 }
@@ -1059,6 +1065,12 @@ inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accu
     }
   }
   emu_products[t].push_back(p);
+}
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&)[N]) {} // a compiler matter only
+// (copied verbatim from the real device.cuh)
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | (static_cast<uint32_t>(desc) + (bytes >> 4));
 }
 __device__ __forceinline__ void wgmma_commit() {
   ++emu_product_groups[emu_sched.current];

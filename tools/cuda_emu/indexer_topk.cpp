@@ -309,7 +309,7 @@ bool check_topk_limits() {
     int dim, topk;
   };
   bool ok = true;
-  for (const Limit l : {Limit{256, 28956}, Limit{128, 41244}, Limit{64, 47388}, Limit{16, 47388}}) {
+  for (const Limit l : {Limit{256, 40220}, Limit{128, 48412}, Limit{64, 52508}, Limit{16, 52508}}) {
     if (!indexer_topk_supported(32, l.dim, l.topk) ||
         indexer_topk_supported(32, l.dim, l.topk + 1)) {
       printf("topk limit at D_I %d: expected %d (indexer_topk.cu's header), found otherwise\n",

@@ -110,6 +110,12 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
          (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
+/// The descriptor of the operand `bytes` (a multiple of 16) past desc's start: one 32-bit add,
+/// as the address field (16-byte units, low 14 bits) cannot carry out for shared memory.
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | (static_cast<uint32_t>(desc) + (bytes >> 4));
+}
+
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -119,6 +125,15 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int Pending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+/// Pins the registers r for the front end: no read of them moves above this point (accumulators
+/// of an asynchronous wgmma: fence them after the wgmma_wait that retires it). Emits no
+/// instruction, so ptxas may still schedule around it (it does not keep arithmetic between two
+/// wgmma waits there: indexer_topk.cu).
+template <int N>
+__device__ __forceinline__ void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 /// Orders this thread's generic-proxy shared-memory writes before later tensor-core reads.
 __device__ __forceinline__ void fence_proxy_async() {

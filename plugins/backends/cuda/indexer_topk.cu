@@ -8,33 +8,36 @@
 //   GEMM, per key block: S[(q, h), key] = Q[q, h, :] . K[key, :] on the tensor cores by wgmma
 //     (m64n64k16, bf16, float32 accumulators). The MMA rows (M) are the CTA's (query, head)
 //     pairs, heads padded to H_p = max(8, 2^ceil(log2 H_I)), BQ * H_p <= 256 rows in 4 M tiles
-//     of 64, two per warpgroup; the columns (N) are the block's 64 keys. Q is the A operand from
-//     registers (m16n8k16 A fragments, loaded once: D_I / 2 registers at D_I = 128); the K tile,
-//     the B operand, is read by both warpgroups from shared memory (K-major, 128-byte swizzle),
-//     3 cp.async stages deep. D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}).
-//     All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows (zero Q,
-//     zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
+//     of 64, two per warpgroup (a warp's 32 rows are one query's: Epilogue); the columns (N) are
+//     the block's 64 keys. Q is the A operand from registers (m16n8k16 A fragments, loaded once:
+//     D_I / 2 registers at D_I = 128); the K tile, the B operand, is read by both warpgroups from
+//     shared memory (K-major, 128-byte swizzle), 2 cp.async stages deep. D_I is padded to 16 *
+//     KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma
+//     behind a branch): padding rows (zero Q, zero weight) cost MMA time only when BQ * H_p < 256
+//     (decode, small H_I).
 //   Overlap: the MMA of block j is issued asynchronously (one commit group per M tile); while
 //     the tensor cores run it, the selection warps take the scores of block j - 1; then each
-//     warpgroup waits for its first M tile and sums its heads while the second may still run.
-//     Partial sums are double-buffered by block parity, so one barrier per block orders
-//     everything.
-//   Epilogue: w[q, h] * relu(s) summed over each query's heads: a thread adds its two rows
-//     (R and R + 8: one query when H_p >= 16), then a reduce-scatter over the 8 lanes of a
-//     column quad (3 shuffle steps, 14 shuffles) leaves each lane two keys' sums; queries wider
-//     than 16 rows (H_p >= 32) add H_p / 16 such partials in shared memory at selection.
-//     The weighted ReLU is float32, as the reference; only the summation order differs.
+//     warpgroup waits for its M tiles and sums its heads (the code weighs tile 0's before tile
+//     1's wait, but ptxas puts both waits together: see the loop). Partial sums are double-buffered
+//     by block parity, so one barrier per block orders everything.
+//   Epilogue: w[q, h] * relu(s) summed over each query's heads. A warp's 32 MMA rows (16 of
+//     each of its warpgroup's M tiles) are 32 heads of one query, so a thread's four rows (R and
+//     R + 8 of both tiles) are one query's: it adds them, then a reduce-scatter over the 8 lanes
+//     of a column quad (3 shuffle steps, 14 shuffles) leaves each lane two keys' sums, once per
+//     block and warp. Queries wider than 32 rows (H_p >= 64) span H_p / 32 warps, whose partials
+//     selection adds from shared memory. The weighted ReLU is float32, as the reference; only the
+//     summation order differs.
 //   Selection, per query (one warp per query, all state warp-private): a score becomes a
 //     candidate when its key is visible and its order-preserving uint32 key is above the query's
 //     threshold `thr` (one compare for most scores once `thr` has risen). Candidates append to a
 //     buffer of C = topk + S entries: keys in shared memory, key indices in the query's output
 //     row (slots [0, topk)) and in shared memory (slots [topk, C)). When a block could overflow
-//     it, the warp compacts the buffer to exactly its topk largest (radix select, 4-bit digits
-//     counted in registers, starting below the common prefix of the buffer's min and max keys;
-//     once the keys still in the running fit in an S-word scratch they are copied there and the
-//     later digits count only them) and raises `thr` to the selected prefix. Compaction fills
-//     the holes of slots [0, topk) with the survivors of [topk, C), so the output row is never
-//     read back.
+//     it, the warp compacts the buffer to exactly its topk largest (radix select, 16 bins a
+//     level counted in 4-bit register fields; the first level's bins start at the buffer's
+//     smallest key and are as narrow as still covers its largest; once the keys still in the
+//     running fit in an S-word scratch they are copied there and the later levels count only
+//     them) and raises `thr` to the smallest key kept. Compaction fills the holes of slots
+//     [0, topk) with the survivors of [topk, C), so the output row is never read back.
 //     After the last block one more compaction leaves the exact top-k in the output row.
 //     Invariant (what makes the result exact): the buffer holds every seen visible key whose
 //     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
@@ -54,11 +57,11 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 28,956 at D_I = 256, 41,244 at 128, 47,388 at 64 or less; BQ shrinks when
+// S >= 64 (topk up to 40,220 at D_I = 256, 48,412 at 128, 52,508 at 64 or less; BQ shrinks when
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
-// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1024, 230,544 bytes; H_I = 64: BQ = 4,
-// S = 2048, 197,776 bytes; decode (one row): BQ = 1, 99,472 bytes. One CTA per SM (shared memory
+// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1280, 226,448 bytes; H_I = 64: BQ = 4,
+// S = 2048, 169,104 bytes; decode (one row): BQ = 1, 70,800 bytes. One CTA per SM (shared memory
 // and registers).
 // Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
 // 7 compactions of ~3K keys per query against 512 key blocks of MMA work; a worst case (scores
@@ -76,18 +79,20 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, 2026-12-05, tools/bench/RESULTS.md; topk 2048, D_I 128, one causal document):
-// H_I 32: 266.1 TFLOP/s (26.9% of 989) at T=4K, 233.1 at 16K, 255.3 at 32K; H_I 64: 302.5,
-// 263.5, 285.5 (11-14% over version 4 in the same run; version 3 on H200: 112-119 at H_I 32 and
-// 155-180 at H_I 64 for 16-32K). Under the 40% bar, and for the selection: ncu at 16K, H_I 32 put
-// 55% of version 4's warp stall samples in it (compactions 39%), 16% in the head sums; the same
-// kernel without the selection runs at 40.7%, and without the head sums too (MMA, K copies,
-// barriers) at 58.8%. Version 5: 1.79 G warp instructions at 16K (version 4: 2.04 G), issue
-// slots 40% busy with 2 warps per scheduler.
+// Achieved by version 7 (H100, 2026-12-06, tools/bench/RESULTS.md; version 5 in the same run;
+// topk 2048, D_I 128, one causal document): H_I 32: 322.7 TFLOP/s (32.6% of 989) at T=4K, 305.2
+// at 16K, 334.9 at 32K (version 5: 266.2, 232.2, 257.0: 1.21-1.31x); H_I 64: 371.2 (37.5%),
+// 327.9, 351.6 (version 5: 314.9, 267.7, 288.1: 1.18-1.22x). Version 3 on H200: 112-119 at H_I
+// 32 and 155-180 at H_I 64 for 16-32K.
+// Still under the 40% bar, for the selection: ncu at 16K, H_I 32 put 55% of version 4's warp stall
+// samples in it (compactions 39%), 16% in the head sums; the same kernel without the selection
+// runs at 40.7%, and without the head sums too (MMA, K copies, barriers) at 58.8%. Version 5:
+// 1.79 G warp instructions at 16K (version 4: 2.04 G), issue slots 40% busy with 2 warps per
+// scheduler.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  178 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  194 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 229 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  2 (D_I <= 32):  198 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
@@ -97,6 +102,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 namespace kiln::backends::cuda {
 namespace {
@@ -106,8 +112,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kCols = 256;             // (query, head) rows of a CTA: 4 M tiles of 64
 constexpr int kMaxQueries = kWarps;    // one selection warp per query
 constexpr int kBlockKeys = 64;         // keys of one block: the wgmma N
-constexpr int kStages = 3;             // cp.async stages of K tiles
-constexpr int kSlots = kCols / 8;      // partial-sum rows: groups of 8 or 16 rows
+constexpr int kStages = 2;             // cp.async stages of K tiles (a block outlasts an L2 load)
+constexpr int kParts = kWarps;         // partial-sum rows: one per warp (32 MMA rows)
 constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk rounded up)
 constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
 constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
@@ -121,7 +127,7 @@ struct Plan {
   int bq = 0;     // query rows per CTA
   int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
-  int part_offset = 0;  // float partial sums [2][kSlots][kBlockKeys] (by block parity)
+  int part_offset = 0;  // float partial sums [2][kParts][kBlockKeys] (by block parity)
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
@@ -149,7 +155,7 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   p.atoms = (2 * p.ksteps + 7) / 8;
   p.stage_bytes = kBlockKeys * p.atoms * 128;
   p.part_offset = kStages * p.stage_bytes;
-  p.win_offset = p.part_offset + 2 * kSlots * kBlockKeys * 4;
+  p.win_offset = p.part_offset + 2 * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
   p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
@@ -240,37 +246,18 @@ __device__ __forceinline__ float2 reduce_rows(const float (&v)[8][2], int lane) 
   return make_float2(c[0], c[1]);
 }
 
-// w * relu(s) summed over the heads in one warp's rows of an m64n64 accumulator (rows 16 w' + g
-// and + 8 of the M tile, w' = warp % 4; columns the block's 64 keys), written to
-// part[slot][key]: slots of 16 rows (H_p >= 16: both rows are one query's; slot = M tile * 4 +
-// w'), or of 8 rows (H_p = 8: one query each; slots 2 (M tile * 4 + w') and + 1).
-__device__ __forceinline__ void reduce_heads(const float (&acc)[32], const float (&wr)[2], int hp,
-                                             int mtile, int lane, float* part) {
-  const int wq = (static_cast<int>(threadIdx.x) / 32) % 4;
-  const int col = 8 * (lane >> 2) + 2 * (lane & 3);
-  if (hp >= 16) {
-    float v[8][2];
+// w * relu(s) of one M tile's accumulator (rows 16 w' + g and + 8, w' = warp % 4; columns the
+// block's 64 keys) added into v[t][e] (key 8 t + 2 (lane % 4) + e): a thread's two rows of the
+// tile are heads of the warp's query (see the kernel), so their sum needs no other lane.
+__device__ __forceinline__ void weigh_rows(const float (&acc)[32], const float (&wr)[2],
+                                           float (&v)[8][2]) {
 #pragma unroll
-    for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < 8; ++t) {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        v[t][e] = fmaf(wr[1], fmaxf(acc[4 * t + 2 + e], 0.f), wr[0] * fmaxf(acc[4 * t + e], 0.f));
-      }
+    for (int e = 0; e < 2; ++e) {
+      v[t][e] = fmaf(wr[1], fmaxf(acc[4 * t + 2 + e], 0.f),
+                     fmaf(wr[0], fmaxf(acc[4 * t + e], 0.f), v[t][e]));
     }
-    const float2 sum = reduce_rows(v, lane);
-    *reinterpret_cast<float2*>(part + (4 * mtile + wq) * kBlockKeys + col) = sum;
-    return;
-  }
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    float v[8][2];
-#pragma unroll
-    for (int t = 0; t < 8; ++t) {
-#pragma unroll
-      for (int e = 0; e < 2; ++e) v[t][e] = wr[half] * fmaxf(acc[4 * t + 2 * half + e], 0.f);
-    }
-    const float2 sum = reduce_rows(v, lane);
-    *reinterpret_cast<float2*>(part + (2 * (4 * mtile + wq) + half) * kBlockKeys + col) = sum;
   }
 }
 
@@ -288,9 +275,10 @@ struct Candidates {
   uint32_t kmax;     // key (per lane: of the keys it appended, or of the buffer after a compaction)
 };
 
-// Calls f(key, i, valid) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
+// Calls f(key, i, valid, u) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
 // (every lane calls f as often, with valid = i < end and key = keys[i] or 0: f may use warp
-// collectives), kUnroll keys loaded ahead of the calls.
+// collectives), kUnroll keys loaded ahead of the calls; u < kUnroll is the call's place among
+// them (a constant once unrolled: it may index registers).
 template <int kUnroll, typename F>
 __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, int end, int lane,
                                              F&& f) {
@@ -304,22 +292,25 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int i = base + 32 * u + lane;
-      f(key[u], i, i < end);
+      f(key[u], i, i < end, u);
     }
   }
 }
 
-// How many of src[0, n) match `prefix` under `mask` and have the 4-bit digit d at `shift`, as 16
-// 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536, make_plan).
+// How many of src[0, n) lie in each of the 16 bins [base + d 2^shift, base + (d + 1) 2^shift),
+// d < 16, as 16 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536,
+// make_plan). kAll: every key lies in one of the bins (the first level of a compaction, whose
+// bins cover the buffer's [kmin, kmax]): no range test.
 // Each lane counts its keys in three levels of registers, so nothing waits on a shared-memory
-// read-modify-write and a key costs one 64-bit shift and add: 16 4-bit fields of one 64-bit value
-// (digit d at bits 4 d) for kGroup keys, added into 16 8-bit fields (4 registers) after each
-// group, and those into the 16-bit fields after kGroupsPerFlush groups. kList: the matching keys
-// are also copied to list[0, ..) in slot order (the caller knows how many there are); a template
-// flag, so the plain count carries no ballot or branch per key.
-template <int kUnroll, bool kList>
-__device__ void count_digits(const uint32_t* src, int n, uint32_t mask, uint32_t prefix, int shift,
-                             uint32_t* list, int lane, uint32_t (&total)[8]) {
+// read-modify-write and a key costs two funnel shifts and two adds: 16 4-bit fields of two 32-bit
+// values (digit d at bit 4 d of the pair, digits 8..15 in the second) for kGroup keys, in two such
+// pairs (even and odd unrolled keys: two independent add chains), added into 16 8-bit fields (4
+// registers) after each group, and those into the 16-bit fields after kGroupsPerFlush groups.
+// kList: the keys in range are also copied to list[0, ..) in slot order (the caller knows how
+// many there are); a template flag, so the plain count carries no ballot or branch per key.
+template <int kUnroll, bool kList, bool kAll>
+__device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shift, uint32_t* list,
+                             int lane, uint32_t (&total)[8]) {
   constexpr int kGroup = 15 / kUnroll * kUnroll; // keys per lane under 4-bit fields (<= 15)
   constexpr int kGroupsPerFlush = 255 / kGroup;  // groups per lane under 8-bit fields (<= 255)
   constexpr int kGroupKeys = 32 * kGroup;
@@ -332,23 +323,26 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t mask, uint32_t
     // bytes[0]: digits 0, 2, 4, 6 (byte k: digit 2 k); [1]: 1, 3, 5, 7; [2], [3]: the same + 8
     uint32_t bytes[4] = {0u, 0u, 0u, 0u};
     for (int group = flush; group < flush_end; group += kGroupKeys) {
-      uint64_t nibbles = 0; // digit d: bits 4 d .. 4 d + 3
-      for_each_key<kUnroll>(src, group, min(flush_end, group + kGroupKeys), lane,
-                            [&](uint32_t key, int, bool valid) {
-                              const bool match = valid && (key & mask) == prefix;
-                              const uint32_t d = (key >> shift) & 15u;
-                              nibbles += static_cast<uint64_t>(match) << (4 * d);
-                              if constexpr (kList) {
-                                const uint32_t matches = __ballot_sync(kFull, match);
-                                if (match) list[listed + __popc(matches & lanes_below(lane))] = key;
-                                listed += __popc(matches);
-                              }
-                            });
-      const auto lo = static_cast<uint32_t>(nibbles), hi = static_cast<uint32_t>(nibbles >> 32);
-      bytes[0] += lo & 0x0f0f0f0fu;
-      bytes[1] += (lo >> 4) & 0x0f0f0f0fu;
-      bytes[2] += hi & 0x0f0f0f0fu;
-      bytes[3] += (hi >> 4) & 0x0f0f0f0fu;
+      const int group_end = min(flush_end, group + kGroupKeys);
+      uint32_t lo[2] = {0u, 0u}, hi[2] = {0u, 0u}; // [u % 2]: digits 0..7, 8..15 (bits 4 d % 32)
+      for_each_key<kUnroll>(src, group, group_end, lane, [&](uint32_t key, int, bool valid, int u) {
+        const uint32_t d = (key - base) >> shift;
+        const bool in_range = valid && (kAll || (key >= base && d < 16u));
+        // a funnel shift clamps at 32: one of the two adds gets 0
+        const uint32_t one = in_range ? 1u : 0u, at = d << 2;
+        lo[u % 2] += __funnelshift_lc(0u, one, at);
+        hi[u % 2] += __funnelshift_lc(0u, one, at ^ 32u);
+        if constexpr (kList) {
+          const uint32_t ins = __ballot_sync(kFull, in_range);
+          if (in_range) list[listed + __popc(ins & lanes_below(lane))] = key;
+          listed += __popc(ins);
+        }
+      });
+      const uint32_t l = lo[0] + lo[1], h = hi[0] + hi[1]; // <= 15 keys per field in all
+      bytes[0] += l & 0x0f0f0f0fu;
+      bytes[1] += (l >> 4) & 0x0f0f0f0fu;
+      bytes[2] += h & 0x0f0f0f0fu;
+      bytes[3] += (h >> 4) & 0x0f0f0f0fu;
     }
 #pragma unroll
     for (int b = 0; b < 4; ++b) { // bytes 0, 2 to total[2 b]; bytes 1, 3 to total[2 b + 1]
@@ -370,41 +364,46 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
 }
 
 // Keeps exactly the `topk` largest of the buffer's count (> topk) entries in slots [0, topk) and
-// raises thr. Radix select over 4-bit digits from the highest bit where kmin and kmax differ:
-// `prefix` holds the selected digits (under `mask`), `rank` how many entries with that prefix
-// are still to be kept. The kept set: every entry whose masked key is above the prefix, and the
-// first `rank` (in slot order) of those equal to it. The first digit counts the whole buffer;
-// once the keys still in the running (those equal to the prefix) are at most half of it and fit
-// in the S-word scratch, the next count copies them there and the later digits count only them.
-// Cost: ~2 passes over the buffer for the digits, 1 for the kept set.
+// raises thr to the smallest of them. Radix select over 16 bins a level: the first level's bins
+// start at the buffer's smallest key kmin and are as narrow as still covers its largest kmax
+// (2^shift keys each, not aligned to a digit: every bin of the first pass is in use); each
+// later level splits the bin that holds the topk-th largest into 16 (shift - 4) until that bin
+// is kept whole (its entries are exactly the ones still needed) or is one key value. `lo` is that
+// bin's first key, `rank` how many of its entries are still to be kept. The kept set: every
+// entry above the bin, and the bin's entries: all of them, or (one key value, ties) the first
+// `rank` in slot order. The first level counts the whole buffer; once the keys still in the
+// running are at most half of it and fit in the S-word scratch, the next count copies them there
+// and the later levels count only them.
+// Cost: ~2 passes over the buffer for the levels, 1 for the kept set.
 template <int kUnroll>
 __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const int n = c.count;
   const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
-  uint32_t mask = ~0u, prefix = kmin;
+  uint32_t lo = kmin;
   int rank = topk;
-  const uint32_t diff = kmin ^ kmax;
-  if (diff != 0) {
-    int shift = (31 - __clz(diff)) & ~3; // the digit holding the highest differing bit
-    mask = shift + 4 >= 32 ? 0u : ~0u << (shift + 4);
-    prefix = kmin & mask;
+  bool whole = false; // the bin's entries are kept whole
+  if (kmin != kmax) {
+    // (kmax - kmin) >> shift < 16: the span's highest bit at most 3 above the shift
+    int shift = max(0, 28 - __clz(static_cast<int>(kmax - kmin)));
     const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
     int src_n = n;
-    int running = n; // entries equal to the prefix under the mask (every one at first)
+    int running = n; // entries in the bin [lo, lo + 2^(shift + 4)) (every one at first)
     bool listed = false;
-    for (; shift >= 0; shift -= 4) {
+    for (bool first = true;; first = false) {
       const bool list_now = !listed && running <= slack && 2 * running <= n;
       uint32_t total[8];
-      if (list_now) {
-        count_digits<kUnroll, true>(src, src_n, mask, prefix, shift, c.scratch, lane, total);
+      if (first) {
+        count_digits<kUnroll, false, true>(src, src_n, lo, shift, nullptr, lane, total);
+      } else if (list_now) {
+        count_digits<kUnroll, true, false>(src, src_n, lo, shift, c.scratch, lane, total);
         src = c.scratch;
         src_n = running;
         listed = true;
       } else {
-        count_digits<kUnroll, false>(src, src_n, mask, prefix, shift, nullptr, lane, total);
+        count_digits<kUnroll, false, false>(src, src_n, lo, shift, nullptr, lane, total);
       }
-      // The digit of the rank-th largest: the highest d with (entries in digits >= d) >= rank.
+      // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
       uint32_t above = 0, in_bin = 0, above_bin = 0;
       int bin = 0;
       bool found = false;
@@ -421,50 +420,74 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
         above += in_d;
       }
       rank -= static_cast<int>(above_bin);
-      prefix |= static_cast<uint32_t>(bin) << shift;
-      mask |= 15u << shift;
+      lo += static_cast<uint32_t>(bin) << shift;
       running = static_cast<int>(in_bin);
-      if (in_bin == static_cast<uint32_t>(rank)) break; // the whole bin is kept
+      if (in_bin == static_cast<uint32_t>(rank)) {
+        whole = true;
+        break;
+      }
+      if (shift == 0) break; // one key value: ties, the first rank of them are kept
+      shift = max(shift - 4, 0);
     }
     __syncwarp(); // the scratch is rewritten below (holes)
   }
 
-  int taken = 0; // entries equal to the prefix kept so far, in slot order
-  auto keep_of = [&](uint32_t key, bool valid) {
-    const uint32_t masked = key & mask;
-    const bool equal = valid && masked == prefix;
-    const uint32_t equals = __ballot_sync(kFull, equal);
-    const bool keep =
-        valid && (masked > prefix || (equal && taken + __popc(equals & lanes_below(lane)) < rank));
-    taken += __popc(equals);
-    return keep;
-  };
   // Slots [0, topk) that lose their entry, in order; as many survivors of [topk, n) fill them.
+  // kWhole: an entry is kept when it is at least lo; otherwise (lo one key value) when above lo
+  // or among the first `rank` equal to it.
   uint32_t* holes = c.scratch;
-  int hole_count = 0;
-  for_each_key<kUnroll>(c.keys, 0, topk, lane, [&](uint32_t key, int i, bool valid) {
-    const bool keep = keep_of(key, valid); // every lane: keep_of ballots
-    const bool hole = valid && !keep;
-    const uint32_t hole_mask = __ballot_sync(kFull, hole);
-    if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
-    hole_count += __popc(hole_mask);
-  });
+  uint32_t kept_min = lo; // the smallest kept key: lo unless the bin is kept whole (then tracked)
+  auto keep_pass = [&](auto whole_tag) {
+    constexpr bool kWhole = decltype(whole_tag)::value;
+    int taken = 0; // entries equal to lo kept so far, in slot order
+    auto keep_of = [&](uint32_t key, bool valid) {
+      if constexpr (kWhole) {
+        return valid && key >= lo;
+      } else {
+        const bool equal = valid && key == lo;
+        const uint32_t equals = __ballot_sync(kFull, equal);
+        const bool keep =
+            valid && (key > lo || (equal && taken + __popc(equals & lanes_below(lane)) < rank));
+        taken += __popc(equals);
+        return keep;
+      }
+    };
+    int hole_count = 0;
+    for_each_key<kUnroll>(c.keys, 0, topk, lane, [&](uint32_t key, int i, bool valid, int) {
+      const bool keep = keep_of(key, valid); // every lane (keep_of may ballot)
+      if (kWhole && keep) kept_min = min(kept_min, key);
+      const bool hole = valid && !keep;
+      const uint32_t hole_mask = __ballot_sync(kFull, hole);
+      if (hole) holes[hole_count + __popc(hole_mask & lanes_below(lane))] = i;
+      hole_count += __popc(hole_mask);
+    });
+    __syncwarp();
+    int filled = 0;
+    for_each_key<kUnroll>(c.keys, topk, n, lane, [&](uint32_t key, int i, bool valid, int) {
+      const bool keep = keep_of(key, valid);
+      const uint32_t keep_mask = __ballot_sync(kFull, keep);
+      if (keep) {
+        if constexpr (kWhole) kept_min = min(kept_min, key);
+        const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
+        c.keys[slot] = key;
+        c.out[slot] = c.nidx[i - topk];
+      }
+      filled += __popc(keep_mask);
+    });
+  };
+  if (whole) {
+    kept_min = ~0u; // this lane's smallest kept key, reduced over the warp below
+    keep_pass(std::true_type{});
+  } else {
+    keep_pass(std::false_type{});
+  }
   __syncwarp();
-  int filled = 0;
-  for_each_key<kUnroll>(c.keys, topk, n, lane, [&](uint32_t key, int i, bool valid) {
-    const bool keep = keep_of(key, valid);
-    const uint32_t keep_mask = __ballot_sync(kFull, keep);
-    if (keep) {
-      const int slot = static_cast<int>(holes[filled + __popc(keep_mask & lanes_below(lane))]);
-      c.keys[slot] = key;
-      c.out[slot] = c.nidx[i - topk];
-    }
-    filled += __popc(keep_mask);
-  });
-  __syncwarp();
+  // Every key dropped here is below lo <= kept_min, and a later key equal to the smallest kept
+  // one cannot change the selected multiset: thr is that smallest kept key.
+  if (whole) kept_min = __reduce_min_sync(kFull, kept_min);
   c.count = topk;
-  c.thr = prefix;
-  c.kmin = prefix;
+  c.thr = kept_min;
+  c.kmin = kept_min;
   c.kmax = kmax;
 }
 
@@ -480,28 +503,39 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
   if (c.count > capacity - kBlockKeys || (gang && c.count > topk + slack / 4)) {
     compact<kUnroll>(c, topk, slack, lane);
   }
+  // Both 32-key halves scored and balloted before either appends (independent work in flight).
+  constexpr int kHalves = kBlockKeys / 32;
+  uint32_t key[kHalves], takes[kHalves];
+  bool take[kHalves];
+  const float* mine = part + q * parts * kBlockKeys + lane; // the query's first partial row
 #pragma unroll
-  for (int half = 0; half < kBlockKeys / 32; ++half) {
+  for (int half = 0; half < kHalves; ++half) {
     const int j = half * 32 + lane;
-    float s = part[q * parts * kBlockKeys + j];
-    for (int r = 1; r < parts; ++r) s += part[(q * parts + r) * kBlockKeys + j];
+    float s = mine[half * 32];
+    if (parts > 1) { // H_p >= 64 only: one partial per warp of the query
+      for (int r = 1; r < parts; ++r) s += mine[r * kBlockKeys + half * 32];
+    }
     const int key_index = block * kBlockKeys + j;
-    const uint32_t key = order_key(s);
-    const bool take = key_index >= lo && key_index < hi && key > c.thr;
-    const uint32_t takes = __ballot_sync(kFull, take);
-    if (takes == 0) continue;
-    if (take) {
-      const int slot = c.count + __popc(takes & lanes_below(lane));
-      c.keys[slot] = key;
+    key[half] = order_key(s);
+    take[half] = key_index >= lo && key_index < hi && key[half] > c.thr;
+  }
+#pragma unroll
+  for (int half = 0; half < kHalves; ++half) takes[half] = __ballot_sync(kFull, take[half]);
+#pragma unroll
+  for (int half = 0; half < kHalves; ++half) {
+    if (take[half]) {
+      const int slot = c.count + __popc(takes[half] & lanes_below(lane));
+      const int key_index = block * kBlockKeys + half * 32 + lane;
+      c.keys[slot] = key[half];
       if (slot < topk) {
         c.out[slot] = key_index;
       } else {
         c.nidx[slot - topk] = key_index;
       }
-      c.kmax = max(c.kmax, key);
-      c.kmin = min(c.kmin, key);
+      c.kmax = max(c.kmax, key[half]);
+      c.kmin = min(c.kmin, key[half]);
     }
-    c.count += __popc(takes);
+    c.count += __popc(takes[half]);
   }
   return c.count > capacity - kBlockKeys;
 }
@@ -571,21 +605,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (++block > seg_last[seg]) block = ++seg < segments ? seg_first[seg] : INT_MAX;
   };
 
-  // This thread's rows of the two M tiles of its warpgroup: (query, head) = (R / hp, R % hp) of
-  // R = 64 * (2 * warpgroup + mt) + 16 * (warp % 4) + g (+ 8); zero for padding. Q enters the
-  // tensor cores from registers (the wgmma A operand, m16n8k16 A fragments), loaded once.
+  // This thread's rows of the two M tiles of its warpgroup, R = 64 * (2 * warpgroup + mt) +
+  // 16 * (warp % 4) + g + 8 half: a warp's 32 rows (r = g + 8 half + 16 mt) are 32 heads of one
+  // query, so a thread's four rows are heads of the same query and the head sum reduces over
+  // the 8 lanes of a column only. H_p <= 32: warp w holds query w, heads r (r >= H_I padding);
+  // H_p >= 64: a query spans H_p / 32 warps (warp w: query w / (H_p / 32), heads 32 (w % (H_p /
+  // 32)) + r), whose partial sums selection adds. Zero rows for padding. Q enters the tensor
+  // cores from registers (the wgmma A operand, m16n8k16 A fragments), loaded once.
   const int hp = plan.hp;
+  const int parts = hp > 32 ? hp / 32 : 1; // warps (partial sums) of a query
   const int g = lane >> 2, pair = 2 * (lane & 3);
-  const int mtile0 = 2 * (warp / 4); // this warpgroup's first M tile (of 4)
-  uint32_t qa[2][KSTEPS][4];         // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
-  float wr[2][2];                    // [mt][half]: the weights of rows R and R + 8
+  uint32_t qa[2][KSTEPS][4]; // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
+  float wr[2][2];            // [mt][half]: the weights of rows R and R + 8
   const auto* qp = static_cast<const __nv_bfloat16*>(p.q);
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int r = 64 * (mtile0 + mt) + 16 * (warp % 4) + g + 8 * half;
-      const int q = r / hp, head = r % hp;
+      const int q = warp / parts, head = 32 * (warp % parts) + g + 8 * half + 16 * mt;
       const bool valid = q < bq && head < p.heads && win_hi[q] - win_lo[q] > topk;
       const int64_t row = row0 + q;
       const __nv_bfloat16* qrow = qp + (valid ? row * p.q_t + head * p.q_h : 0);
@@ -607,7 +644,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
   const bool select_warp = warp < bq && win_hi[warp] - win_lo[warp] > topk;
   const int capacity = topk + plan.slack;
-  const int parts = hp > 16 ? hp / 16 : 1; // partial-sum slots of a query
   const int query_lo = select_warp ? win_lo[warp] : 0;
   const int query_hi = select_warp ? win_hi[warp] : 0;
   unsigned char* mine = sm + plan.query_offset + warp * plan.query_bytes;
@@ -637,7 +673,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto load_tile = [&](int block, int stage) {
     const uint32_t dst = tiles + stage * plan.stage_bytes + dst0;
     const __nv_bfloat16* src = kp + int64_t{block} * kBlockKeys * p.k_t + src0;
-    const int rows = p.tk - block * kBlockKeys - r0; // copies m with m * kRowStep < rows exist
+    const int rows = p.tk - block * kBlockKeys - r0;  // copies m with m * kRowStep < rows exist
+    if (chunk_ok && rows > (kLoads - 1) * kRowStep) { // every copy exists (all but the end)
+#pragma unroll
+      for (int m = 0; m < kLoads; ++m)
+        dev::cp_async_16(dst + m * kRowStep * 128, src + m * src_step, 16);
+      return;
+    }
 #pragma unroll
     for (int m = 0; m < kLoads; ++m) {
       const bool ok = chunk_ok && m * kRowStep < rows;
@@ -655,13 +697,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     dev::cp_async_commit();
   }
-  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [2][kSlots][kBlockKeys]
+  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [2][kParts][kBlockKeys]
   // Per block j: the MMA of j is issued (asynchronous), the selection warps take block j - 1's
   // scores meanwhile, then the MMA is waited for and its scores go to part[j % 2]. The
   // accumulators are free again by the next issue, so one set serves every block.
   int prev_block = -1; // the block whose scores wait in part[(j - 1) % 2]
   int need = 0;        // this warp's query must compact at its next selection
   int j = 0;
+  int stage = 0; // j % kStages: the stage of tile j
   for (; block != INT_MAX; ++j) {
     dev::cp_async_wait<kStages - 2>();
     dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
@@ -671,39 +714,60 @@ __global__ void __launch_bounds__(kThreads, 1)
     const bool gang = __syncthreads_or(need) != 0;
 
     float acc[2][32];
-    const uint32_t base = tiles + (j % kStages) * plan.stage_bytes;
+    // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
+    const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
     dev::wgmma_fence();
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) { // one commit group per M tile
 #pragma unroll
       for (int ks = 0; ks < KSTEPS; ++ks) {
         dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
-                                dev::sw128_desc(base + dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
+                                dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
       }
       dev::wgmma_commit();
     }
     // The next tile's copies after the MMA's issue, which they would otherwise delay.
     if (load_block != INT_MAX) {
-      load_tile(load_block, (j + kStages - 1) % kStages);
+      load_tile(load_block, stage == 0 ? kStages - 1 : stage - 1);
       advance(load_seg, load_block);
     }
     dev::cp_async_commit();
     if (select_warp && prev_block >= 0) {
-      need = select_block<kUnroll>(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts,
+      need = select_block<kUnroll>(cand, part + ((j - 1) & 1) * kParts * kBlockKeys, warp, parts,
                                    prev_block, query_lo, query_hi, topk, plan.slack, gang, lane);
     }
-    // M tile 0's head sums while the tensor cores may still run M tile 1.
-    float* part_j = part + (j & 1) * kSlots * kBlockKeys;
+    // M tile 0's weighted ReLU, then tile 1's, then the sum over the column's 8 lanes: this
+    // warp's partial (its query's score when H_p <= 32). Written to run tile 0's while the tensor
+    // cores may still run tile 1, but ptxas (CUDA 13.0) moves the second wait up to the first
+    // (tools/cuda_sass shows them adjacent): with no memory access between them nothing holds
+    // it back. Version 5 stored tile 0's reduced sums before the second wait, at the cost of a
+    // second reduce-scatter per block.
+    // KSTEPS 16: tile 0's rows reduced before tile 1's wait (Q's registers leave no room for
+    // the 16 sums across it), a second reduce-scatter instead of spills.
+    float v[8][2] = {};
     dev::wgmma_wait<1>();
-    reduce_heads(acc[0], wr[0], hp, mtile0, lane, part_j);
+    dev::fence_regs(acc[0]);
+    weigh_rows(acc[0], wr[0], v);
+    float2 first = make_float2(0.f, 0.f);
+    if constexpr (KSTEPS >= 16) {
+      first = reduce_rows(v, lane);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
+    }
     dev::wgmma_wait<0>();
-    reduce_heads(acc[1], wr[1], hp, mtile0 + 1, lane, part_j);
+    dev::fence_regs(acc[1]);
+    weigh_rows(acc[1], wr[1], v);
+    float2 sum = reduce_rows(v, lane);
+    if constexpr (KSTEPS >= 16) sum = make_float2(sum.x + first.x, sum.y + first.y);
+    float* part_j = part + (j & 1) * kParts * kBlockKeys;
+    *reinterpret_cast<float2*>(part_j + warp * kBlockKeys + 8 * g + pair) = sum;
     prev_block = block;
     advance(seg, block);
+    stage = stage == kStages - 1 ? 0 : stage + 1;
   }
   __syncthreads(); // the last block's scores are complete
   if (select_warp && prev_block >= 0) {
-    select_block<kUnroll>(cand, part + ((j - 1) & 1) * kSlots * kBlockKeys, warp, parts, prev_block,
+    select_block<kUnroll>(cand, part + ((j - 1) & 1) * kParts * kBlockKeys, warp, parts, prev_block,
                           query_lo, query_hi, topk, plan.slack, false, lane);
   }
   // A long window saw more than topk keys, all of them candidates until the first compaction,

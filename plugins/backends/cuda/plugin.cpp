@@ -91,8 +91,11 @@ constexpr int kPriority = 100;
 // wgmma; 4: the forward's gather loads each slot once per row. indexer_topk 2: the fused kernel (1
 // supported nothing); 3: on wgmma; 4: compaction counts digits in registers, compactions of a CTA
 // lined up (gang); 5: 4-bit digit fields in one 64-bit value per lane, key bounds per lane (the
-// version 5 of branch indexer-db was never merged). linear_cross_entropy, moe_experts, rms_norm 1:
-// their first kernels.
+// version 5 of branch indexer-db was never merged); 6: compaction's first bins fitted to the
+// buffer's key range, thr raised to the smallest kept key, a block's two halves balloted together;
+// 7: a warp's MMA rows are one query's heads (one head-sum reduction per block and warp), two K
+// stages (a larger S), cheaper descriptors and K copies. linear_cross_entropy, moe_experts,
+// rms_norm 1: their first kernels.
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
@@ -104,7 +107,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "5",
+                                    .version = "7",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
