@@ -150,6 +150,27 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
         });
     clear_grads(in.tensors, in.differentiable);
   }
+  // Forward (under autograd) and backward together: what a training step pays for the op, also
+  // for kernels that compute their gradients in the forward pass.
+  PassResult both;
+  if (backward) {
+    both.pass = "f+b";
+    both.flops = fwd.flops + bwd.flops;
+    at::Tensor seed;
+    both.timing = time_runs(
+        o.device, o.warmup, o.steps, [&] { clear_grads(in.tensors, in.differentiable); },
+        [&] {
+          const at::Tensor out = spec.run(o.shape, in.tensors);
+          if (!seed.defined()) seed = at::randn_like(out);
+          out.backward(seed);
+        },
+        [&] {
+          for (size_t i : in.differentiable) {
+            both.nonfinite_runs += output_ok(in.tensors[i].grad()) ? 0 : 1;
+          }
+        });
+    clear_grads(in.tensors, in.differentiable);
+  }
 
   // ---- correctness: one fresh run of the backend, then the float32 torch reference ----
   c10::AutoGradMode grad_mode(backward);
@@ -195,6 +216,9 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
   if (backward) {
     fill_rates(bwd, device_name, o.dtype);
     result.passes.push_back(std::move(bwd));
+    both.error = result.passes.back().error; // the same gradients
+    fill_rates(both, device_name, o.dtype);
+    result.passes.push_back(std::move(both));
   }
   return result;
 }
@@ -219,7 +243,10 @@ nlohmann::json to_json(const OpSpec& spec, const OpBenchOptions& o, const std::s
         {"median_ms", p.timing.median_ms},
         {"min_ms", p.timing.min_ms},
         {"flops", p.flops > 0 ? nlohmann::json(p.flops) : nlohmann::json(nullptr)},
-        {"flops_rule", p.pass == "fwd" ? spec.flops_rule : spec.backward_flops_rule},
+        {"flops_rule", p.pass == "fwd" ? std::string(spec.flops_rule)
+                       : p.pass == "bwd"
+                           ? std::string(spec.backward_flops_rule)
+                           : fmt::format("{} + {}", spec.flops_rule, spec.backward_flops_rule)},
         {"tflops", opt(p.tflops)},
         {"pct_peak", opt(p.pct_peak)},
         {"pct_measured_ceiling", opt(p.pct_ceiling)},
@@ -234,7 +261,7 @@ nlohmann::json to_json(const OpSpec& spec, const OpBenchOptions& o, const std::s
       pj["rows_differ"] = p.sets->rows_differ;
       pj["rows_differ_beyond_ties"] = p.sets->rows_differ_beyond_ties;
     }
-    j[p.pass == "fwd" ? "forward" : "backward"] = pj;
+    j[p.pass == "fwd" ? "forward" : p.pass == "bwd" ? "backward" : "forward_backward"] = pj;
   }
   return j;
 }

@@ -26,9 +26,9 @@ struct OpBenchOptions {
   uint64_t seed = 0;
 };
 
-/// One pass (forward or backward) of one backend.
+/// One pass (forward, backward, or both under autograd) of one backend.
 struct PassResult {
-  std::string pass;                ///< "fwd" or "bwd"
+  std::string pass;                ///< "fwd", "bwd" or "f+b"
   std::optional<ErrorStats> error; ///< float outputs: vs the float32 reference (bwd: worst grad)
   std::optional<SetStats> sets;    ///< integer outputs: selected sets vs the reference
   int64_t nonfinite_runs = 0;      ///< timed runs whose fresh output held NaN/Inf (or poison)

@@ -484,7 +484,9 @@ void usage_bench() {
   }
   std::cout
       << "--backward adds the gradients of sum(out * r) (r random) w.r.t. the floating\n"
-         "inputs: the backward pass alone is timed. indexer_topk compares selected sets.\n\n"
+         "inputs: the backward pass alone (bwd), then the forward under autograd and the\n"
+         "backward together (f+b: a kernel that computes gradients in its forward pass\n"
+         "shows its cost there). indexer_topk compares selected sets.\n\n"
          "kiln bench model trains RECIPE (default: the embedded quickstart) for --warmup\n"
          "(default 2) + --steps (default 10) steps once per value of the recipe key KEY (any\n"
          "key `kiln run` takes as an override: backend.default, backend.ops.NAME,\n"

@@ -174,6 +174,9 @@ TEST_F(BenchCliTest, EveryOpRunsWithTableAndJsonAndZeroErrorInFloat32) {
         ASSERT_TRUE(b.contains("backward")) << op;
         EXPECT_EQ(b["backward"]["max_abs_err"].get<double>(), 0.0) << op;
         EXPECT_EQ(b["backward"]["nonfinite_runs"], 0) << op;
+        ASSERT_TRUE(b.contains("forward_backward")) << op;
+        EXPECT_GT(b["forward_backward"]["median_ms"].get<double>(), 0.0) << op;
+        EXPECT_EQ(b["forward_backward"]["nonfinite_runs"], 0) << op;
       }
       const std::string name(op);
       if (name != "rms_norm" && name != "mamba2_scan" && name != "causal_conv1d") {
