@@ -68,7 +68,8 @@ bool run(const Case& cs, uint32_t seed) {
   p.dy_row = dy_row;
   p.dim = cs.dim;
   p.eps = kEps;
-  std::vector<float> partial(std::max<int64_t>(int64_t(rms_norm_bwd_ctas(p)) * cs.dim, 1), NAN);
+  p.partial_rows = rms_norm_bwd_ctas(p);
+  std::vector<float> partial(std::max<int64_t>(int64_t(p.partial_rows) * cs.dim, 1), NAN);
   p.d_weight_partial = partial.data();
   if (launch_rms_norm_fwd(p, nullptr) != cudaSuccess ||
       launch_rms_norm_bwd(p, nullptr) != cudaSuccess) {

@@ -117,8 +117,9 @@ cudaError_t launch_cross_entropy_grad(const CrossEntropyRowsParams& p, cudaStrea
 //             d_weight[c] = bf16(sum_r dy[r, c] bf16(n[r, c]))
 // x and dy: channels contiguous, row strides x_row and dy_row multiples of 8 and 16-byte aligned
 // starts; weight contiguous and aligned; y and dx contiguous [rows, dim]; dim within
-// rms_norm_supported(). Backward sums the weight gradient per CTA into d_weight_partial, float32
-// [rms_norm_bwd_ctas(p), dim], then adds those rows into d_weight.
+// rms_norm_supported(). Backward runs partial_rows CTAs (the caller's rms_norm_bwd_ctas(p), which
+// also sizes the workspace), each summing its rows' weight gradient into its row of
+// d_weight_partial (float32 [partial_rows, dim]), then adds those rows into d_weight.
 struct RmsNormParams {
   const void* x = nullptr;      ///< bf16 [rows, dim], row stride x_row
   const void* weight = nullptr; ///< bf16 [dim]
@@ -129,14 +130,13 @@ struct RmsNormParams {
   void* d_weight = nullptr;     ///< backward: bf16 [dim]
   float* d_weight_partial = nullptr; ///< backward: workspace, see above
   int64_t rows = 0, x_row = 0, dy_row = 0;
-  int dim = 0;
+  int dim = 0, partial_rows = 0; ///< partial_rows: backward, >= 1 when rows > 0
   float eps = 0;
 };
 
 /// Whether the kernels take rows of `dim` channels (a multiple of 8, at most 8192).
 bool rms_norm_supported(int64_t dim);
-/// Rows of the backward's d_weight_partial workspace (CTAs of the backward launch) on the current
-/// device.
+/// CTAs of the backward on the current device (0 for no rows): its partial_rows.
 int rms_norm_bwd_ctas(const RmsNormParams& p);
 cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream);
 cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream);

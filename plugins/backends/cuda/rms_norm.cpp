@@ -64,8 +64,9 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
     p.x_row = rows.stride(0);
     p.dy_row = dy.stride(0);
     p.dim = static_cast<int>(dim);
+    p.partial_rows = rms_norm_bwd_ctas(p);
     at::Tensor partial =
-        at::empty({std::max(rms_norm_bwd_ctas(p), 1), dim}, rows.options().dtype(at::kFloat));
+        at::empty({std::max(p.partial_rows, 1), dim}, rows.options().dtype(at::kFloat));
     p.d_weight_partial = partial.data_ptr<float>();
     check_launch(launch_rms_norm_bwd(p, c10::cuda::getCurrentCUDAStream()), "rms_norm backward");
     return {dx.view(ctx->saved_data["sizes"].toIntVector()), d_weight, at::Tensor()};

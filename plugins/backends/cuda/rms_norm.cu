@@ -173,6 +173,7 @@ bool rms_norm_supported(int64_t dim) {
 }
 
 int rms_norm_bwd_ctas(const RmsNormParams& p) {
+  if (p.rows <= 0) return 0;
   return static_cast<int>(
       std::min<int64_t>(p.rows, resident_ctas(rms_norm_bwd_kernel, threads_for(p.dim))));
 }
@@ -188,8 +189,10 @@ cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream) {
 }
 
 cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream) {
-  if (!rms_norm_supported(p.dim)) return cudaErrorInvalidValue;
-  const int ctas = p.rows > 0 ? rms_norm_bwd_ctas(p) : 0; // no rows: d_weight is zeros
+  if (!rms_norm_supported(p.dim) || p.partial_rows < 0 || (p.rows > 0) != (p.partial_rows > 0)) {
+    return cudaErrorInvalidValue;
+  }
+  const int ctas = p.partial_rows; // no rows: none, and d_weight is zeros
   if (ctas > 0) rms_norm_bwd_kernel<<<ctas, threads_for(p.dim), kSlotBytes, stream>>>(p);
   rms_norm_dweight_kernel<<<(p.dim + 255) / 256, 256, 0, stream>>>(p, ctas);
   return cudaGetLastError();
