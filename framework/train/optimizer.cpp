@@ -2,6 +2,7 @@
 
 #include "kiln/sdk/error.h"
 #include "kiln/sdk/names.h"
+#include "kiln/sdk/ops/adamw.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -9,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
-#include <optional>
 
 namespace kiln::train {
 
@@ -46,62 +46,24 @@ double AdamW::grad_norm() const {
 void AdamW::step(double lr, double grad_scale) {
   c10::NoGradGuard no_grad;
   ++steps_;
-  // fp32 parameters: one fused call per (decay, device) group on the gradients as they are.
-  // Others: one call per piece of at most piece_elements of a tensor (flattened), so only one
-  // piece's fp32 copy of a gradient exists at a time. Clipping goes through the kernel's
-  // grad_scale (it divides by it): no scaled copy of the gradients.
-  const auto scale_on = [&](const c10::Device& device) -> std::optional<at::Tensor> {
-    if (grad_scale == 1.0) return std::nullopt;
-    return at::full({}, 1.0 / grad_scale, at::TensorOptions().dtype(at::kFloat).device(device));
-  };
-  const auto step_on = [&](const c10::Device& device) {
-    // The step the bias correction uses (1 for the first update), as torch's AdamW passes it.
-    return at::full({}, static_cast<double>(steps_),
-                    at::TensorOptions().dtype(at::kFloat).device(device));
-  };
-  for (const bool decay : {true, false}) {
-    const double weight_decay = decay ? options_.weight_decay : 0.0;
-    std::map<std::string, std::vector<const Slot*>> groups; // fp32 parameters, by device
-    for (const Slot& slot : slots_) {
-      if (slot.decay != decay || !slot.param.grad().defined()) continue;
-      if (slot.master.is_same(slot.param)) {
-        groups[slot.master.device().str()].push_back(&slot);
-        continue;
-      }
-      const c10::Device device = slot.master.device();
-      const std::optional<at::Tensor> scale = scale_on(device);
-      const at::Tensor step = step_on(device);
-      const at::Tensor& grad = slot.param.grad();
-      const bool flat = slot.param.is_contiguous() && grad.is_contiguous();
-      const int64_t n = slot.master.numel();
-      const int64_t piece = flat ? std::max<int64_t>(options_.piece_elements, 1) : n;
-      for (int64_t begin = 0; begin < n; begin += piece) {
-        const int64_t length = std::min(piece, n - begin);
-        auto part = [&](const at::Tensor& t) {
-          return flat ? t.view({-1}).narrow(0, begin, length) : t;
-        };
-        const at::Tensor master = part(slot.master);
-        at::_fused_adamw_({master}, {part(grad).to(at::kFloat)}, {part(slot.exp_avg)},
-                          {part(slot.exp_avg_sq)}, {}, {step}, lr, options_.beta1, options_.beta2,
-                          weight_decay, options_.eps, /*amsgrad=*/false, /*maximize=*/false, scale,
-                          std::nullopt);
-        part(slot.param).copy_(master);
-      }
-    }
-    for (const auto& [name, members] : groups) {
-      const c10::Device device = members.front()->master.device();
-      std::vector<at::Tensor> masters, grads, avgs, sqs, steps;
-      for (const Slot* slot : members) {
-        masters.push_back(slot->master);
-        grads.push_back(slot->param.grad());
-        avgs.push_back(slot->exp_avg);
-        sqs.push_back(slot->exp_avg_sq);
-        steps.push_back(step_on(device));
-      }
-      at::_fused_adamw_(masters, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr,
-                        options_.beta1, options_.beta2, weight_decay, options_.eps,
-                        /*amsgrad=*/false, /*maximize=*/false, scale_on(device), std::nullopt);
-    }
+  // One kiln::ops::adamw call per parameter: the backends' kernels (the torch reference is ATen's
+  // fused AdamW; a backend may update a bf16 parameter and its master in one pass).
+  for (const Slot& slot : slots_) {
+    const at::Tensor& grad = slot.param.grad();
+    if (!grad.defined()) continue;
+    ops::adamw({.param = slot.param,
+                .grad = grad,
+                .master = slot.master.is_same(slot.param) ? at::Tensor() : slot.master,
+                .exp_avg = slot.exp_avg,
+                .exp_avg_sq = slot.exp_avg_sq,
+                .lr = lr,
+                .beta1 = options_.beta1,
+                .beta2 = options_.beta2,
+                .eps = options_.eps,
+                .weight_decay = slot.decay ? options_.weight_decay : 0.0,
+                .step = steps_,
+                .grad_scale = grad_scale,
+                .piece_elements = std::max<int64_t>(options_.piece_elements, 1)});
   }
 }
 

@@ -1,6 +1,7 @@
 // AdamW with fp32 master weights and state: the parameters may be bf16 (the model's compute
-// dtype); their fp32 copies, the moments and the update live here. Fused (one ATen kernel per
-// parameter group) on CPU and CUDA.
+// dtype); their fp32 copies and the moments live here, the update is op `adamw` (one dispatched
+// call per parameter: ATen's fused AdamW in the torch reference, one pass over a bf16 parameter,
+// its gradient, master and moments in the cuda backend).
 #pragma once
 
 #include "kiln/nn/module.h"
@@ -19,9 +20,10 @@ struct AdamWOptions {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.1; ///< decoupled; 1-D parameters (biases, norm weights) get none
-  /// A parameter that is not fp32 is updated in pieces of at most this many elements, so that
-  /// only one piece's fp32 gradient exists at a time (a stacked expert weight of GLM-5 width has
-  /// 1.6 B elements per 64 experts: 6.4 GB as one fp32 copy). The result does not depend on it.
+  /// The most elements of a float32 temporary the update may allocate (op adamw's
+  /// piece_elements: the torch reference copies a non-fp32 gradient to fp32 in pieces of this
+  /// size; a stacked expert weight of GLM-5 width has 1.6 B elements per 64 experts, 6.4 GB as one
+  /// fp32 copy). The result depends on it only through float32 rounding.
   int64_t piece_elements = int64_t{1} << 26;
 };
 
@@ -34,8 +36,8 @@ class AdamW {
   /// a gradient count as zero.
   double grad_norm() const;
 
-  /// One update with learning rate `lr`: gradients (fp32) scaled by `grad_scale` (clipping), then
-  /// AdamW on the fp32 masters, which are copied back into the parameters.
+  /// One update with learning rate `lr`: gradients (fp32) multiplied by `grad_scale` (clipping),
+  /// then AdamW on the fp32 masters, which are rounded back into the parameters.
   void step(double lr, double grad_scale = 1.0);
   void zero_grad();
   int64_t steps() const { return steps_; }

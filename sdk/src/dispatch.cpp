@@ -163,6 +163,14 @@ DispatchConfig Dispatcher::config() const {
 }
 
 const KernelRecord& Dispatcher::select(const OpCall& call) {
+  return select_impl(call, /*may_run=*/true);
+}
+
+const KernelRecord& Dispatcher::select_in_place(const OpCall& call) {
+  return select_impl(call, /*may_run=*/false);
+}
+
+const KernelRecord& Dispatcher::select_impl(const OpCall& call, bool may_run) {
   std::vector<const KernelRecord*> candidates;
   std::shared_ptr<Policy> policy;
   std::shared_ptr<Policy> fallback;
@@ -196,11 +204,29 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
                        dtype_name(call.dtype));
   };
 
+  // The highest-priority kernel that accepts the call.
+  auto first_supported = [&]() -> const KernelRecord* {
+    for (const auto* k : candidates) {
+      if (call.supports(*k)) return k;
+    }
+    return nullptr;
+  };
+
   const KernelRecord* chosen = nullptr;
   std::string note;
   std::vector<std::string> declined; // the requested kernel's reasons, already in `note`
   NoteScope notes;
-  if (policy) {
+  if (policy && !may_run) {
+    chosen = first_supported();
+    if (chosen == nullptr) {
+      user_error("{}: no registered kernel accepts the call; registered for this op and device: {}",
+                 describe(), available());
+    }
+    note = fmt::format(
+        "policy '{}' not consulted: the op writes into its arguments, so its "
+        "kernels are not timed; took the highest-priority kernel that accepts it",
+        requested);
+  } else if (policy) {
     chosen = policy->select(call, candidates);
     if (chosen == nullptr) {
       user_error("{}: policy '{}' found no eligible kernel; registered for this op and device: {}",
@@ -229,15 +255,8 @@ const KernelRecord& Dispatcher::select(const OpCall& call) {
         user_error("{}: {} and backend.strict = true; registered for this op and device: {}",
                    describe(), note, available());
       }
-      if (fallback) chosen = fallback->select(call, candidates);
-      if (chosen == nullptr) {
-        for (const auto* k : candidates) {
-          if (call.supports(*k)) {
-            chosen = k;
-            break;
-          }
-        }
-      }
+      if (fallback && may_run) chosen = fallback->select(call, candidates);
+      if (chosen == nullptr) chosen = first_supported();
       if (chosen == nullptr) {
         user_error("{}: {}, and no other registered kernel accepts the call; registered: {}",
                    describe(), note, available());

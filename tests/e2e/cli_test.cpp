@@ -51,7 +51,7 @@ const fs::path kCases = KILN_TEST_PLUGIN_CASES;
 TEST_F(CliTest, VersionPrintsFingerprint) {
   const auto r = run("--version");
   EXPECT_EQ(r.code, 0);
-  EXPECT_EQ(r.out.rfind("kiln 0.1.0 (SDK ABI 1.2, LibTorch ", 0), 0) << r.out;
+  EXPECT_EQ(r.out.rfind("kiln 0.1.0 (SDK ABI 1.3, LibTorch ", 0), 0) << r.out;
 }
 
 TEST_F(CliTest, PluginsListsTorchAndAuto) {
@@ -76,7 +76,7 @@ TEST_F(CliTest, BrokenPluginDirectoryGivesOneLinePerFile) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(count(r.out, "FAILED"), 3u) << r.out;
   EXPECT_EQ(count(r.out,
-                  "built for kiln SDK ABI 2.0, this host speaks ABI 1.2; rebuild the "
+                  "built for kiln SDK ABI 2.0, this host speaks ABI 1.3; rebuild the "
                   "plugin against this kiln's SDK"),
             1u)
       << r.out;

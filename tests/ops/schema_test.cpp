@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace kiln {
 namespace {
@@ -44,7 +45,7 @@ void add_fake_kernel() {
   kernel.run = [](const typename Op::Args& args) {
     ++calls<Op>();
     last_args<Op>() = args;
-    return typename Op::Result{};
+    if constexpr (!std::is_void_v<typename Op::Result>) return typename Op::Result{};
   };
   Dispatcher::global().add_kernel(sdk::make_kernel_record<Op>(std::move(kernel)));
 }
@@ -64,6 +65,7 @@ class OpSchemaTest : public ::testing::Test {
     add_fake_kernel<ops::CausalConv1dOp>();
     add_fake_kernel<ops::Mamba2ScanOp>();
     add_fake_kernel<ops::LinearCrossEntropyOp>();
+    add_fake_kernel<ops::AdamwOp>();
     Dispatcher::global().configure({.default_backend = "fake"});
   }
   void TearDown() override { Dispatcher::global().reset_for_testing(); }
@@ -121,10 +123,10 @@ template <class Op, class F>
 TEST(OpNamesTest, ListsEveryOpOnceWithItsTraitsName) {
   const auto names = ops::op_names();
   const std::string_view traits[] = {
-      ops::RmsNormOp::kName,    ops::GatedRmsNormOp::kName,      ops::RopeOp::kName,
-      ops::AttentionOp::kName,  ops::IndexerTopkOp::kName,       ops::SparseMlaOp::kName,
-      ops::MoeRouteOp::kName,   ops::MoeExpertsOp::kName,        ops::CausalConv1dOp::kName,
-      ops::Mamba2ScanOp::kName, ops::LinearCrossEntropyOp::kName};
+      ops::RmsNormOp::kName,    ops::GatedRmsNormOp::kName,       ops::RopeOp::kName,
+      ops::AttentionOp::kName,  ops::IndexerTopkOp::kName,        ops::SparseMlaOp::kName,
+      ops::MoeRouteOp::kName,   ops::MoeExpertsOp::kName,         ops::CausalConv1dOp::kName,
+      ops::Mamba2ScanOp::kName, ops::LinearCrossEntropyOp::kName, ops::AdamwOp::kName};
   ASSERT_EQ(names.size(), std::size(traits));
   for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(names[i], traits[i]); // same fixed order
 }
@@ -812,6 +814,64 @@ TEST_F(OpSchemaTest, LinearCrossEntropyRejectsBadArguments) {
             {.hidden = bf16({6, 32}), .weight = bf16({50, 32}), .labels = meta({6})});
       },
       "labels", "meta"));
+}
+
+// ---- adamw --------------------------------------------------------------------------------------
+
+ops::AdamwArgs adamw_args(c10::IntArrayRef sizes) {
+  return {.param = bf16(sizes),
+          .grad = bf16(sizes),
+          .master = f32(sizes),
+          .exp_avg = f32(sizes),
+          .exp_avg_sq = f32(sizes),
+          .lr = 1e-3,
+          .step = 3};
+}
+
+TEST_F(OpSchemaTest, AdamwValidCallsDispatch) {
+  ops::adamw(adamw_args({4, 8}));
+  ops::AdamwArgs own_master{
+      .param = f32({8}), .grad = f32({8}), .exp_avg = f32({8}), .exp_avg_sq = f32({8})};
+  ops::adamw(own_master); // a float32 parameter is its own master
+  // Disjoint views of one buffer are separate tensors.
+  const at::Tensor state = f32({2, 8});
+  ops::adamw({.param = f32({8}), .grad = f32({8}), .exp_avg = state[0], .exp_avg_sq = state[1]});
+  ASSERT_EQ(calls<ops::AdamwOp>(), 3);
+  EXPECT_FALSE(last_args<ops::AdamwOp>()->master.defined());
+}
+
+TEST_F(OpSchemaTest, AdamwRejectsBadArguments) {
+  using Op = ops::AdamwOp;
+  const auto with = [](auto edit) {
+    return [edit] {
+      ops::AdamwArgs a = adamw_args({4, 8});
+      edit(a);
+      ops::adamw(a);
+    };
+  };
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.master = at::Tensor(); }), "master", "bfloat16"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.grad = bf16({8, 4}); }), "grad", "[4, 8]"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.grad = f32({4, 8}); }), "grad", "bfloat16"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.grad = at::Tensor(); }), "grad"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.exp_avg = bf16({4, 8}); }), "exp_avg", "float32"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.exp_avg_sq = f32({32}); }), "exp_avg_sq"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.master = meta({4, 8}); }), "master", "meta"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.param = i64({4, 8}); }), "param", "int64"));
+  EXPECT_TRUE(
+      rejects<Op>(with([](auto& a) { a.exp_avg_sq = a.exp_avg; }), "exp_avg_sq", "share memory"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) {
+                            a.master = a.exp_avg.view({2, 16}).view({4, 8});
+                          }),
+                          "master", "share memory"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.step = 0; }), "step", "found 0"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.lr = -1; }), "lr"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.eps = -1e-8; }), "eps"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.weight_decay = -0.1; }), "weight_decay"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.beta1 = 1.0; }), "beta1", "[0, 1)"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.beta2 = -0.5; }), "beta2"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.grad_scale = 0; }), "grad_scale"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.grad_scale = INFINITY; }), "grad_scale"));
+  EXPECT_TRUE(rejects<Op>(with([](auto& a) { a.piece_elements = 0; }), "piece_elements"));
 }
 
 } // namespace

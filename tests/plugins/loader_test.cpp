@@ -53,7 +53,7 @@ TEST_F(PluginLoaderTest, LoadsTorchBackendAndAutoPolicy) {
   EXPECT_EQ(torch.name, "torch");
   EXPECT_EQ(torch.kind, "backend");
   EXPECT_EQ(autop.kind, "policy");
-  EXPECT_EQ(torch.abi, "1.2");
+  EXPECT_EQ(torch.abi, "1.3");
   EXPECT_EQ(sdk::Dispatcher::global().policies(), std::vector<std::string>{"auto"});
   EXPECT_EQ(sdk::Dispatcher::global().backends(), std::vector<std::string>{"torch"});
   EXPECT_NE(std::find(torch.provides.begin(), torch.provides.end(), "kernel rms_norm/torch/cpu"),
@@ -64,7 +64,7 @@ TEST_F(PluginLoaderTest, RejectsWrongAbiMajor) {
   const auto r = load(case_file("abimajor", "libkiln-backend-testabimajor.so"));
   EXPECT_EQ(r.status, PluginStatus::kFailed);
   EXPECT_EQ(r.reason,
-            "built for kiln SDK ABI 2.0, this host speaks ABI 1.2; rebuild the plugin against "
+            "built for kiln SDK ABI 2.0, this host speaks ABI 1.3; rebuild the plugin against "
             "this kiln's SDK");
   EXPECT_TRUE(sdk::Dispatcher::global().kernels().empty());
 }
@@ -73,7 +73,7 @@ TEST_F(PluginLoaderTest, RejectsNewerAbiMinorThanHost) {
   const auto r = load(case_file("abiminor", "libkiln-backend-testabiminor.so"));
   EXPECT_EQ(r.status, PluginStatus::kFailed);
   EXPECT_EQ(r.reason,
-            "built for kiln SDK ABI 1.3, newer than this host's 1.2; upgrade kiln or rebuild the "
+            "built for kiln SDK ABI 1.4, newer than this host's 1.3; upgrade kiln or rebuild the "
             "plugin against this kiln's SDK");
 }
 

@@ -57,7 +57,13 @@ TEST(ScheduleTest, WarmupThenDecayToMinLr) {
   EXPECT_THROW(train::parse_schedule("exp"), Error);
 }
 
-TEST(AdamWTest, MatchesTheAdamWFormula) {
+// The update is op adamw: the loaded backends' kernels (the torch reference on the CPU).
+class AdamWTest : public ::testing::Test {
+ protected:
+  void SetUp() override { test::load_plugins_once(); }
+};
+
+TEST_F(AdamWTest, MatchesTheAdamWFormula) {
   at::manual_seed(0);
   at::Tensor w = at::randn({3, 4}, at::kFloat).requires_grad_(true);
   at::Tensor b = at::randn({4}, at::kFloat).requires_grad_(true);
@@ -91,7 +97,7 @@ TEST(AdamWTest, MatchesTheAdamWFormula) {
   EXPECT_EQ(adam.steps(), 3);
 }
 
-TEST(AdamWTest, Bf16ParametersKeepFp32Masters) {
+TEST_F(AdamWTest, Bf16ParametersKeepFp32Masters) {
   at::Tensor w = at::full({2, 2}, 1.0, at::kBFloat16).requires_grad_(true);
   train::AdamW adam({{"w", w}}, {.weight_decay = 0.0});
   // Updates of ~1e-4 vanish in bf16 (spacing 2^-7 near 1) but add up in the fp32 master.
@@ -106,7 +112,7 @@ TEST(AdamWTest, Bf16ParametersKeepFp32Masters) {
   EXPECT_EQ(w[0][0].item<float>(), state[2].second[0][0].to(at::kBFloat16).item<float>());
 }
 
-TEST(AdamWTest, PiecewiseUpdatesOfBf16ParametersEqualWholeOnes) {
+TEST_F(AdamWTest, PiecewiseUpdatesOfBf16ParametersEqualWholeOnesToRounding) {
   // 55 elements in pieces of 7 (the last one short) against one piece, with decay and clipping.
   at::manual_seed(1);
   const at::Tensor init = at::randn({5, 11}, at::kBFloat16);
@@ -120,12 +126,16 @@ TEST(AdamWTest, PiecewiseUpdatesOfBf16ParametersEqualWholeOnes) {
     a.step(1e-2, /*grad_scale=*/2.5);
     b.step(1e-2, /*grad_scale=*/2.5);
   }
-  EXPECT_TRUE(at::equal(whole, pieces));
+  // ATen's CPU kernel (the reference) takes vectors and a scalar tail, which round differently in
+  // the last float32 bit: pieces move elements between the two.
+  EXPECT_TRUE(at::allclose(whole.to(at::kFloat), pieces.to(at::kFloat), 1e-2, 1e-6));
   const auto sa = a.state(), sb = b.state();
   ASSERT_EQ(sa.size(), sb.size());
   for (size_t i = 0; i < sa.size(); ++i) {
     EXPECT_EQ(sa[i].first, sb[i].first);
-    EXPECT_TRUE(at::equal(sa[i].second, sb[i].second)) << sa[i].first;
+    EXPECT_TRUE(
+        at::allclose(sa[i].second.to(at::kDouble), sb[i].second.to(at::kDouble), 1e-6, 1e-9))
+        << sa[i].first;
   }
   EXPECT_FALSE(at::equal(whole, init)); // it moved
 }

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 namespace kiln::sdk {
@@ -182,6 +183,52 @@ TEST_F(DispatchTest, DecliningKernelsReasonIsInTheErrorAndTheFallbackNote) {
     EXPECT_EQ(r.note.find("needs D = 4"), r.note.rfind("needs D = 4")) << r.note;
   }
   EXPECT_TRUE(found);
+}
+
+// adamw writes into its arguments: a policy must never run its kernels to time them (each run
+// would apply the update again). Under `auto` the highest-priority kernel that accepts the call
+// runs exactly once, and the resolution says why.
+TEST_F(DispatchTest, InPlaceOpIsNeverTimedByAPolicy) {
+  auto& d = Dispatcher::global();
+  std::map<std::string, int> runs;
+  const auto counting = [&runs](std::string backend, int priority, bool accepts) {
+    return Kernel<ops::AdamwOp>{.backend = backend,
+                                .device = c10::DeviceType::CPU,
+                                .priority = priority,
+                                .run =
+                                    [&runs, backend](const ops::AdamwArgs& a) {
+                                      ++runs[backend];
+                                      a.param.add_(1.0);
+                                    },
+                                .supports = [accepts](const ops::AdamwArgs&) { return accepts; }};
+  };
+  d.add_kernel(make_kernel_record(counting("torch", -100, true)));
+  d.add_kernel(make_kernel_record(counting("declines", 20, false)));
+  d.add_kernel(make_kernel_record(counting("fast", 10, true)));
+  d.configure({.default_backend = "auto"});
+  const at::Tensor p = at::zeros({4});
+  ops::adamw({.param = p,
+              .grad = at::zeros({4}),
+              .exp_avg = at::zeros({4}),
+              .exp_avg_sq = at::zeros({4})});
+  EXPECT_EQ(runs, (std::map<std::string, int>{{"fast", 1}}));
+  EXPECT_TRUE(at::equal(p, at::ones({4}))); // one update
+  const auto resolved = d.resolved();
+  ASSERT_EQ(resolved.size(), 1u);
+  EXPECT_EQ(resolved[0].chosen, "fast");
+  EXPECT_NE(resolved[0].note.find("policy 'auto' not consulted"), std::string::npos)
+      << resolved[0].note;
+
+  // A requested backend that declines falls back the same way (one warning), without auto.
+  runs.clear();
+  d.configure({.default_backend = "declines"});
+  ops::adamw({.param = p,
+              .grad = at::zeros({4}),
+              .exp_avg = at::zeros({4}),
+              .exp_avg_sq = at::zeros({4})});
+  EXPECT_EQ(runs, (std::map<std::string, int>{{"fast", 1}}));
+  ASSERT_EQ(logged_.size(), 1u);
+  EXPECT_NE(logged_[0].find("fell back to 'fast'"), std::string::npos) << logged_[0];
 }
 
 TEST_F(DispatchTest, UnknownBackendInConfigListsRegistered) {

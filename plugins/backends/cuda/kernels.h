@@ -24,6 +24,9 @@ at::Tensor moe_experts(const ops::MoeExpertsArgs& args);
 bool rms_norm_supports(const ops::RmsNormArgs& args);
 at::Tensor rms_norm(const ops::RmsNormArgs& args);
 
+bool adamw_supports(const ops::AdamwArgs& args);
+void adamw(const ops::AdamwArgs& args);
+
 /// True when `device` (a CUDA device) can run this plugin's kernels: their sm_90a code loads on
 /// compute capability 9.0 only (H100, H200, GH200). When it cannot, says why as a dispatch note
 /// (sdk::note_selection), so a forced `cuda` that falls back names the GPU it found.

@@ -141,6 +141,30 @@ int rms_norm_bwd_ctas(const RmsNormParams& p);
 cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream);
 cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream);
 
+// ---- adamw
+// ---------------------------------------------------------------------------------------- Op
+// `adamw` (kiln/sdk/ops/adamw.h) over n elements in one pass: per element, with g = grad /
+// grad_divisor (when has_divisor) and w the float32 master:
+//   w -= lr_wd * w;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
+//   w -= step_size * m / (sqrt(v) / bias_correction2_sqrt + eps);  param = w (bf16 or float32)
+// torch's fused AdamW in its order of operations (it too divides by the reciprocal of the
+// clipping coefficient). param and grad are bf16 (with master) or float32 (master = param, or a
+// separate float32 master). Every pointer 16-byte aligned, every tensor contiguous [n].
+struct AdamwParams {
+  void* param = nullptr;      ///< bf16 or float32 [n]
+  const void* grad = nullptr; ///< param's dtype [n]
+  float* master = nullptr;    ///< float32 [n]; == param for a float32 parameter without a master
+  float* exp_avg = nullptr;
+  float* exp_avg_sq = nullptr;
+  int64_t n = 0;
+  bool bf16 = false; ///< param and grad are bf16 (else float32)
+  bool has_divisor = false;
+  float grad_divisor = 1, lr_wd = 0, beta1 = 0, beta2 = 0, eps = 0, step_size = 0;
+  float bias_correction2_sqrt = 1;
+};
+
+cudaError_t launch_adamw(const AdamwParams& p, cudaStream_t stream);
+
 // ---- moe_experts --------------------------------------------------------------------------------
 // The sums around `moe_experts`' grouped GEMMs (kiln/sdk/ops/moe_experts.h), bf16 rows of hidden
 // channels (a multiple of 8; 16-byte aligned rows). Slot (n, s) of token n is flat slot n k + s;

@@ -95,7 +95,7 @@ constexpr int kPriority = 100;
 // buffer's key range, thr raised to the smallest kept key, a block's two halves balloted together;
 // 7: a warp's MMA rows are one query's heads (one head-sum reduction per block and warp), two K
 // stages (a larger S), cheaper descriptors and K copies. linear_cross_entropy, moe_experts,
-// rms_norm 1: their first kernels.
+// rms_norm 1: their first kernels. adamw 1: its first kernel.
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
@@ -128,6 +128,12 @@ void register_cuda_backend(sdk::Registrar& r) {
                                 .version = "1",
                                 .run = &rms_norm,
                                 .supports = &rms_norm_supports});
+  r.add_kernel<ops::AdamwOp>({.backend = KILN_CUDA_BACKEND_NAME,
+                              .device = c10::DeviceType::CUDA,
+                              .priority = kPriority,
+                              .version = "1",
+                              .run = &adamw,
+                              .supports = &adamw_supports});
 }
 
 } // namespace

@@ -12,6 +12,7 @@
 namespace kiln::backends::torch_ref {
 
 at::Tensor rms_norm(const ops::RmsNormArgs& args);
+void adamw(const ops::AdamwArgs& args);
 at::Tensor rope(const ops::RopeArgs& args);
 at::Tensor attention(const ops::AttentionArgs& args);
 ops::MoeRouteResult moe_route(const ops::MoeRouteArgs& args);

@@ -28,6 +28,7 @@ void register_torch_backend(sdk::Registrar& r) {
   add<ops::GatedRmsNormOp>(r, &gated_rms_norm);
   add<ops::CausalConv1dOp>(r, &causal_conv1d);
   add<ops::Mamba2ScanOp>(r, &mamba2_scan);
+  add<ops::AdamwOp>(r, &adamw);
 }
 
 } // namespace

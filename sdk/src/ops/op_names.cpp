@@ -7,7 +7,7 @@ std::span<const std::string_view> op_names() {
       "rms_norm",    "gated_rms_norm",      "rope",
       "attention",   "indexer_topk",        "sparse_mla",
       "moe_route",   "moe_experts",         "causal_conv1d",
-      "mamba2_scan", "linear_cross_entropy"};
+      "mamba2_scan", "linear_cross_entropy", "adamw"};
   return kNames;
 }
 

@@ -108,6 +108,11 @@ class KILN_SDK_API Dispatcher {
 
   /// Picks the kernel for a call (see the file comment). Throws kiln::Error when nothing can run.
   const KernelRecord& select(const OpCall& call);
+  /// select() for a call that writes into its arguments (an in-place op such as `adamw`): no
+  /// policy is consulted, since one may run the kernels to time them. Where a policy is requested
+  /// (or a requested backend's kernel declines and `strict` is off), the highest-priority kernel
+  /// whose supports() holds runs, and the resolution's note says so. (ABI 1.3)
+  const KernelRecord& select_in_place(const OpCall& call);
 
   std::vector<KernelInfo> kernels() const;   ///< every registered kernel, sorted
   std::vector<std::string> backends() const; ///< backend names with at least one kernel
@@ -120,6 +125,7 @@ class KILN_SDK_API Dispatcher {
 
  private:
   Dispatcher() = default;
+  const KernelRecord& select_impl(const OpCall& call, bool may_run);
   mutable std::mutex mutex_;
   std::vector<std::unique_ptr<KernelRecord>> kernels_;
   std::vector<std::shared_ptr<Policy>> policies_;
@@ -134,6 +140,15 @@ typename Op::Result dispatch(const typename Op::Args& args) {
   const c10::Device device = args.device();
   OpCall call{Op::kName, device.type(), args.dtype(), &args};
   const KernelRecord& kernel = Dispatcher::global().select(call);
+  return kernel_of<Op>(kernel).run(args);
+}
+
+/// Runs the in-place op `Op` on `args` with the kernel Dispatcher::select_in_place picks.
+template <class Op>
+typename Op::Result dispatch_in_place(const typename Op::Args& args) {
+  const c10::Device device = args.device();
+  OpCall call{Op::kName, device.type(), args.dtype(), &args};
+  const KernelRecord& kernel = Dispatcher::global().select_in_place(call);
   return kernel_of<Op>(kernel).run(args);
 }
 

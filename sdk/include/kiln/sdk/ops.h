@@ -16,13 +16,15 @@
 //   are checked only when they already live on the CPU; elsewhere they are caller guarantees.
 // - Backends may assume the checked properties, but not contiguity: they accept any strides
 //   (calling .contiguous() where a kernel needs it). Ops are functional: they never write to their
-//   inputs, and outputs live on the inputs' device.
+//   inputs (`adamw`, the optimizer update, is the one in-place op), and outputs live on the
+//   inputs' device.
 // - "Differentiable" means the torch reference is differentiable through autograd and every other
 //   backend must give the same gradients (within the op's tolerance) or decline the call in its
 //   `supports` when a gradient is required.
 #pragma once
 
 #include "kiln/sdk/export.h"
+#include "kiln/sdk/ops/adamw.h"
 #include "kiln/sdk/ops/attention.h"
 #include "kiln/sdk/ops/causal_conv1d.h"
 #include "kiln/sdk/ops/gated_rms_norm.h"

@@ -17,7 +17,7 @@
 /// SDK ABI version. Major: a plugin built for another major is refused. Minor: the host accepts
 /// plugins of its own or an older minor (new minors only add), and refuses newer ones.
 #define KILN_SDK_ABI_MAJOR 1
-#define KILN_SDK_ABI_MINOR 2
+#define KILN_SDK_ABI_MINOR 3
 
 #ifdef __cplusplus
 extern "C" {
