@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
 
@@ -14,6 +15,48 @@ namespace {
 
 // HF builds both MLA norms without an eps argument: GlmMoeDsaRMSNorm's default, not rms_norm_eps.
 constexpr double kMlaNormEps = 1e-6;
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The absorbed query [N, H, latent + rope] = [q_nope W_kc | RoPE(q_pe)] from q [N, H, nope + rope]
+// and W_kc [H, nope, latent], both parts written into one buffer (the latent part by a batched
+// GEMM whose output is that buffer's strided view), and in backward both parts of dq likewise:
+// the RoPE part's gradient is the inverse rotation, RoPE with -sin. Autograd through matmul, rope
+// and cat would copy the query and its gradient several times over (a transposed GEMM output,
+// the cat, the cat's and the narrows' backward).
+class AbsorbQuery : public torch::autograd::Function<AbsorbQuery> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& w_kc,
+                            const at::Tensor& cos, const at::Tensor& sin, int64_t nope) {
+    const int64_t rope = q.size(2) - nope, latent = w_kc.size(2);
+    at::Tensor out = at::empty({q.size(0), q.size(1), latent + rope}, q.options());
+    at::Tensor out_latent = out.narrow(2, 0, latent).transpose(0, 1); // [H, N, latent] view
+    at::bmm_out(out_latent, q.narrow(2, 0, nope).transpose(0, 1), w_kc);
+    out.narrow(2, latent, rope)
+        .copy_(ops::rope(q.narrow(2, nope, rope), cos, sin, ops::RopeStyle::kInterleaved));
+    ctx->save_for_backward({q, w_kc, cos, sin});
+    ctx->saved_data["nope"] = nope;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &w_kc = saved[1];
+    const int64_t nope = ctx->saved_data["nope"].toInt();
+    const int64_t rope = q.size(2) - nope, latent = w_kc.size(2);
+    const at::Tensor& d_out = grads[0];
+    const at::Tensor d_latent = d_out.narrow(2, 0, latent).transpose(0, 1); // [H, N, latent]
+    at::Tensor d_q = at::empty_like(q, at::MemoryFormat::Contiguous);
+    at::Tensor d_nope = d_q.narrow(2, 0, nope).transpose(0, 1); // [H, N, nope] view
+    at::bmm_out(d_nope, d_latent, w_kc.transpose(1, 2));
+    d_q.narrow(2, nope, rope)
+        .copy_(ops::rope(d_out.narrow(2, latent, rope), saved[2], -saved[3],
+                         ops::RopeStyle::kInterleaved));
+    const at::Tensor d_w_kc = at::bmm(q.narrow(2, 0, nope).permute({1, 2, 0}), d_latent);
+    return {d_q, d_w_kc, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 } // namespace
 
@@ -43,8 +86,6 @@ MlaProjections MlaAttention::project(const at::Tensor& x,
   MlaProjections m;
   m.q_resid = q_a_layernorm(q_a_proj(x));                                     // [N, q_lora]
   const at::Tensor q = q_b_proj(m.q_resid).view({n, heads, nope + rope_dim}); // [N, H, nope + rope]
-  const at::Tensor q_rot =
-      ops::rope(q.narrow(2, nope, rope_dim), cos, sin, ops::RopeStyle::kInterleaved);
   const at::Tensor compressed = kv_a_proj_with_mqa(x);                        // [N, latent + rope]
   const at::Tensor kv_pass = kv_a_layernorm(compressed.narrow(1, 0, latent)); // [N, latent]
   const at::Tensor k_rot = ops::rope(compressed.narrow(1, latent, rope_dim).unsqueeze(1), cos, sin,
@@ -53,10 +94,8 @@ MlaProjections MlaAttention::project(const at::Tensor& x,
   // Absorption: kv_b_proj.weight viewed [H, nope + v, latent] holds each head's key (W_kc) and
   // value (w_vc) up-projections; q_nope . (W_kc kv) = (W_kc^T q_nope) . kv.
   const at::Tensor w_kc = kv_b_proj.weight.view({heads, nope + v_dim, latent}).narrow(1, 0, nope);
-  const at::Tensor q_nope = q.narrow(2, 0, nope).transpose(0, 1);       // [H, N, nope]
-  const at::Tensor q_latent = at::matmul(q_nope, w_kc).transpose(0, 1); // [N, H, latent]
-  m.q_absorbed = at::cat({q_latent, q_rot}, -1);                        // [N, H, latent + rope]
-  m.kv_latent = at::cat({kv_pass.unsqueeze(1), k_rot}, -1);             // [N, 1, latent + rope]
+  m.q_absorbed = AbsorbQuery::apply(q, w_kc, cos, sin, nope); // [N, H, latent + rope]
+  m.kv_latent = at::cat({kv_pass.unsqueeze(1), k_rot}, -1);   // [N, 1, latent + rope]
   return m;
 }
 
