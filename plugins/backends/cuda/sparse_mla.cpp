@@ -62,9 +62,19 @@ void fill_common(P& p, const Saved& s, int64_t latent, double scale) {
   p.scale = static_cast<float>(scale);
 }
 
-// Per-head projection [T, H, L] x w_vc [H, Dv, L] -> [T, H, Dv] (cuBLAS, float32 accumulation).
+// a [T, H, K] x b [H, K, N] -> [T, H, N] contiguous, per head (cuBLAS, float32 accumulation):
+// the batched GEMM writes its output through the result's [H, T, N] view (row stride H N), so
+// no transposed copy follows it.
+at::Tensor per_head_mm(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor out = at::empty({a.size(0), a.size(1), b.size(2)}, a.options());
+  at::Tensor by_head = out.transpose(0, 1);
+  at::bmm_out(by_head, a.transpose(0, 1), b);
+  return out;
+}
+
+// Per-head projection [T, H, L] x w_vc [H, Dv, L] -> [T, H, Dv].
 at::Tensor project(const at::Tensor& o, const at::Tensor& w_vc) {
-  return at::bmm(o.transpose(0, 1), w_vc.transpose(1, 2)).transpose(0, 1).contiguous();
+  return per_head_mm(o, w_vc.transpose(1, 2));
 }
 
 class SparseMlaFunction : public torch::autograd::Function<SparseMlaFunction> {
@@ -101,7 +111,7 @@ class SparseMlaFunction : public torch::autograd::Function<SparseMlaFunction> {
     const at::Tensor d_out = grads[0].to(s.q.scalar_type());
     // d_w_vc[h] = dOut[:, h]^T o[:, h]; d_o[:, h] = dOut[:, h] w_vc[h].
     at::Tensor d_wvc = at::bmm(d_out.permute({1, 2, 0}), o.transpose(0, 1));
-    const at::Tensor d_o = at::bmm(d_out.transpose(0, 1), w_vc).transpose(0, 1).contiguous();
+    const at::Tensor d_o = per_head_mm(d_out, w_vc);
     at::Tensor dq = at::empty({tokens, heads, dqk}, s.q.options());
     at::Tensor dkv = at::zeros({s.kv.size(0), dqk}, s.q.options().dtype(at::kFloat));
     if (tokens > 0) {
