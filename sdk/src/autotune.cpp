@@ -104,6 +104,12 @@ std::string bucket(const ops::LinearCrossEntropyArgs& a) {
   return fmt::format("T={},H={},V={}", tok(dim(a.hidden, 0)), dim(a.hidden, 1), dim(a.weight, 0));
 }
 
+// adamw is never timed (dispatch_in_place), but a policy may still ask for its bucket.
+std::string bucket(const ops::AdamwArgs& a) {
+  return fmt::format("N={},master={}", tok(a.param.defined() ? a.param.numel() : 0),
+                     a.master.defined() ? 1 : 0);
+}
+
 // fn(the typed Args) when call.op is one of Ops, else `otherwise`.
 template <class... Ops, class R, class Fn>
 R visit_ops(const OpCall& call, R otherwise, const Fn& fn) {
@@ -121,7 +127,8 @@ R visit(const OpCall& call, R otherwise, const Fn& fn) {
   if (call.args == nullptr) return otherwise;
   return visit_ops<ops::RmsNormOp, ops::GatedRmsNormOp, ops::RopeOp, ops::AttentionOp,
                    ops::IndexerTopkOp, ops::SparseMlaOp, ops::MoeRouteOp, ops::MoeExpertsOp,
-                   ops::CausalConv1dOp, ops::Mamba2ScanOp, ops::LinearCrossEntropyOp>(
+                   ops::CausalConv1dOp, ops::Mamba2ScanOp, ops::LinearCrossEntropyOp,
+                   ops::AdamwOp>(
       call, std::move(otherwise), fn);
 }
 

@@ -1,14 +1,14 @@
-// The cuda backend's linear_cross_entropy (cuBLAS GEMMs, the row kernels of cross_entropy.cu)
-// against the torch reference: the same bf16 inputs through ops::linear_cross_entropy with each
-// backend forced strictly, then the loss, the per-token losses and the gradients of hidden and
-// weight of (loss * upstream).backward(). Both round the logits to bf16 (HF) and dlogits to bf16;
-// their GEMMs may differ in summation order, so: loss and per-token losses within 2e-3 of max
-// |torch|, gradients within 2e-2 of max |torch| (bf16). Shapes: an LM head (V >= T: vocabulary
-// slices in backward) with ignored tokens, mean and sum, a vocabulary below the token count
-// (token chunks, dweight summed in float32), odd widths (the row kernels' element-wise path),
-// many chunks (chunk_size), every label ignored, a frozen weight, an upstream gradient other
-// than 1, no-grad calls, and GLM-5's width (H 6144, V 154880). Every test skips itself without a
-// GPU.
+// The cuda backend's linear_cross_entropy (cuBLAS GEMMs, the row kernels of cross_entropy.cu,
+// gradients formed in the forward pass) against the torch reference: the same bf16 inputs through
+// ops::linear_cross_entropy with each backend forced strictly, then the loss, the per-token losses
+// and the gradients of hidden and weight of (loss * upstream).backward(). Both round the logits and
+// dlogits to bf16; their GEMMs may differ in summation order, and the cuda backend rounds dweight
+// once per chunk of tokens: loss and per-token losses within 2e-3 of max |torch|, gradients
+// within 2e-2 of max |torch| (bf16). Shapes: an LM head with ignored tokens, mean and sum, a
+// vocabulary below the token count, odd widths (the row kernels' element-wise path), many chunks
+// (chunk_size: dweight summed over up to 5), every label ignored, a frozen weight, an upstream
+// gradient other than 1, no-grad calls, and GLM-5's width (H 6144, V 154880). Every test skips
+// itself without a GPU.
 #include "kiln/sdk/ops.h"
 #include "support/cuda_op_test.h"
 

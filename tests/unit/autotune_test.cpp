@@ -119,6 +119,9 @@ TEST(ShapeBucketTest, EveryOpHasItsBucket) {
        .weight = meta({131072, 2048}),
        .labels = meta({1000}, at::kLong)},
       "T=1024,H=2048,V=131072");
+  add(ops::AdamwOp{}, {.param = meta({2048, 6144}, at::kBFloat16), .master = meta({2048, 6144})},
+      "N=16777216,master=1");
+  add(ops::AdamwOp{}, {.param = meta({1000})}, "N=1024,master=0");
 
   for (const auto& [op, cases] : got) {
     for (const auto& [actual, expected] : cases) EXPECT_EQ(actual, expected) << op;
