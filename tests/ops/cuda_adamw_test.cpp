@@ -41,22 +41,27 @@ State make_state(std::vector<int64_t> sizes, at::ScalarType dtype, bool master) 
   return s;
 }
 
-// Three updates of `s` under `backend` with the gradients `grads`.
+// Update `step` of `s` with `grad` under the dispatcher's current selection.
+void update(State& s, const at::Tensor& grad, int64_t step, double grad_scale) {
+  ops::adamw({.param = s.param,
+              .grad = grad,
+              .master = s.master,
+              .exp_avg = s.exp_avg,
+              .exp_avg_sq = s.exp_avg_sq,
+              .lr = 1e-2,
+              .beta1 = 0.9,
+              .beta2 = 0.95,
+              .weight_decay = 0.1,
+              .step = step,
+              .grad_scale = grad_scale});
+}
+
+// Updates of `s` under `backend` (strict), one per gradient of `grads`.
 void run_steps(State& s, const std::vector<at::Tensor>& grads, const std::string& backend,
                double grad_scale) {
   sdk::Dispatcher::global().configure({.default_backend = backend, .strict = true});
   for (size_t i = 0; i < grads.size(); ++i) {
-    ops::adamw({.param = s.param,
-                .grad = grads[i],
-                .master = s.master,
-                .exp_avg = s.exp_avg,
-                .exp_avg_sq = s.exp_avg_sq,
-                .lr = 1e-2,
-                .beta1 = 0.9,
-                .beta2 = 0.95,
-                .weight_decay = 0.1,
-                .step = static_cast<int64_t>(i) + 1,
-                .grad_scale = grad_scale});
+    update(s, grads[i], static_cast<int64_t>(i) + 1, grad_scale);
   }
   test::expect_ran_on("adamw", backend);
 }
@@ -124,19 +129,16 @@ TEST_F(CudaAdamwTest, AutoRunsTheUpdateOnceUntimed) {
   const State init = make_state({4096}, at::kBFloat16, true);
   const std::vector<at::Tensor> grads{
       at::randn({4096}, at::TensorOptions().device(kCuda)).to(at::kBFloat16)};
-  State once = init.clone(), under_auto = init.clone();
-  run_steps(once, grads, kBackend, 1.0);
+  State under_auto = init.clone(), once = init.clone();
   sdk::Dispatcher::global().configure({.default_backend = "auto"});
-  ops::adamw({.param = under_auto.param,
-              .grad = grads[0],
-              .master = under_auto.master,
-              .exp_avg = under_auto.exp_avg,
-              .exp_avg_sq = under_auto.exp_avg_sq,
-              .lr = 1e-2,
-              .beta1 = 0.9,
-              .beta2 = 0.95,
-              .weight_decay = 0.1});
-  test::expect_ran_on("adamw", kBackend);
+  update(under_auto, grads[0], 1, 1.0);
+  // The highest-priority cuda build (cuda and cuda_variant tie; the name orders them), untimed.
+  const auto resolved = sdk::Dispatcher::global().resolved();
+  ASSERT_EQ(resolved.size(), 1u);
+  const std::string chosen = resolved[0].chosen;
+  EXPECT_NE(chosen, "torch");
+  EXPECT_NE(resolved[0].note.find("not consulted"), std::string::npos) << resolved[0].note;
+  run_steps(once, grads, chosen, 1.0);
   EXPECT_TRUE(at::equal(under_auto.master, once.master)); // one update, not four
   EXPECT_TRUE(at::equal(under_auto.exp_avg, once.exp_avg));
 }
