@@ -95,7 +95,8 @@ constexpr int kPriority = 100;
 // buffer's key range, thr raised to the smallest kept key, a block's two halves balloted together;
 // 7: a warp's MMA rows are one query's heads (one head-sum reduction per block and warp), two K
 // stages (a larger S), cheaper descriptors and K copies. linear_cross_entropy, moe_experts,
-// rms_norm 1: their first kernels. adamw 1: its first kernel.
+// rms_norm 1: their first kernels; linear_cross_entropy 2: gradients formed in the forward pass.
+// adamw 1: its first kernel.
 
 void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::SparseMlaOp>({.backend = KILN_CUDA_BACKEND_NAME,
@@ -113,7 +114,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                            .device = c10::DeviceType::CUDA,
                                            .priority = kPriority,
-                                           .version = "1",
+                                           .version = "2",
                                            .run = &linear_cross_entropy,
                                            .supports = &linear_cross_entropy_supports});
   r.add_kernel<ops::MoeExpertsOp>({.backend = KILN_CUDA_BACKEND_NAME,
