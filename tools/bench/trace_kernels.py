@@ -40,6 +40,33 @@ def main():
         parent[id(e)] = stack[-1] if stack else None
         stack.append(e)
 
+    # Kernels without an External id (launched through another CUDA runtime than torch's, such
+    # as the cuda backend's static one): the innermost CPU op that encloses their launch call
+    # (the runtime or driver event of the same correlation id) on the launching thread.
+    launches = {
+        e["args"]["correlation"]: e
+        for e in events
+        if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})
+    }
+    by_thread = collections.defaultdict(list)
+    for e in cpu:
+        by_thread[e.get("tid")].append(e)
+
+    def enclosing(launch):
+        best = None
+        for e in by_thread.get(launch.get("tid"), []):
+            if e["ts"] <= launch["ts"] <= e["ts"] + e.get("dur", 0):
+                if best is None or e.get("dur", 0) <= best.get("dur", 0):
+                    best = e
+        return best
+
+    def op_of(kernel):
+        op = ops.get(kernel.get("args", {}).get("External id"))
+        if op is None:
+            launch = launches.get(kernel.get("args", {}).get("correlation"))
+            op = enclosing(launch) if launch is not None else None
+        return op
+
     def range_of(op):
         """The nearest kiln op or autograd node enclosing `op`, else its outermost range."""
         outer = op
@@ -60,7 +87,7 @@ def main():
         total += e["dur"]
         if args.match and not re.search(args.match, e["name"]):
             continue
-        op = ops.get(e.get("args", {}).get("External id"))
+        op = op_of(e)
         slot = by_range[range_of(op)[:110] if op is not None else "?"]
         slot[0] += e["dur"]
         slot[1] += 1
