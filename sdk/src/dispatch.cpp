@@ -223,8 +223,8 @@ const KernelRecord& Dispatcher::select_impl(const OpCall& call, bool may_run) {
                  describe(), available());
     }
     note = fmt::format(
-        "policy '{}' not consulted: the op writes into its arguments, so its "
-        "kernels are not timed; took the highest-priority kernel that accepts it",
+        "policy '{}' not consulted (in place: timing would repeat the update); "
+        "the highest-priority kernel that accepts the call",
         requested);
   } else if (policy) {
     chosen = policy->select(call, candidates);
