@@ -174,6 +174,10 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
 
   // ---- correctness: one fresh run of the backend, then the float32 torch reference ----
   c10::AutoGradMode grad_mode(backward);
+  std::vector<at::Tensor> before; // an in-place op's inputs as the backend's run found them
+  if (spec.in_place) {
+    for (const at::Tensor& t : in.tensors) before.push_back(t.clone());
+  }
   at::manual_seed(o.seed + 1);
   const at::Tensor out = spec.run(o.shape, in.tensors);
   fwd.nonfinite_runs += output_ok(out) ? 0 : 1;
@@ -182,7 +186,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     out.backward(grad_seed.to(out.scalar_type()));
   }
 
-  std::vector<at::Tensor> ref_in = upcast(in.tensors);
+  std::vector<at::Tensor> ref_in = upcast(spec.in_place ? before : in.tensors);
   if (backward) require_grads(ref_in, in.differentiable);
   force_backend("torch");
   const at::Tensor ref = spec.run(o.shape, ref_in);

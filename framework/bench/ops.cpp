@@ -159,6 +159,35 @@ double moe_experts_bwd(const Shape& s) {
   return 2.0 * moe_experts_fwd(s);
 }
 
+// ---- adamw (one update of a parameter of N elements, with its float32 master and moments) -------
+
+OpInputs adamw_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
+  const int64_t n = s.at("N");
+  const auto f32 = floating(at::kFloat, device);
+  const at::Tensor param = at::randn({n}, floating(dtype, device));
+  OpInputs in;
+  // A few steps in: moments of a gradient ~1e-2 (exp_avg_sq positive).
+  in.tensors = {param, (at::randn({n}, f32) * 1e-2).to(dtype),
+                param.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true),
+                at::randn({n}, f32) * 1e-3, at::rand({n}, f32) * 1e-4};
+  return in;
+}
+
+// Returns the updated master (the tensor every backend writes in float32).
+at::Tensor adamw_run(const Shape&, const std::vector<at::Tensor>& t) {
+  ops::adamw({.param = t[0],
+              .grad = t[1],
+              .master = t[2],
+              .exp_avg = t[3],
+              .exp_avg_sq = t[4],
+              .lr = 1e-4,
+              .beta1 = 0.9,
+              .beta2 = 0.95,
+              .weight_decay = 0.1,
+              .step = 10});
+  return t[2];
+}
+
 // ---- linear_cross_entropy (the LM head and its loss; GLM-5's vocabulary) ------------------------
 
 OpInputs linear_cross_entropy_inputs(const Shape& s, c10::ScalarType dtype, c10::Device device) {
@@ -314,6 +343,15 @@ const std::vector<OpSpec>& table() {
        .run = &rms_norm_run,
        .forward_flops = &no_flops,
        .backward_flops = &no_flops},
+      {.name = "adamw",
+       .keys = {{"N", int64_t{1} << 27}},
+       .flops_rule = "memory-bound, not counted",
+       .backward_flops_rule = "",
+       .in_place = true,
+       .make_inputs = &adamw_inputs,
+       .run = &adamw_run,
+       .forward_flops = &no_flops,
+       .backward_flops = nullptr},
   };
   return specs;
 }

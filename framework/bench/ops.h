@@ -50,6 +50,9 @@ struct OpSpec {
   std::string_view flops_rule;                            ///< the formula, for the output
   std::string_view backward_flops_rule;                   ///< "" when not differentiable
   bool integer_output = false;                            ///< compare selected sets, not values
+  /// The op updates its inputs (adamw): the timed runs keep updating the same tensors, and the
+  /// correctness check gives the reference a copy of the inputs taken before the backend's run.
+  bool in_place = false;
   /// Fresh random inputs from the default generators (the caller seeds them), `dtype` for the
   /// floating tensors the op takes in its compute dtype, on `device`.
   OpInputs (*make_inputs)(const Shape& shape, c10::ScalarType dtype, c10::Device device);
