@@ -127,8 +127,7 @@ R visit(const OpCall& call, R otherwise, const Fn& fn) {
   if (call.args == nullptr) return otherwise;
   return visit_ops<ops::RmsNormOp, ops::GatedRmsNormOp, ops::RopeOp, ops::AttentionOp,
                    ops::IndexerTopkOp, ops::SparseMlaOp, ops::MoeRouteOp, ops::MoeExpertsOp,
-                   ops::CausalConv1dOp, ops::Mamba2ScanOp, ops::LinearCrossEntropyOp,
-                   ops::AdamwOp>(
+                   ops::CausalConv1dOp, ops::Mamba2ScanOp, ops::LinearCrossEntropyOp, ops::AdamwOp>(
       call, std::move(otherwise), fn);
 }
 
