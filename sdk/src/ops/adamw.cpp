@@ -37,21 +37,22 @@ void adamw(const AdamwArgs& args) {
   const std::pair<const char*, const at::Tensor*> state[] = {
       {"master", &args.master}, {"exp_avg", &args.exp_avg}, {"exp_avg_sq", &args.exp_avg_sq}};
   for (const auto& [name, t] : state) {
-    if (!t->defined() && t == &args.master) continue;
+    if (t == &args.master && !has_master) continue;
     check.required(name, *t);
     check.shape(name, *t, shape, "param's shape");
     check.dtype(name, *t, c10::ScalarType::Float, "(AdamW's state is float32)");
   }
-  const std::pair<const char*, const at::Tensor*> written[] = {{"param", &args.param},
-                                                               {"master", &args.master},
-                                                               {"exp_avg", &args.exp_avg},
-                                                               {"exp_avg_sq", &args.exp_avg_sq},
-                                                               {"grad", &args.grad}};
-  for (size_t i = 0; i < std::size(written); ++i) {
-    for (size_t j = i + 1; j < std::size(written); ++j) {
-      check.require(!overlap(*written[i].second, *written[j].second),
-                    "'{}' and '{}' share memory; each needs its own tensor", written[i].first,
-                    written[j].first);
+  // What the update writes, and the gradient it reads, must not share memory.
+  const std::pair<const char*, const at::Tensor*> distinct[] = {{"param", &args.param},
+                                                                {"master", &args.master},
+                                                                {"exp_avg", &args.exp_avg},
+                                                                {"exp_avg_sq", &args.exp_avg_sq},
+                                                                {"grad", &args.grad}};
+  for (size_t i = 0; i < std::size(distinct); ++i) {
+    for (size_t j = i + 1; j < std::size(distinct); ++j) {
+      check.require(!overlap(*distinct[i].second, *distinct[j].second),
+                    "'{}' and '{}' share memory; each needs its own tensor", distinct[i].first,
+                    distinct[j].first);
     }
   }
   check.require(args.step >= 1, "'step' counts updates from 1; found {}", args.step);
