@@ -8,6 +8,7 @@ evaluate_function: ...") or other top-level CPU range of each launch.
     tools/bench/trace_kernels.py TRACE.json [--rows 25] [--match REGEX]
 """
 import argparse
+import bisect
 import collections
 import json
 import re
@@ -30,35 +31,36 @@ def main():
     for e in cpu:
         if "External id" in e.get("args", {}):
             ops.setdefault(e["args"]["External id"], e)
-    # Parents by time containment on each CPU thread.
+    # Parents by time containment on each CPU thread (events in start order, the longer first at
+    # equal starts, so that an enclosing op precedes what it encloses).
     parent = {}
-    stacks = collections.defaultdict(list)
+    ordered = collections.defaultdict(list)
     for e in sorted(cpu, key=lambda e: (e.get("tid"), e["ts"], -e.get("dur", 0))):
-        stack = stacks[e.get("tid")]
-        while stack and stack[-1]["ts"] + stack[-1].get("dur", 0) <= e["ts"]:
-            stack.pop()
-        parent[id(e)] = stack[-1] if stack else None
+        stack = ordered[e.get("tid")]
+        up = stack[-1] if stack else None
+        while up is not None and up["ts"] + up.get("dur", 0) <= e["ts"]:
+            up = parent[id(up)]
+        parent[id(e)] = up
         stack.append(e)
+    starts = {tid: [e["ts"] for e in events_on] for tid, events_on in ordered.items()}
 
     # Kernels without an External id (launched through another CUDA runtime than torch's, such
     # as the cuda backend's static one): the innermost CPU op that encloses their launch call
-    # (the runtime or driver event of the same correlation id) on the launching thread.
+    # (the runtime or driver event of the same correlation id) on the launching thread: the last
+    # op to start before the call, or the nearest of its parents still running.
     launches = {
         e["args"]["correlation"]: e
         for e in events
         if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})
     }
-    by_thread = collections.defaultdict(list)
-    for e in cpu:
-        by_thread[e.get("tid")].append(e)
 
     def enclosing(launch):
-        best = None
-        for e in by_thread.get(launch.get("tid"), []):
-            if e["ts"] <= launch["ts"] <= e["ts"] + e.get("dur", 0):
-                if best is None or e.get("dur", 0) <= best.get("dur", 0):
-                    best = e
-        return best
+        tid = launch.get("tid")
+        i = bisect.bisect_right(starts.get(tid, []), launch["ts"]) - 1
+        op = ordered[tid][i] if i >= 0 else None
+        while op is not None and op["ts"] + op.get("dur", 0) < launch["ts"]:
+            op = parent[id(op)]
+        return op
 
     def op_of(kernel):
         op = ops.get(kernel.get("args", {}).get("External id"))
