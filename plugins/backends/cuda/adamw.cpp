@@ -14,23 +14,16 @@
 #include <cstdint>
 
 namespace kiln::backends::cuda {
-namespace {
-
-bool aligned_contiguous(const at::Tensor& t) {
-  return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
-}
-
-} // namespace
 
 bool adamw_supports(const ops::AdamwArgs& a) {
   if (!a.param.is_cuda()) return false;
   const at::ScalarType dtype = a.param.scalar_type();
   const bool typed = (dtype == at::kBFloat16 && a.master.defined()) || dtype == at::kFloat;
   if (!typed || !runs_on(a.param.device())) return false;
-  for (const at::Tensor* t : {&a.param, &a.grad, &a.exp_avg, &a.exp_avg_sq}) {
-    if (!aligned_contiguous(*t)) return false;
+  for (const at::Tensor* t : {&a.param, &a.grad, &a.master, &a.exp_avg, &a.exp_avg_sq}) {
+    if (t->defined() && !(t->is_contiguous() && starts_16b(*t))) return false;
   }
-  return !a.master.defined() || aligned_contiguous(a.master);
+  return true;
 }
 
 void adamw(const ops::AdamwArgs& a) {

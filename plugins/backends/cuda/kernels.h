@@ -32,6 +32,9 @@ void adamw(const ops::AdamwArgs& args);
 /// (sdk::note_selection), so a forced `cuda` that falls back names the GPU it found.
 bool runs_on(const c10::Device& device);
 
+/// Whether `t`'s first element sits on a 16-byte boundary (the kernels' vector loads).
+bool starts_16b(const at::Tensor& t);
+
 /// `t` itself when its last dimension is contiguous, every other stride a multiple of 8 elements
 /// and its start 16-byte aligned (rows the kernels can copy 16 bytes at a time); else a contiguous
 /// copy in a fresh (aligned) allocation, even where `t` is contiguous but starts unaligned.

@@ -128,7 +128,7 @@ bool aligned16(const at::Tensor& t) {
   for (int64_t d = 0; d < t.dim(); ++d) {
     if (t.stride(d) != 1 && t.stride(d) % 8 != 0) return false;
   }
-  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  return starts_16b(t);
 }
 
 } // namespace

@@ -28,8 +28,12 @@
 
 namespace kiln::backends::cuda {
 
+bool starts_16b(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
 at::Tensor rows_16b(const at::Tensor& t) {
-  bool ok = t.stride(-1) == 1 && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+  bool ok = t.stride(-1) == 1 && starts_16b(t);
   for (int64_t d = 0; d + 1 < t.dim(); ++d) ok = ok && (t.stride(d) % 8 == 0 || t.size(d) == 1);
   return ok ? t : t.clone(at::MemoryFormat::Contiguous); // contiguous() would keep a bad start
 }
