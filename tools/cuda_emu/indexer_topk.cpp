@@ -309,7 +309,7 @@ bool check_topk_limits() {
     int dim, topk;
   };
   bool ok = true;
-  for (const Limit l : {Limit{256, 40220}, Limit{128, 48412}, Limit{64, 52508}, Limit{16, 52508}}) {
+  for (const Limit l : {Limit{256, 40732}, Limit{128, 48924}, Limit{64, 53020}, Limit{16, 53020}}) {
     if (!indexer_topk_supported(32, l.dim, l.topk) ||
         indexer_topk_supported(32, l.dim, l.topk + 1)) {
       printf("topk limit at D_I %d: expected %d (indexer_topk.cu's header), found otherwise\n",

@@ -135,6 +135,14 @@ __device__ __forceinline__ void fence_regs(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
+/// x through a move ptxas cannot see through: a copy of a retired wgmma accumulator register
+/// that a later loop iteration may read without ptxas injecting a wgmma wait before the read
+/// (it tracks wgmma results within one iteration only).
+__device__ __forceinline__ float opaque_copy(float x) {
+  float y;
+  asm volatile("mov.b32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 /// Orders this thread's generic-proxy shared-memory writes before later tensor-core reads.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");

@@ -57,11 +57,11 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 40,220 at D_I = 256, 48,412 at 128, 52,508 at 64 or less; BQ shrinks when
+// S >= 64 (topk up to 40,732 at D_I = 256, 48,924 at 128, 53,020 at 64 or less; BQ shrinks when
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
-// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1280, 226,448 bytes; H_I = 64: BQ = 4,
-// S = 2048, 169,104 bytes; decode (one row): BQ = 1, 70,800 bytes. One CTA per SM (shared memory
+// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,544 bytes; H_I = 64: BQ = 4,
+// S = 2048, 167,056 bytes; decode (one row): BQ = 1, 68,752 bytes. One CTA per SM (shared memory
 // and registers).
 // Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
 // 7 compactions of ~3K keys per query against 512 key blocks of MMA work; a worst case (scores
@@ -127,7 +127,7 @@ struct Plan {
   int bq = 0;     // query rows per CTA
   int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
-  int part_offset = 0;  // float partial sums [2][kParts][kBlockKeys] (by block parity)
+  int part_offset = 0;  // float partial sums [kParts][kBlockKeys] of one block
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
@@ -155,7 +155,7 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   p.atoms = (2 * p.ksteps + 7) / 8;
   p.stage_bytes = kBlockKeys * p.atoms * 128;
   p.part_offset = kStages * p.stage_bytes;
-  p.win_offset = p.part_offset + 2 * kParts * kBlockKeys * 4;
+  p.win_offset = p.part_offset + kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
   p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
@@ -639,18 +639,21 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 
-  // This warp's query (warp < bq with a long window): its candidate buffer. A compaction reads
-  // kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4 (no spills).
+  // The query this warp selects for: its own (H_p <= 32), or, when a query spans several warps,
+  // the one whose first warp it is (the selection work spread over both warpgroups). Its
+  // candidate buffer. A compaction reads kUnroll keys per lane ahead; 2 where Q's registers
+  // leave too few for 4 (no spills).
   constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
-  const bool select_warp = warp < bq && win_hi[warp] - win_lo[warp] > topk;
+  const int sel_q = warp / parts;
+  const bool select_warp = warp % parts == 0 && sel_q < bq && win_hi[sel_q] - win_lo[sel_q] > topk;
   const int capacity = topk + plan.slack;
-  const int query_lo = select_warp ? win_lo[warp] : 0;
-  const int query_hi = select_warp ? win_hi[warp] : 0;
-  unsigned char* mine = sm + plan.query_offset + warp * plan.query_bytes;
+  const int query_lo = select_warp ? win_lo[sel_q] : 0;
+  const int query_hi = select_warp ? win_hi[sel_q] : 0;
+  unsigned char* mine = sm + plan.query_offset + sel_q * plan.query_bytes;
   Candidates cand{reinterpret_cast<uint32_t*>(mine),
                   reinterpret_cast<int32_t*>(mine + 4 * capacity),
                   reinterpret_cast<uint32_t*>(mine + 4 * (capacity + plan.slack)),
-                  p.out + int64_t{row0 + warp} * topk,
+                  p.out + int64_t{row0 + sel_q} * topk,
                   0,
                   0u,
                   ~0u,
@@ -688,87 +691,100 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
+  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [kParts][kBlockKeys]
+  // The block's 16 weighted sums per lane after M tile 0 (v), or, at KSTEPS 16, where Q's
+  // registers leave no room to keep them across the loop, their reduce-scatter (first).
+  constexpr bool kEarlyReduce = KSTEPS >= 16;
+  float v[8][2];
+  float2 first = make_float2(0.f, 0.f);
+  // M tile 1's weighted ReLU, added to v, reduced over the column's 8 lanes: this warp's partial
+  // of the block (its query's scores when H_p <= 32), stored for the selection.
+  auto finish_block = [&](const float(&acc1)[32]) {
+    weigh_rows(acc1, wr[1], v);
+    float2 sum = reduce_rows(v, lane);
+    if constexpr (kEarlyReduce) sum = make_float2(sum.x + first.x, sum.y + first.y);
+    *reinterpret_cast<float2*>(part + warp * kBlockKeys + 8 * g + pair) = sum;
+  };
+
+  // The loop runs each warpgroup's two M tiles half a block apart, so that the CUDA cores weigh
+  // one tile's scores while the tensor cores run the other's MMA. Per block j:
+  //   B1  tile j is visible; every warp has retired both M tiles of block j - 1 (whose stage
+  //       the next copy reuses); whether some query must compact at this block (select_block)
+  //       issue M tile 0 of block j
+  //       finish block j - 1 (M tile 1's rows, held since its retirement; partials to `part`)
+  //   B2  block j - 1's partials are visible to the selection warps
+  //       issue M tile 1 of block j; copy tile j + 1 into the other stage
+  //       select block j - 1 (under the MMAs)
+  //       retire M tile 0 of block j, weigh its rows into v; retire M tile 1, hold its rows
+  // The tensor cores drain once a block (the last wait, then B1 and an issue), not for an
+  // epilogue. M tile 1's accumulator is copied to `held` right after its wait: ptxas (CUDA
+  // 13.0) tracks wgmma results within a loop iteration only, and a read in the next iteration
+  // of registers a wgmma defined gets a wait injected before it (C7517), serializing the MMAs.
   int load_seg = 0, load_block = seg_first[0];
   int seg = 0, block = seg_first[0];
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (load_block != INT_MAX) {
-      load_tile(load_block, s);
-      advance(load_seg, load_block);
-    }
-    dev::cp_async_commit();
-  }
-  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [2][kParts][kBlockKeys]
-  // Per block j: the MMA of j is issued (asynchronous), the selection warps take block j - 1's
-  // scores meanwhile, then the MMA is waited for and its scores go to part[j % 2]. The
-  // accumulators are free again by the next issue, so one set serves every block.
-  int prev_block = -1; // the block whose scores wait in part[(j - 1) % 2]
+  load_tile(load_block, 0);
+  advance(load_seg, load_block);
+  dev::cp_async_commit();
+  int prev_block = -1; // the block whose M tile 1 is held (finished in the next iteration)
   int need = 0;        // this warp's query must compact at its next selection
-  int j = 0;
-  int stage = 0; // j % kStages: the stage of tile j
-  for (; block != INT_MAX; ++j) {
-    dev::cp_async_wait<kStages - 2>();
+  int stage = 0;       // the stage of tile j: j % 2
+  float acc[2][32];
+  float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
+#pragma unroll
+  for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
+  for (; block != INT_MAX; stage ^= 1) {
+    dev::cp_async_wait<0>();
     dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-    // Tile j is visible to every thread; every warpgroup has waited for its MMA of tile j - 1
-    // (whose stage the next load reuses); part[j % 2] is no longer read (selection of j - 2).
-    // And whether some query must compact at this block's selection (see select_block).
-    const bool gang = __syncthreads_or(need) != 0;
-
-    float acc[2][32];
+    const bool gang = __syncthreads_or(need) != 0; // B1
     // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
     const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
-    dev::wgmma_fence();
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt) { // one commit group per M tile
+    auto issue = [&](int mt) {
+      dev::wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < KSTEPS; ++ks) {
         dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
                                 dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
       }
       dev::wgmma_commit();
-    }
+    };
+    issue(0);
+    finish_block(held); // tile 1 of block j - 1
+    __syncthreads();    // B2
+    issue(1);
     // The next tile's copies after the MMA's issue, which they would otherwise delay.
     if (load_block != INT_MAX) {
-      load_tile(load_block, stage == 0 ? kStages - 1 : stage - 1);
+      load_tile(load_block, stage ^ 1);
       advance(load_seg, load_block);
     }
     dev::cp_async_commit();
     if (select_warp && prev_block >= 0) {
-      need = select_block<kUnroll>(cand, part + ((j - 1) & 1) * kParts * kBlockKeys, warp, parts,
-                                   prev_block, query_lo, query_hi, topk, plan.slack, gang, lane);
+      need = select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
+                                   plan.slack, gang, lane);
     }
-    // M tile 0's weighted ReLU, then tile 1's, then the sum over the column's 8 lanes: this
-    // warp's partial (its query's score when H_p <= 32). Written to run tile 0's while the tensor
-    // cores may still run tile 1, but ptxas (CUDA 13.0) moves the second wait up to the first
-    // (tools/cuda_sass shows them adjacent): with no memory access between them nothing holds
-    // it back. Version 5 stored tile 0's reduced sums before the second wait, at the cost of a
-    // second reduce-scatter per block.
-    // KSTEPS 16: tile 0's rows reduced before tile 1's wait (Q's registers leave no room for
-    // the 16 sums across it), a second reduce-scatter instead of spills.
-    float v[8][2] = {};
-    dev::wgmma_wait<1>();
+    dev::wgmma_wait<1>(); // tile 0 of block j (tile 1 stays in flight)
     dev::fence_regs(acc[0]);
+#pragma unroll
+    for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
     weigh_rows(acc[0], wr[0], v);
-    float2 first = make_float2(0.f, 0.f);
-    if constexpr (KSTEPS >= 16) {
+    if constexpr (kEarlyReduce) {
       first = reduce_rows(v, lane);
 #pragma unroll
       for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
     }
-    dev::wgmma_wait<0>();
+    dev::wgmma_wait<0>(); // tile 1 of block j, weighed under tile 0 of block j + 1
     dev::fence_regs(acc[1]);
-    weigh_rows(acc[1], wr[1], v);
-    float2 sum = reduce_rows(v, lane);
-    if constexpr (KSTEPS >= 16) sum = make_float2(sum.x + first.x, sum.y + first.y);
-    float* part_j = part + (j & 1) * kParts * kBlockKeys;
-    *reinterpret_cast<float2*>(part_j + warp * kBlockKeys + 8 * g + pair) = sum;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
     prev_block = block;
     advance(seg, block);
-    stage = stage == kStages - 1 ? 0 : stage + 1;
   }
-  __syncthreads(); // the last block's scores are complete
-  if (select_warp && prev_block >= 0) {
-    select_block<kUnroll>(cand, part + ((j - 1) & 1) * kParts * kBlockKeys, warp, parts, prev_block,
-                          query_lo, query_hi, topk, plan.slack, false, lane);
+  // The last block: its tile 1, its partials, its selection.
+  __syncthreads(); // the selection of the block before has read the partials
+  finish_block(held);
+  __syncthreads();
+  if (select_warp) {
+    select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
+                          plan.slack, false, lane);
   }
   // A long window saw more than topk keys, all of them candidates until the first compaction,
   // so count >= topk here; the last compaction leaves exactly the top-k in the output row.
