@@ -1,15 +1,15 @@
 // CPU emulation of plugins/backends/cuda/device.cuh, for running a kernel's own source on a
 // machine without a GPU (tools/cuda_emu/run). One fiber (own stack) per CUDA thread, one CTA at a
-// time on one OS thread; __syncthreads and warp collectives (ldmatrix, mma, shfl, votes, redux)
-// meet at barriers, and follow the PTX ISA's fragment layouts and lane rules, not the real
-// device.cuh's code. What it checks: index math, tile layouts and swizzles, fragment mappings,
-// barrier structure (a warp collective met by part of a warp, and a barrier part of the block never
-// reaches, are reported with every thread's place), shared bounds it can see (ldmatrix/cp.async
-// addresses, writes past the launch's dynamic size), shared-memory races and the asynchrony of
-// cp.async and wgmma ("hazards" below). What it cannot: timing, bank conflicts, registers, the
-// PTX strings, races in global memory, launch limits other than shared memory, collectives with
-// partial masks (reported), threads that wait on each other without a barrier (spin loops hang);
-// mma sums in a different order than the tensor cores.
+// time on one OS thread; __syncthreads, named barriers (bar.sync/bar.arrive) and warp collectives
+// (ldmatrix, mma, shfl, votes, redux) meet at barriers, and follow the PTX ISA's fragment layouts
+// and lane rules, not the real device.cuh's code. What it checks: index math, tile layouts and
+// swizzles, fragment mappings, barrier structure (a warp collective met by part of a warp, and a
+// barrier part of the block never reaches, are reported with every thread's place), shared bounds
+// it can see (ldmatrix/cp.async addresses, writes past the launch's dynamic size), shared-memory
+// races and the asynchrony of cp.async and wgmma ("hazards" below). What it cannot: timing, bank
+// conflicts, registers, the PTX strings, races in global memory, launch limits other than shared
+// memory, collectives with partial masks (reported), threads that wait on each other without a
+// barrier (spin loops hang); mma sums in a different order than the tensor cores.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -131,6 +131,19 @@ struct EmuScheduler {
 };
 inline EmuScheduler emu_sched;
 
+// Named barriers 1..15 of the running block (bar.sync / bar.arrive id, threads): the phase in
+// progress has its thread count (0: no phase begun), its arrivals so far, the threads waiting in
+// it, and its first arrival (for the report of a count that differs).
+struct EmuNamedBar {
+  int count = 0;
+  int arrived = 0;
+  std::vector<int> waiters;
+  int first_tid = -1;
+  const char* first_file = "";
+  unsigned first_line = 0;
+};
+inline EmuNamedBar emu_named[16];
+
 [[noreturn]] inline void emu_deadlock() {
   auto& s = emu_sched;
   fprintf(stderr, "cuda_emu: block (%u, %u, %u) is deadlocked: every unfinished thread waits\n",
@@ -154,6 +167,12 @@ inline EmuScheduler emu_sched;
                 f.where.what, f.where.file, f.where.line);
       }
     }
+  }
+  for (int id = 1; id < 16; ++id) {
+    const EmuNamedBar& b = emu_named[id];
+    if (b.count == 0) continue;
+    fprintf(stderr, "  named barrier %d: %d of %d threads arrived (%zu waiting)\n", id, b.arrived,
+            b.count, b.waiters.size());
   }
   fflush(stderr);
   abort();
@@ -353,13 +372,66 @@ inline uint32_t emu_lane_word(int src, int i, const char* what, const EmuLoc& lo
   return emu_warp_u[w][src][i];
 }
 
-// The release count of the thread's warp barrier at its last __syncwarp: shared-memory accesses of
-// the warp's lanes made before that count are ordered before this thread's later ones (the other
-// collectives order no memory, as on the GPU).
-inline uint32_t emu_syncwarp_mark[1024];
+// Happens-before between the threads of a block other than through __syncthreads (whose release
+// count orders everything before it, see emu_ordered): vector clocks. Row t holds, for each thread
+// u of the block, the last clock of u that thread t has synchronized with; entry t is t's own
+// clock, which an access records and which goes up each time t arrives at a __syncwarp or a named
+// barrier (its later accesses are not covered by what it published there). A __syncwarp joins its
+// lanes' rows (exited lanes' last ones too); a named barrier phase joins its arrivals' rows and
+// hands the join to the threads that waited in it. Only __syncwarp among the warp collectives
+// orders memory, as on the GPU. Rows are the block's thread count long.
+inline int emu_vc_n = 0;
+inline std::vector<uint32_t> emu_vc;       // n rows of n
+inline std::vector<uint32_t> emu_vc_warp;  // a warp's join at its __syncwarp: 32 rows of n
+inline uint32_t emu_vc_warp_mark[32];      // the warp barrier's releases at that join
+inline std::vector<uint32_t> emu_vc_named; // each named barrier's phase: 16 rows of n
+inline bool emu_vc_dirty = false;          // a row has changed in this block
+EMU_NOSAN inline uint32_t* emu_vc_row(std::vector<uint32_t>& rows, int r) {
+  return rows.data() + static_cast<size_t>(r) * static_cast<size_t>(emu_vc_n);
+}
+EMU_NOSAN inline void emu_vc_join(uint32_t* __restrict dst, const uint32_t* __restrict src) {
+  for (int i = 0, n = emu_vc_n; i < n; ++i) dst[i] = dst[i] < src[i] ? src[i] : dst[i];
+}
+// A block of `threads` starts: nobody has synchronized with anybody, own clocks 1.
+EMU_NOSAN inline void emu_vc_reset(int threads) {
+  if (threads != emu_vc_n) {
+    emu_vc_n = threads;
+    const size_t n = static_cast<size_t>(threads);
+    emu_vc.assign(n * n, 0);
+    emu_vc_warp.assign(32 * n, 0);
+    emu_vc_named.assign(16 * n, 0);
+    emu_vc_dirty = true;
+  } else if (emu_vc_dirty) {
+    std::fill(emu_vc.begin(), emu_vc.end(), 0u);
+    std::fill(emu_vc_named.begin(), emu_vc_named.end(), 0u);
+  }
+  if (emu_vc_dirty) {
+    for (int t = 0; t < threads; ++t) emu_vc_row(emu_vc, t)[t] = 1;
+  }
+  emu_vc_dirty = false;
+  std::fill(emu_vc_warp_mark, emu_vc_warp_mark + 32, 0u);
+}
+// Between a __syncwarp's two warp barriers: the first lane past the first one joins every lane's
+// row (no lane has changed its own since it arrived), each lane takes the join and starts a new
+// clock.
+EMU_NOSAN inline void emu_vc_syncwarp() {
+  const int t = emu_tid, w = t / 32, n = emu_vc_n;
+  uint32_t* join = emu_vc_row(emu_vc_warp, w);
+  const uint32_t opened = emu_warp_bar[w]->releases();
+  if (emu_vc_warp_mark[w] != opened) {
+    emu_vc_warp_mark[w] = opened;
+    std::memcpy(join, emu_vc_row(emu_vc, 32 * w), sizeof(uint32_t) * static_cast<size_t>(n));
+    for (int u = 32 * w + 1; u < 32 * w + 32 && u < n; ++u)
+      emu_vc_join(join, emu_vc_row(emu_vc, u));
+  }
+  uint32_t* mine = emu_vc_row(emu_vc, t);
+  std::memcpy(mine, join, sizeof(uint32_t) * static_cast<size_t>(n));
+  ++mine[t];
+  emu_vc_dirty = true;
+}
 inline void __syncwarp(unsigned mask = 0xffffffffu, EmuLoc loc = EmuLoc::current()) {
   emu_warp_enter("__syncwarp", mask, false, loc);
-  emu_syncwarp_mark[emu_tid] = emu_warp_bar[emu_tid / 32]->releases();
+  emu_vc_syncwarp();
   emu_warp_leave("__syncwarp", loc);
 }
 
@@ -546,13 +618,13 @@ alignas(128) unsigned char smem[kEmuSmemBytes];
 // and stores through g++'s -fsanitize=thread instrumentation (`run` compiles with it; the
 // __tsan_* entry points below receive every access and keep those inside `smem`), ldmatrix,
 // cp.async and wgmma here. Two accesses of different threads, one of them a write, race unless a
-// __syncthreads (or, within one warp, a __syncwarp) opened between them; the epochs are the
-// barriers' release counts. cp.async lands at the cp_async_wait that retires its group, and its
-// bytes may not be touched in between by anyone; a wgmma reads its operands and writes its
-// accumulator at the wgmma_wait that retires its group (the accumulator reads NaN in between), and
-// may only read bytes whose writer has run fence_proxy_async since the write (generic to async
-// proxy). The checks see one interleaving's accesses, but every pair of them: a missing barrier
-// shows whatever order the fibers ran in.
+// __syncthreads opened between them (the block barrier's release count at each access), or a chain
+// of __syncwarps and named barrier phases orders them (vector clocks, emu_vc). cp.async lands at
+// the cp_async_wait that retires its group, and its bytes may not be touched in between by anyone;
+// a wgmma reads its operands and writes its accumulator at the wgmma_wait that retires its group
+// (the accumulator reads NaN in between), and may only read bytes whose writer has run
+// fence_proxy_async since the write (generic to async proxy). The checks see one interleaving's
+// accesses, but every pair of them: a missing barrier shows whatever order the fibers ran in.
 
 struct EmuSite {
   const void* where = nullptr; // line 0: a code address (an instrumented access); else a file name
@@ -561,7 +633,7 @@ struct EmuSite {
 struct EmuAccess {
   EmuSite site;
   uint32_t block = 0; // block barrier releases at the access
-  uint32_t warp = 0;  // the thread's warp barrier releases at the access
+  uint32_t clock = 0; // the thread's own vector clock entry at the access
   uint32_t fence = 0; // the thread's fence_proxy_async count at the access
   int16_t tid = -1;   // -1: none
 };
@@ -603,16 +675,18 @@ EMU_NOSAN inline EmuAccess emu_now(const EmuSite& site) {
   EmuAccess a;
   a.site = site;
   a.block = emu_block_bar->releases();
-  a.warp = emu_warp_bar[t / 32]->releases();
+  a.clock = emu_vc_row(emu_vc, t)[t];
   a.fence = emu_proxy_fences[t];
   a.tid = static_cast<int16_t>(t);
   return a;
 }
-// Whether `prev` happened before what thread `tid` does now.
+// Whether `prev` happened before what thread `tid` does now: the same thread, a __syncthreads
+// opened since (every thread's accesses before it are ordered before every access after it), or
+// a chain of __syncwarps and named barriers that `tid` waited at (its vector clock).
 EMU_NOSAN inline bool emu_ordered(const EmuAccess& prev, int tid) {
   if (prev.tid < 0 || prev.tid == tid) return true;
   if (emu_block_bar->releases() > prev.block) return true;
-  return prev.tid / 32 == tid / 32 && emu_syncwarp_mark[tid] > prev.warp;
+  return emu_vc_row(emu_vc, tid)[prev.tid] >= prev.clock;
 }
 
 enum class EmuKind { kRead, kWrite, kAsyncRead, kCopyIssue, kCopyLand };
@@ -647,7 +721,9 @@ EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
                                  const EmuSite& site) {
   const int t = emu_sched.current;
   if (offset + bytes > emu_shadow_used) emu_shadow_used = offset + bytes;
-  const char* unordered = "and no __syncthreads (or __syncwarp within the warp) opened between";
+  const char* unordered =
+      "and no __syncthreads opened between (nor orders them a __syncwarp of their warp or a named "
+      "barrier this thread waited at)";
   const EmuAccess now = emu_now(site);
   const bool read = kind == EmuKind::kRead || kind == EmuKind::kAsyncRead;
   for (uint32_t i = offset; i < offset + bytes; ++i) {
@@ -666,11 +742,10 @@ EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
                  "and that thread ran no fence_proxy_async since (generic writes are invisible to "
                  "the tensor cores' async proxy without one)");
       }
-      // Keep two reads that later accesses may race with: a slot from before the last
-      // __syncthreads, or this thread's own, is replaced first.
-      EmuAccess& r0 = s.read[0];
-      const bool r0_stale = r0.tid < 0 || r0.tid == t || r0.block < now.block;
-      (r0_stale ? r0 : s.read[1]) = now;
+      // Keep two reads that later accesses may race with: the first slot is replaced when it is
+      // ordered before this read (empty, this thread's own, or before a barrier; an access that
+      // races with it races with this read too), else the second.
+      (emu_ordered(s.read[0], t) ? s.read[0] : s.read[1]) = now;
       continue;
     }
     if (kind != EmuKind::kCopyLand) {
@@ -1068,9 +1143,92 @@ inline void emu_issue_product(float* d, int n, uint64_t a, uint64_t b, bool accu
 }
 template <int N>
 __device__ __forceinline__ void fence_regs(float (&)[N]) {} // a compiler matter only
+// A plain copy here (the real one is a move that ptxas cannot see through).
 __device__ __forceinline__ float opaque_copy(float x) {
   return x;
-} // likewise
+}
+// setmaxnreg: registers are the compiler's matter; N is checked as ptxas would.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg: a multiple of 8 in 24..256");
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  static_assert(N % 8 == 0 && N >= 24 && N <= 256, "setmaxnreg: a multiple of 8 in 24..256");
+}
+
+// Named barriers (PTX bar.sync / bar.arrive id, threads; ids 1..15, 0 is __syncthreads'). A phase
+// of barrier `id` completes when `threads` threads have arrived there (each thread counts; the
+// .aligned forms: every live lane of a warp at the same call site, checked like a warp
+// collective); the threads waiting in named_barrier_sync are then released and the barrier
+// starts a new phase. Exited threads do not arrive. Memory: the accesses every arriving thread
+// made before its arrival are ordered before those each waiting thread makes after the release
+// (vector clocks, see emu_vc); a thread that only arrived learns nothing from the phase.
+EMU_NOSAN inline void emu_named_barrier(int id, int threads, bool wait, const EmuLoc& loc) {
+  const char* what = wait ? "named_barrier_sync" : "named_barrier_arrive";
+  const int t = emu_sched.current;
+  const int block = static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
+  const char* why = nullptr;
+  if (id < 1 || id > 15) {
+    why = "a barrier id outside 1..15 (0 is __syncthreads')";
+  } else if (threads <= 0 || threads % 32 != 0) {
+    why = "a thread count that is not a positive multiple of 32";
+  } else if (threads > block) {
+    why = "a thread count above the block's";
+  }
+  if (why != nullptr) {
+    emu_fail("thread %d: %s(%d, %d) at %s:%u: %s (a block of %d threads)\n", t, what, id, threads,
+             loc.file_name(), loc.line(), why, block);
+  }
+  emu_warp_enter(what, 0xffffffffu, true, loc);
+  emu_warp_leave(what, loc);
+  EmuNamedBar& b = emu_named[id];
+  if (b.count == 0) {
+    b.count = threads;
+    b.first_tid = t;
+    b.first_file = loc.file_name();
+    b.first_line = loc.line();
+  } else if (b.count != threads) {
+    emu_fail(
+        "thread %d: %s(%d, %d) at %s:%u arrives with another thread count than its phase's: "
+        "thread %d began that phase with %d threads at %s:%u\n",
+        t, what, id, threads, loc.file_name(), loc.line(), b.first_tid, b.count, b.first_file,
+        b.first_line);
+  }
+  uint32_t* phase = emu_vc_row(emu_vc_named, id);
+  uint32_t* mine = emu_vc_row(emu_vc, t);
+  emu_vc_join(phase, mine);
+  ++mine[t]; // later accesses are not covered by this arrival
+  emu_vc_dirty = true;
+  if (wait) b.waiters.push_back(t);
+  if (++b.arrived == b.count) {
+    for (int u : b.waiters) {
+      emu_vc_join(emu_vc_row(emu_vc, u), phase);
+      if (u != t) emu_sched.runnable.push_back(u);
+    }
+    b.count = b.arrived = 0;
+    b.waiters.clear();
+    std::fill(phase, phase + emu_vc_n, 0u);
+    return;
+  }
+  if (!wait) return;
+  EmuWhere& where = emu_sched.fibers[t].where;
+  where = {what, loc.file_name(), loc.line()};
+  emu_yield();
+  where.what = nullptr;
+}
+/// bar.sync id, threads: waits at named barrier `id` (1..15; 0 is __syncthreads') until `threads`
+/// threads (a multiple of 32) have arrived there, by bar.sync or bar.arrive.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads,
+                                                   EmuLoc loc = EmuLoc::current()) {
+  emu_named_barrier(id, threads, true, loc);
+}
+/// bar.arrive id, threads: arrives at named barrier `id` without waiting (a producer's signal).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads,
+                                                     EmuLoc loc = EmuLoc::current()) {
+  emu_named_barrier(id, threads, false, loc);
+}
+
 // (copied verbatim from the real device.cuh)
 __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
   return (desc & 0xFFFFFFFF00000000ull) | (static_cast<uint32_t>(desc) + (bytes >> 4));
@@ -1254,7 +1412,7 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
         std::fill(emu_shadow, emu_shadow + emu_shadow_used, EmuShadow{});
         emu_shadow_used = 0;
         for (int t = 0; t < threads; ++t) {
-          emu_syncwarp_mark[t] = emu_proxy_fences[t] = 0;
+          emu_proxy_fences[t] = 0;
           emu_copies[t].clear();
           emu_copy_groups[t] = emu_product_groups[t] = 0;
           emu_wgmma_fenced[t] = false;
@@ -1273,6 +1431,11 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
           emu_group_bar[g] = group_bars.back().get();
         }
         emu_block_bar = &block_bar;
+        emu_vc_reset(threads);
+        for (EmuNamedBar& b : emu_named) {
+          b.count = b.arrived = 0;
+          b.waiters.clear();
+        }
         s.runnable.clear();
         for (int t = 0; t < threads; ++t) {
           EmuFiber& f = s.fibers[t];

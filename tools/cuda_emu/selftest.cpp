@@ -301,6 +301,125 @@ __global__ void wgmma_without_fence() {
   dev::wgmma_wait<0>();
 }
 
+// ---- named barriers: producer/consumer hand-offs (no report, results right) and misuse
+// Warps 0 and 1 (the producers) fill 64 words and arrive at barrier 2 (96 threads); warp 2 (the
+// consumer) waits there and reads them. Then a ring of 2 slots used 4 times: "full" barriers 2
+// and 3, "empty" barriers 4 and 5 (the producers wait there before overwriting a slot the consumer
+// has read), after a __syncthreads. out: the consumer's 32 sums of the first hand-off, then 32 per
+// ring round.
+__global__ void producer_consumer(uint32_t* out) {
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32;
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  if (t < 64) {
+    words[t] = 7u * static_cast<uint32_t>(t) + 1;
+    dev::named_barrier_arrive(2, 96);
+  } else {
+    dev::named_barrier_sync(2, 96);
+    out[lane] = words[lane] + words[lane + 32];
+  }
+  // Barrier 2 is the ring's too: without this, the producers' first ring arrival could complete
+  // the phase above before the consumer has arrived (EMU_SHUFFLE finds that race).
+  __syncthreads();
+  uint32_t* ring = words + 64;
+  for (int i = 0; i < 4; ++i) {
+    const int slot = i % 2;
+    if (t < 64) {
+      if (i >= 2) dev::named_barrier_sync(4 + slot, 96); // the consumer is done with the slot
+      ring[64 * slot + t] = 100u * static_cast<uint32_t>(i) + static_cast<uint32_t>(t);
+      dev::named_barrier_arrive(2 + slot, 96);
+    } else {
+      dev::named_barrier_sync(2 + slot, 96);
+      out[32 + 32 * i + lane] = ring[64 * slot + lane] + ring[64 * slot + lane + 32];
+      if (i < 2) dev::named_barrier_arrive(4 + slot, 96);
+    }
+  }
+}
+// Happens-before is transitive: warp 0 writes and arrives at barrier 1; warp 1 waits there,
+// writes and arrives at barrier 2; warp 2 waits at barrier 2 and reads both warps' words.
+__global__ void named_barrier_chain(uint32_t* out) {
+  const int t = static_cast<int>(threadIdx.x), lane = t % 32;
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  if (t < 32) {
+    words[lane] = 3u * static_cast<uint32_t>(lane) + 5;
+    dev::named_barrier_arrive(1, 64);
+  } else if (t < 64) {
+    dev::named_barrier_sync(1, 64);
+    words[32 + lane] = words[lane] + 1000u;
+    dev::named_barrier_arrive(2, 64);
+  } else {
+    dev::named_barrier_sync(2, 64);
+    out[lane] = words[lane] + words[32 + lane];
+  }
+}
+
+bool check_named_barriers() {
+  std::vector<uint32_t> out(160, 0xdeadu);
+  emu_launch(&producer_consumer, EmuCfg(1, 96, 1024), out.data());
+  int bad = 0;
+  for (int lane = 0; lane < 32; ++lane) {
+    bad += out[lane] != 14u * lane + 226u;
+    for (int i = 0; i < 4; ++i) bad += out[32 + 32 * i + lane] != 200u * i + 2u * lane + 32u;
+  }
+  printf("%-44s %s\n", "named barriers: producers, consumer, a ring", bad == 0 ? "OK" : "FAIL");
+  std::vector<uint32_t> chain(32, 0xdeadu);
+  emu_launch(&named_barrier_chain, EmuCfg(1, 96, 1024), chain.data());
+  int bad_chain = 0;
+  for (int lane = 0; lane < 32; ++lane) bad_chain += chain[lane] != 6u * lane + 1010u;
+  printf("%-44s %s\n", "named barriers: a chain of two", bad_chain == 0 ? "OK" : "FAIL");
+  return bad == 0 && bad_chain == 0;
+}
+
+// The producers arrive at barrier 2, the consumer waits at barrier 3 (its own 32 threads): the
+// counts balance, nothing orders the reads after the writes.
+__global__ void consumer_waits_at_another_barrier() {
+  const int t = static_cast<int>(threadIdx.x);
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  if (t < 64) {
+    words[t] = static_cast<uint32_t>(t);
+    dev::named_barrier_arrive(2, 64);
+  } else {
+    dev::named_barrier_sync(3, 32);
+    if (words[t % 32] == 12345u) smem[1000] = 0;
+  }
+}
+// Warp 1 only arrives at the phase warp 0 arrived at: it learns nothing of warp 0's writes.
+__global__ void arriving_thread_reads() {
+  const int t = static_cast<int>(threadIdx.x);
+  auto* words = reinterpret_cast<uint32_t*>(smem);
+  if (t < 32) {
+    words[t] = static_cast<uint32_t>(t);
+    dev::named_barrier_arrive(2, 96);
+  } else if (t < 64) {
+    dev::named_barrier_arrive(2, 96);
+    if (words[t % 32] == 12345u) smem[1000] = 0;
+  } else {
+    dev::named_barrier_sync(2, 96);
+  }
+}
+__global__ void named_barrier_count_mismatch() {
+  if (threadIdx.x < 64) {
+    dev::named_barrier_arrive(2, 96);
+  } else {
+    dev::named_barrier_sync(2, 64);
+  }
+}
+__global__ void named_barrier_nobody_arrives() {
+  if (threadIdx.x >= 64) dev::named_barrier_sync(2, 64);
+}
+__global__ void named_barrier_id_zero() {
+  dev::named_barrier_sync(0, 32);
+}
+__global__ void named_barrier_count_not_whole_warps() {
+  dev::named_barrier_sync(1, 48);
+}
+__global__ void named_barrier_part_of_a_warp() {
+  if (threadIdx.x % 32 < 16) {
+    dev::named_barrier_arrive(1, 32);
+  } else {
+    __syncwarp();
+  }
+}
+
 bool verbose = false; // -v: show each report
 
 // Runs `launch` in a child; true when it aborts with `words` on stderr.
@@ -336,6 +455,7 @@ int main(int argc, char** argv) {
   verbose = argc > 1 && std::string(argv[1]) == "-v";
   bool ok = check_collectives();
   ok &= check_clean_hazards();
+  ok &= check_named_barriers();
   ok &= reported(
       "ballot vs __syncwarp in one warp",
       [] { emu_launch(&part_of_warp_at_another_collective, EmuCfg(1, 64)); },
@@ -386,5 +506,31 @@ int main(int argc, char** argv) {
   ok &= reported(
       "wgmma without wgmma_fence", [] { emu_launch(&wgmma_without_fence, EmuCfg(1, 128, 16384)); },
       "without a wgmma_fence");
+  ok &= reported(
+      "named barriers: consumer waits at another id",
+      [] { emu_launch(&consumer_waits_at_another_barrier, EmuCfg(1, 96, 1024)); },
+      "no __syncthreads");
+  ok &= reported(
+      "named barriers: a thread that only arrived",
+      [] { emu_launch(&arriving_thread_reads, EmuCfg(1, 96, 1024)); }, "no __syncthreads");
+  ok &= reported(
+      "named barriers: thread counts differ",
+      [] { emu_launch(&named_barrier_count_mismatch, EmuCfg(1, 96)); },
+      "another thread count than its phase's");
+  ok &= reported(
+      "named barriers: nobody arrives",
+      [] { emu_launch(&named_barrier_nobody_arrives, EmuCfg(1, 96)); },
+      "wait at named_barrier_sync");
+  ok &= reported(
+      "named barriers: id 0", [] { emu_launch(&named_barrier_id_zero, EmuCfg(1, 32)); },
+      "outside 1..15");
+  ok &= reported(
+      "named barriers: 48 threads",
+      [] { emu_launch(&named_barrier_count_not_whole_warps, EmuCfg(1, 64)); },
+      "not a positive multiple of 32");
+  ok &= reported(
+      "named barriers: half a warp arrives",
+      [] { emu_launch(&named_barrier_part_of_a_warp, EmuCfg(1, 32)); },
+      "part of the warp does not reach");
   return ok ? 0 : 1;
 }
