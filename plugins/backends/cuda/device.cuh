@@ -143,6 +143,28 @@ __device__ __forceinline__ float opaque_copy(float x) {
   asm volatile("mov.b32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+/// setmaxnreg: this warpgroup's registers per thread become N (a multiple of 8 in 24..256),
+/// released to or taken from the CTA's pool (inc waits until the pool has them). Every warp of
+/// the warpgroup runs it. Warp-specialized kernels give their MMA warps the registers that
+/// their other warps do not need.
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+/// bar.sync id, threads: waits at named barrier `id` (1..15; 0 is __syncthreads') until `threads`
+/// threads (a multiple of 32) have arrived there, by bar.sync or bar.arrive; the arrivals'
+/// earlier memory accesses are then visible to the waiting threads.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+/// bar.arrive id, threads: arrives at named barrier `id` without waiting (a producer's signal).
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 /// Orders this thread's generic-proxy shared-memory writes before later tensor-core reads.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");

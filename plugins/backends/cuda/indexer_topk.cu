@@ -2,8 +2,12 @@
 // kernel. The [Tq, Tk] score matrix never exists, and there is no workspace: a query's candidates
 // live in shared memory and in its own output row. Contract: launch.h (IndexerTopkParams).
 //
-// Work: one CTA (8 warps, 256 threads) owns BQ consecutive query rows (BQ <= 8; 8 for H_I = 32,
-// 4 for H_I = 64) and streams over the 64-key blocks that its long-window queries see.
+// Work: one CTA owns BQ consecutive query rows (BQ <= 8; 8 for H_I = 32, 4 for H_I = 64) and
+// streams over the 64-key blocks that its long-window queries see. Two warpgroups (8 warps) run
+// the GEMM and the head sums. Where a CTA holds at most 4 queries (H_p >= 64) and D_I <= 128, a
+// third warpgroup selects (warp-specialized, 384 threads); otherwise the MMA warps select too
+// (in lockstep, 256 threads): 4 selection warps do not keep up with 8 queries, and at D_I > 128
+// Q's registers leave no room for them.
 //
 //   GEMM, per key block: S[(q, h), key] = Q[q, h, :] . K[key, :] on the tensor cores by wgmma
 //     (m64n64k16, bf16, float32 accumulators). The MMA rows (M) are the CTA's (query, head)
@@ -15,11 +19,17 @@
 //     KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma
 //     behind a branch): padding rows (zero Q, zero weight) cost MMA time only when BQ * H_p < 256
 //     (decode, small H_I).
-//   Overlap: the MMA of block j is issued asynchronously (one commit group per M tile); while
-//     the tensor cores run it, the selection warps take the scores of block j - 1; then each
-//     warpgroup waits for its M tiles and sums its heads (the code weighs tile 0's before tile
-//     1's wait, but ptxas puts both waits together: see the loop). Partial sums are double-buffered
-//     by block parity, so one barrier per block orders everything.
+//   Overlap: each warpgroup runs its two M tiles half a block apart (one commit group each):
+//     tile 1's scores of block j - 1 are weighed while the tensor cores run tile 0 of block j,
+//     tile 0's while they run tile 1 (the loop's comment has the order). The tensor cores
+//     drain once a block, at the barrier of the MMA warps that makes the next K tile visible.
+//   Warp specialization (H_p >= 64, D_I <= 128): the MMA warps store each block's partial sums
+//     in a ring of 6 slots of 2 blocks and go on; the selection warpgroup takes them a block at
+//     a time (named barriers: one "full" and one "empty" per slot), so a compaction stalls the
+//     tensor cores only when it outlasts the ring (12 blocks). setmaxnreg moves registers from
+//     the selection warps (120) to the MMA warps (192). The lockstep kernel instead: selection
+//     warp q takes block j - 1's scores while the tensor cores run block j's tile 1, behind a
+//     second barrier per block, and the whole CTA waits for each compaction (gang compaction).
 //   Epilogue: w[q, h] * relu(s) summed over each query's heads. A warp's 32 MMA rows (16 of
 //     each of its warpgroup's M tiles) are 32 heads of one query, so a thread's four rows (R and
 //     R + 8 of both tiles) are one query's: it adds them, then a reduce-scatter over the 8 lanes
@@ -38,17 +48,19 @@
 //     running fit in an S-word scratch they are copied there and the later levels count only
 //     them) and raises `thr` to the smallest key kept. Compaction fills the holes of slots
 //     [0, topk) with the survivors of [topk, C), so the output row is never read back.
-//     After the last block one more compaction leaves the exact top-k in the output row.
+//     After the last block one more compaction leaves the exact top-k in the output row (on the
+//     MMA warps, one query each, when specialized: the buffers' states pass through shared
+//     memory).
 //     Invariant (what makes the result exact): the buffer holds every seen visible key whose
 //     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
 //     may be dropped: they cannot change the multiset of selected scores.
-//   Gang compaction: the CTA waits at each block's barrier for its slowest warp, so compactions
-//     are lined up: a warp that must compact at its next block says so at the barrier
-//     (__syncthreads_or), and then every query holding more than S / 4 extra entries compacts
-//     at that block too. The compactions of a CTA run side by side instead of one after another
-//     (tools/bench/compaction_model.py, a host model of a 32K-key random stream, 8 queries,
-//     topk 2048, S 1024: 37 -> 7 blocks with a compaction; the largest compaction of each such
-//     block summed: 112K -> 21K keys).
+//   Gang compaction (not specialized): the CTA waits at each block's barrier for its slowest
+//     warp, so compactions are lined up: a warp that must compact at its next block says so at
+//     the barrier (__syncthreads_or), and then every query holding more than S / 4 extra
+//     entries compacts at that block too. The compactions of a CTA run side by side instead of one
+//     after another (tools/bench/compaction_model.py, a host model of a 32K-key random stream, 8
+//     queries, topk 2048, S 1024: 37 -> 7 blocks with a compaction; the largest compaction of each
+//     such block summed: 112K -> 21K keys).
 //   Short windows: a query that sees at most topk keys selects all of them (positions lo..p,
 //     then -1); it takes no part in the GEMM. Padding queries (no document) write -1s. A CTA
 //     whose queries all have short windows does no GEMM at all.
@@ -57,12 +69,14 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 40,732 at D_I = 256, 48,924 at 128, 53,020 at 64 or less; BQ shrinks when
+// S >= 64 (topk up to 40,700 at D_I = 256, 48,892 at 128, 52,988 at 64 or less; BQ shrinks when
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
-// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,544 bytes; H_I = 64: BQ = 4,
-// S = 2048, 167,056 bytes; decode (one row): BQ = 1, 68,752 bytes. One CTA per SM (shared memory
-// and registers).
+// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,672 bytes; H_I = 64 (warp-
+// specialized): BQ = 4, S = 2048, 189,712 bytes; decode (one row): BQ = 1, 68,880 bytes. One CTA
+// per SM (shared memory and registers). The ring of 12 blocks' partial sums (24 KiB) is taken
+// only where it leaves as many queries per CTA as one block's (2 KiB), so the limits are the same
+// at every H_I.
 // Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
 // 7 compactions of ~3K keys per query against 512 key blocks of MMA work; a worst case (scores
 // rising with the key) compacts every S - 64 keys. Measured (ncu, T=16K, H_I 32, gang compaction
@@ -79,21 +93,27 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved by version 7 (H100, 2026-12-06, tools/bench/RESULTS.md; version 5 in the same run;
-// topk 2048, D_I 128, one causal document): H_I 32: 322.7 TFLOP/s (32.6% of 989) at T=4K, 305.2
-// at 16K, 334.9 at 32K (version 5: 266.2, 232.2, 257.0: 1.21-1.31x); H_I 64: 371.2 (37.5%),
-// 327.9, 351.6 (version 5: 314.9, 267.7, 288.1: 1.18-1.22x). Version 3 on H200: 112-119 at H_I
-// 32 and 155-180 at H_I 64 for 16-32K.
-// Still under the 40% bar, for the selection: ncu at 16K, H_I 32 put 55% of version 4's warp stall
-// samples in it (compactions 39%), 16% in the head sums; the same kernel without the selection
-// runs at 40.7%, and without the head sums too (MMA, K copies, barriers) at 58.8%. Version 5:
-// 1.79 G warp instructions at 16K (version 4: 2.04 G), issue slots 40% busy with 2 warps per
-// scheduler.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation, 256 threads, 1 barrier:
-//   KSTEPS  2 (D_I <= 32):  198 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   KSTEPS 16 (D_I <= 256): 255 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+// Achieved (H100, 2026-12-06 third session, tools/bench/RESULTS.md; topk 2048, D_I 128, one
+// causal document; version 7 in the same runs): version 8 (each warpgroup's M tiles half a block
+// apart) H_I 32: 351.8 TFLOP/s (35.6% of 989) at T=4K, 335.8 at 16K, 371.1 at 32K (version 7:
+// 325.3, 302.8, 334.9); version 10 (warp-specialized at H_I 64) H_I 64: 432.8 (43.8%), 362.1,
+// 377.5 against version 8's 377.6, 336.8, 366.9.
+// Still under the 40% bar at H_I 32 (and at H_I 64 past 4K), for the selection: the kernel
+// without the selection (version 8) runs at 53-56%, without the head sums too at 62-67%. ncu of
+// the specialized kernel at H_I 32, T 16K (8 selection warps; not shipped): the selection warps
+// busy 61% of the time, ~100 instructions per query and block on the fast path (a block's 64
+// scores appended to a buffer of ~3.3K keys half of the time or more, at ~1,000 cycles a block
+// for one warp) and ~6.6K per compaction (~20K cycles), and yet the MMA warps waiting for a free
+// slot a third of theirs: a causal stream starts every query of a CTA at the same key, so their
+// heavy early blocks and their compactions come together and outlast the ring.
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation:
+//   lockstep, 256 threads, 1 barrier:
+//     KSTEPS  2 (D_I <= 32):  188 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  198 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 240 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 8 bytes stack frame, 8 spill stores, 12 spill loads
+//   warp-specialized, 384 threads (168 registers at launch; setmaxnreg 192 / 120), 16 barriers:
+//     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -107,7 +127,7 @@
 namespace kiln::backends::cuda {
 namespace {
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256; // the MMA warps: two warpgroups
 constexpr int kWarps = kThreads / 32;
 constexpr int kCols = 256;             // (query, head) rows of a CTA: 4 M tiles of 64
 constexpr int kMaxQueries = kWarps;    // one selection warp per query
@@ -118,6 +138,33 @@ constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk ro
 constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
 constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
 constexpr unsigned kFull = 0xffffffffu;
+// Warp-specialized launches (specialized() below): a third warpgroup selects, fed through a ring
+// of partial-sum slots by named barriers: the MMA warps' own, then one full and one empty per
+// slot.
+constexpr int kSelectWarps = 4;
+constexpr int kRing = 6;       // slots
+constexpr int kSlotBlocks = 2; // key blocks of partial sums per slot
+constexpr int kMmaBarrier = 1;
+constexpr int kFullBarrier = 2;
+constexpr int kEmptyBarrier = kFullBarrier + kRing;
+static_assert(kEmptyBarrier + kRing <= 16, "16 hardware barriers per CTA");
+static_assert(kMaxQueries % kSelectWarps == 0);
+// Registers per thread (setmaxnreg) of the MMA warps and of the selection warps: the 64K of the
+// SM's register file, where each of the 384 threads would get 168 (too few for Q, the two
+// accumulators and the held one at D_I = 128: spills).
+constexpr int kMmaRegs = 192;
+constexpr int kSelectRegs = 120;
+static_assert(2 * 128 * kMmaRegs + 32 * kSelectWarps * kSelectRegs <= 65536,
+              "the SM's register file");
+// Specialized where Q's registers leave room (D_I <= 128) and a CTA holds at most 4 queries
+// (H_p >= 64): with 8 queries (H_I <= 32) 4 selection warps fall behind the MMA warps (measured:
+// tools/bench/RESULTS.md, 2026-12-06 third session), and the lockstep schedule is faster.
+constexpr bool specialized(int ksteps, int hp) {
+  return ksteps <= 8 && hp >= 64;
+}
+constexpr int block_threads(bool ws) {
+  return ws ? kThreads + 32 * kSelectWarps : kThreads;
+}
 
 // Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
 struct Plan {
@@ -127,9 +174,12 @@ struct Plan {
   int bq = 0;     // query rows per CTA
   int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
-  int part_offset = 0;  // float partial sums [kParts][kBlockKeys] of one block
+  bool ws = false;      // warp-specialized (specialized())
+  int ring = 0;         // blocks of partial sums: kRing * kSlotBlocks (warp-specialized) or 1
+  int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
+  int state_offset = 0; // uint32 candidate-buffer states [kMaxQueries][4] (warp-specialized)
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
@@ -140,24 +190,14 @@ int64_t query_bytes(int topk, int slack) {
   return (bytes + 15) / 16 * 16;
 }
 
-// Fills `plan` for these sizes; false when they are outside the kernel's limits. `rows` (>= 1)
-// caps the queries per CTA (a decode call with one row gives all the shared memory to it). The
-// most queries per CTA whose buffers fit with a slack S of at least min(topk, 512) (fewer
-// compactions), else one query with any S >= 64.
-bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
-  if (heads < 1 || dim < 8 || dim % 8 != 0 || dim > 256 || topk < 1 || rows < 1) return false;
-  Plan p;
-  p.hp = 8;
-  while (p.hp < heads) p.hp *= 2;
-  if (p.hp > kCols) return false;
-  p.ksteps = 2;
-  while (16 * p.ksteps < dim) p.ksteps *= 2;
-  p.atoms = (2 * p.ksteps + 7) / 8;
-  p.stage_bytes = kBlockKeys * p.atoms * 128;
-  p.part_offset = kStages * p.stage_bytes;
-  p.win_offset = p.part_offset + kParts * kBlockKeys * 4;
+// The layout after the K stages (p.ws set) and the most queries per CTA whose buffers fit with
+// a slack S of at least min(topk, 512) (fewer compactions), else one query with any S >= 64.
+bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
+  p.ring = p.ws ? kRing * kSlotBlocks : 1;
+  p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
-  p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
+  p.state_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
+  p.query_offset = p.state_offset + kMaxQueries * 4 * 4;
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -176,6 +216,30 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
     }
   }
   return false;
+}
+
+// Fills `plan` for these sizes; false when they are outside the kernel's limits. `rows` (>= 1)
+// caps the queries per CTA (a decode call with one row gives all the shared memory to it).
+// Warp-specialized where specialized() says so and its ring of partial sums still leaves room
+// for as many queries per CTA as without it (so it never narrows what the kernel takes).
+bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
+  if (heads < 1 || dim < 8 || dim % 8 != 0 || dim > 256 || topk < 1 || rows < 1) return false;
+  Plan p;
+  p.hp = 8;
+  while (p.hp < heads) p.hp *= 2;
+  if (p.hp > kCols) return false;
+  p.ksteps = 2;
+  while (16 * p.ksteps < dim) p.ksteps *= 2;
+  p.atoms = (2 * p.ksteps + 7) / 8;
+  p.stage_bytes = kBlockKeys * p.atoms * 128;
+  p.part_offset = kStages * p.stage_bytes;
+  if (!fit_queries(p, topk, rows, plan)) return false;
+  if (specialized(p.ksteps, p.hp)) {
+    p.ws = true;
+    Plan ws;
+    if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
+  }
+  return true;
 }
 
 // ---- device helpers -----------------------------------------------------------------------------
@@ -540,9 +604,12 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
   return c.count > capacity - kBlockKeys;
 }
 
-template <int KSTEPS>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int KSTEPS, bool WS>
+__global__ void __launch_bounds__(block_threads(WS), 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
+  static_assert(!WS || KSTEPS <= 8, "Q's registers leave the selection warps no room");
+  constexpr bool kWs = WS;
+  constexpr int kBlockThreads = block_threads(WS);
   extern __shared__ __align__(128) unsigned char smem[];
   // Everything from a 1024-byte boundary (the K tiles' swizzle pattern is anchored there).
   unsigned char* const sm = smem + (1024 - dev::smem_addr(smem) % 1024) % 1024;
@@ -565,7 +632,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     win_hi[tid] = hi;
   }
   __syncthreads();
-  for (int i = tid; i < bq * topk; i += kThreads) {
+  for (int i = tid; i < bq * topk; i += kBlockThreads) {
     const int q = i / topk, j = i % topk;
     const int lo = win_lo[q], length = win_hi[q] - lo;
     if (length <= topk) p.out[int64_t{row0 + q} * topk + j] = j < length ? lo + j : -1;
@@ -604,6 +671,84 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto advance = [&](int& seg, int& block) {
     if (++block > seg_last[seg]) block = ++seg < segments ? seg_first[seg] : INT_MAX;
   };
+  const int hp = plan.hp;
+  const int parts = hp > 32 ? hp / 32 : 1; // warps (partial sums) of a query
+  const int capacity = topk + plan.slack;
+  auto long_window = [&](int q) { return q < bq && win_hi[q] - win_lo[q] > topk; };
+  // Query q's candidate buffer (empty).
+  auto candidates = [&](int q) {
+    unsigned char* mine = sm + plan.query_offset + q * plan.query_bytes;
+    return Candidates{reinterpret_cast<uint32_t*>(mine),
+                      reinterpret_cast<int32_t*>(mine + 4 * capacity),
+                      reinterpret_cast<uint32_t*>(mine + 4 * (capacity + plan.slack)),
+                      p.out + int64_t{row0 + q} * topk,
+                      0,
+                      0u,
+                      ~0u,
+                      0u};
+  };
+  int blocks = 0; // key blocks in all
+  for (int s = 0; s < segments; ++s) blocks += seg_last[s] - seg_first[s] + 1;
+  // A compaction reads kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4.
+  constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
+  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [ring][kParts][kBlockKeys]
+  uint32_t* state = reinterpret_cast<uint32_t*>(sm + plan.state_offset); // [kMaxQueries][4]
+
+  // Warp-specialized: the selection warpgroup. Selection warp s takes queries s, s + 4, ... (one:
+  // specialized() allows at most 4 queries per CTA), block after block, from the ring's slots
+  // (full: the MMA warps have stored the slot's blocks' partials; empty: the slot may take the
+  // blocks kRing slots later). A compaction here delays the MMA warps only when it outlasts the
+  // ring. The buffers' states go to shared memory at the end: the final compactions run on the
+  // MMA warps, one query each.
+  if constexpr (kWs) {
+    if (warp >= kWarps) {
+      dev::setmaxnreg_dec<kSelectRegs>();
+      const int sw = warp - kWarps;
+      constexpr int kMine = kMaxQueries / kSelectWarps; // queries sw, sw + kSelectWarps, ...
+      Candidates cand[kMine];
+      bool mine[kMine];
+      int lo[kMine], hi[kMine];
+#pragma unroll
+      for (int k = 0; k < kMine; ++k) {
+        const int q = sw + k * kSelectWarps;
+        cand[k] = candidates(q);
+        mine[k] = long_window(q);
+        lo[k] = mine[k] ? win_lo[q] : 0;
+        hi[k] = mine[k] ? win_hi[q] : 0;
+      }
+      int seg = 0, block = seg_first[0];
+      for (int j = 0; block != INT_MAX; ++j) {
+        const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
+        if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
+        const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
+#pragma unroll
+        for (int k = 0; k < kMine; ++k) {
+          if (mine[k]) {
+            select_block<kUnroll>(cand[k], part_j, sw + k * kSelectWarps, parts, block, lo[k],
+                                  hi[k], topk, plan.slack, false, lane);
+          }
+        }
+        if ((at == kSlotBlocks - 1 || j == blocks - 1) && (group + kRing) * kSlotBlocks < blocks) {
+          dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
+        }
+        advance(seg, block);
+      }
+#pragma unroll
+      for (int k = 0; k < kMine; ++k) {
+        const uint32_t kmin = __reduce_min_sync(kFull, cand[k].kmin);
+        const uint32_t kmax = __reduce_max_sync(kFull, cand[k].kmax);
+        if (mine[k] && lane == 0) {
+          uint32_t* st = state + 4 * (sw + k * kSelectWarps);
+          st[0] = static_cast<uint32_t>(cand[k].count);
+          st[1] = cand[k].thr;
+          st[2] = kmin;
+          st[3] = kmax;
+        }
+      }
+      __syncthreads(); // the states are stored
+      return;
+    }
+  }
 
   // This thread's rows of the two M tiles of its warpgroup, R = 64 * (2 * warpgroup + mt) +
   // 16 * (warp % 4) + g + 8 half: a warp's 32 rows (r = g + 8 half + 16 mt) are 32 heads of one
@@ -612,8 +757,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // H_p >= 64: a query spans H_p / 32 warps (warp w: query w / (H_p / 32), heads 32 (w % (H_p /
   // 32)) + r), whose partial sums selection adds. Zero rows for padding. Q enters the tensor
   // cores from registers (the wgmma A operand, m16n8k16 A fragments), loaded once.
-  const int hp = plan.hp;
-  const int parts = hp > 32 ? hp / 32 : 1; // warps (partial sums) of a query
+  if constexpr (kWs) dev::setmaxnreg_inc<kMmaRegs>();
   const int g = lane >> 2, pair = 2 * (lane & 3);
   uint32_t qa[2][KSTEPS][4]; // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
   float wr[2][2];            // [mt][half]: the weights of rows R and R + 8
@@ -639,25 +783,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 
-  // The query this warp selects for: its own (H_p <= 32), or, when a query spans several warps,
-  // the one whose first warp it is (the selection work spread over both warpgroups). Its
-  // candidate buffer. A compaction reads kUnroll keys per lane ahead; 2 where Q's registers
-  // leave too few for 4 (no spills).
-  constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
+  // Not warp-specialized: the MMA warps select too. The query this warp selects for: its own
+  // (H_p <= 32), or, when a query spans several warps, the one whose first warp it is (the
+  // selection work spread over both warpgroups).
   const int sel_q = warp / parts;
-  const bool select_warp = warp % parts == 0 && sel_q < bq && win_hi[sel_q] - win_lo[sel_q] > topk;
-  const int capacity = topk + plan.slack;
+  const bool select_warp = !kWs && warp % parts == 0 && long_window(sel_q);
   const int query_lo = select_warp ? win_lo[sel_q] : 0;
   const int query_hi = select_warp ? win_hi[sel_q] : 0;
-  unsigned char* mine = sm + plan.query_offset + sel_q * plan.query_bytes;
-  Candidates cand{reinterpret_cast<uint32_t*>(mine),
-                  reinterpret_cast<int32_t*>(mine + 4 * capacity),
-                  reinterpret_cast<uint32_t*>(mine + 4 * (capacity + plan.slack)),
-                  p.out + int64_t{row0 + sel_q} * topk,
-                  0,
-                  0u,
-                  ~0u,
-                  0u};
+  Candidates cand = candidates(sel_q);
 
   // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks. A
   // thread copies chunk tid % kChunks of rows r0 + m * kRowStep, m < kLoads: kRowStep is a
@@ -691,30 +824,42 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   };
 
-  float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [kParts][kBlockKeys]
   // The block's 16 weighted sums per lane after M tile 0 (v), or, at KSTEPS 16, where Q's
   // registers leave no room to keep them across the loop, their reduce-scatter (first).
   constexpr bool kEarlyReduce = KSTEPS >= 16;
   float v[8][2];
   float2 first = make_float2(0.f, 0.f);
   // M tile 1's weighted ReLU, added to v, reduced over the column's 8 lanes: this warp's partial
-  // of the block (its query's scores when H_p <= 32), stored for the selection.
-  auto finish_block = [&](const float(&acc1)[32]) {
+  // of the block (its query's scores when H_p <= 32), stored in `slot` for the selection.
+  auto finish_block = [&](const float(&acc1)[32], float* slot) {
     weigh_rows(acc1, wr[1], v);
     float2 sum = reduce_rows(v, lane);
     if constexpr (kEarlyReduce) sum = make_float2(sum.x + first.x, sum.y + first.y);
-    *reinterpret_cast<float2*>(part + warp * kBlockKeys + 8 * g + pair) = sum;
+    *reinterpret_cast<float2*>(slot + warp * kBlockKeys + 8 * g + pair) = sum;
+  };
+  // Warp-specialized: block b's partials into place b % kSlotBlocks of ring slot b / kSlotBlocks
+  // % kRing, once the selection has taken the slot's previous blocks; the slot is full after its
+  // last block.
+  auto publish = [&](const float(&acc1)[32], int b) {
+    const int group = b / kSlotBlocks, at = b % kSlotBlocks, slot = group % kRing;
+    if (at == 0 && group >= kRing) dev::named_barrier_sync(kEmptyBarrier + slot, kBlockThreads);
+    finish_block(acc1, part + (slot * kSlotBlocks + at) * kParts * kBlockKeys);
+    if (at == kSlotBlocks - 1 || b == blocks - 1) {
+      dev::named_barrier_arrive(kFullBarrier + slot, kBlockThreads);
+    }
   };
 
   // The loop runs each warpgroup's two M tiles half a block apart, so that the CUDA cores weigh
   // one tile's scores while the tensor cores run the other's MMA. Per block j:
-  //   B1  tile j is visible; every warp has retired both M tiles of block j - 1 (whose stage
-  //       the next copy reuses); whether some query must compact at this block (select_block)
+  //   B1  tile j is visible; every MMA warp has retired both M tiles of block j - 1 (whose
+  //       stage the next copy reuses); not warp-specialized: whether some query must compact at
+  //       this block (select_block)
   //       issue M tile 0 of block j
-  //       finish block j - 1 (M tile 1's rows, held since its retirement; partials to `part`)
-  //   B2  block j - 1's partials are visible to the selection warps
-  //       issue M tile 1 of block j; copy tile j + 1 into the other stage
-  //       select block j - 1 (under the MMAs)
+  //       warp-specialized: copy tile j + 1 into the other stage; publish block j - 1 (M tile
+  //       1's rows, held since its retirement)
+  //       otherwise: finish block j - 1 into `part`; B2 (the partials are visible); copy tile
+  //       j + 1; select block j - 1 (under the MMAs)
+  //       issue M tile 1 of block j
   //       retire M tile 0 of block j, weigh its rows into v; retire M tile 1, hold its rows
   // The tensor cores drain once a block (the last wait, then B1 and an issue), not for an
   // epilogue. M tile 1's accumulator is copied to `held` right after its wait: ptxas (CUDA
@@ -725,17 +870,30 @@ __global__ void __launch_bounds__(kThreads, 1)
   load_tile(load_block, 0);
   advance(load_seg, load_block);
   dev::cp_async_commit();
+  auto load_next = [&](int stage) {
+    if (load_block != INT_MAX) {
+      load_tile(load_block, stage);
+      advance(load_seg, load_block);
+    }
+    dev::cp_async_commit();
+  };
   int prev_block = -1; // the block whose M tile 1 is held (finished in the next iteration)
-  int need = 0;        // this warp's query must compact at its next selection
+  int need = 0;        // not warp-specialized: this warp's query must compact at its next block
+  int j = 0;           // blocks issued
   int stage = 0;       // the stage of tile j: j % 2
   float acc[2][32];
   float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
 #pragma unroll
   for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
-  for (; block != INT_MAX; stage ^= 1) {
+  for (; block != INT_MAX; stage ^= 1, ++j) {
     dev::cp_async_wait<0>();
     dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-    const bool gang = __syncthreads_or(need) != 0; // B1
+    bool gang = false;
+    if constexpr (kWs) {
+      dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
+    } else {
+      gang = __syncthreads_or(need) != 0; // B1
+    }
     // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
     const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
     auto issue = [&](int mt) {
@@ -748,18 +906,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       dev::wgmma_commit();
     };
     issue(0);
-    finish_block(held); // tile 1 of block j - 1
-    __syncthreads();    // B2
-    issue(1);
-    // The next tile's copies after the MMA's issue, which they would otherwise delay.
-    if (load_block != INT_MAX) {
-      load_tile(load_block, stage ^ 1);
-      advance(load_seg, load_block);
-    }
-    dev::cp_async_commit();
-    if (select_warp && prev_block >= 0) {
-      need = select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
-                                   plan.slack, gang, lane);
+    if constexpr (kWs) {
+      load_next(stage ^ 1);
+      if (j > 0) publish(held, j - 1);
+      issue(1);
+    } else {
+      finish_block(held, part); // tile 1 of block j - 1
+      __syncthreads();          // B2
+      issue(1);
+      // The next tile's copies after the MMA's issue, which they would otherwise delay.
+      load_next(stage ^ 1);
+      if (select_warp && prev_block >= 0) {
+        need = select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
+                                     plan.slack, gang, lane);
+      }
     }
     dev::wgmma_wait<1>(); // tile 0 of block j (tile 1 stays in flight)
     dev::fence_regs(acc[0]);
@@ -778,28 +938,52 @@ __global__ void __launch_bounds__(kThreads, 1)
     prev_block = block;
     advance(seg, block);
   }
-  // The last block: its tile 1, its partials, its selection.
-  __syncthreads(); // the selection of the block before has read the partials
-  finish_block(held);
-  __syncthreads();
-  if (select_warp) {
-    select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
-                          plan.slack, false, lane);
+  if constexpr (kWs) {
+    // The last block's partials; then the final compactions, one query per MMA warp, from the
+    // states the selection warps stored.
+    publish(held, j - 1);
+    __syncthreads(); // the states are stored
+    if (long_window(warp)) {
+      Candidates c = candidates(warp);
+      const uint32_t* st = state + 4 * warp;
+      c.count = static_cast<int>(st[0]);
+      c.thr = st[1];
+      c.kmin = st[2];
+      c.kmax = st[3];
+      // A long window saw more than topk keys, all of them candidates until the first
+      // compaction, so count >= topk here; the last compaction leaves exactly the top-k.
+      if (c.count > topk) compact<kUnroll>(c, topk, plan.slack, lane);
+    }
+  } else {
+    // The last block: its tile 1, its partials, its selection.
+    __syncthreads(); // the selection of the block before has read the partials
+    finish_block(held, part);
+    __syncthreads();
+    if (select_warp) {
+      select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
+                            plan.slack, false, lane);
+    }
+    if (select_warp && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
   }
-  // A long window saw more than topk keys, all of them candidates until the first compaction,
-  // so count >= topk here; the last compaction leaves exactly the top-k in the output row.
-  if (select_warp && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
 }
 
-template <int KSTEPS>
+template <int KSTEPS, bool WS>
 cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
-  auto* kernel = &indexer_topk_kernel<KSTEPS>;
+  auto* kernel = &indexer_topk_kernel<KSTEPS, WS>;
   cudaError_t status =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
   if (status != cudaSuccess) return status;
   const int blocks = (p.tq + plan.bq - 1) / plan.bq;
-  kernel<<<blocks, kThreads, plan.smem_bytes, stream>>>(p, plan);
+  kernel<<<blocks, block_threads(WS), plan.smem_bytes, stream>>>(p, plan);
   return cudaGetLastError();
+}
+
+template <int KSTEPS>
+cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
+  if constexpr (KSTEPS <= 8) {
+    if (plan.ws) return launch<KSTEPS, true>(p, plan, stream);
+  }
+  return launch<KSTEPS, false>(p, plan, stream);
 }
 
 } // namespace
