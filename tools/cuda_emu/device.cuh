@@ -1463,6 +1463,17 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
         emu_tid = first;
         emu_or_phase = 0;
         emu_switch(&s.launcher_sp, s.fibers[first].sp); // back when every fiber has finished
+        // A named barrier left mid-phase: arrivals its protocol does not balance (a producer's
+        // signal nobody consumed), a bug the hardware would let pass silently.
+        for (int id = 1; id < 16; ++id) {
+          const EmuNamedBar& b = emu_named[id];
+          if (b.arrived == 0) continue;
+          fprintf(stderr,
+                  "cuda_emu: block (%u, %u, %u) ended with named barrier %d mid-phase: %d of %d "
+                  "threads arrived (first: thread %d at %s:%u); its arrivals do not balance\n",
+                  bx, by, bz, id, b.arrived, b.count, b.first_tid, b.first_file, b.first_line);
+          abort();
+        }
         for (size_t i = cfg.smem; i < sizeof(kbc::smem); ++i) {
           if (kbc::smem[i] != 0xcd) {
             fprintf(stderr,

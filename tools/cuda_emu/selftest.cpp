@@ -406,6 +406,9 @@ __global__ void named_barrier_count_mismatch() {
 __global__ void named_barrier_nobody_arrives() {
   if (threadIdx.x >= 64) dev::named_barrier_sync(2, 64);
 }
+__global__ void named_barrier_signal_unconsumed() {
+  if (threadIdx.x < 64) dev::named_barrier_arrive(3, 96); // the consumer warp never syncs
+}
 __global__ void named_barrier_id_zero() {
   dev::named_barrier_sync(0, 32);
 }
@@ -521,6 +524,9 @@ int main(int argc, char** argv) {
       "named barriers: nobody arrives",
       [] { emu_launch(&named_barrier_nobody_arrives, EmuCfg(1, 96)); },
       "wait at named_barrier_sync");
+  ok &= reported(
+      "named barriers: a signal nobody consumes",
+      [] { emu_launch(&named_barrier_signal_unconsumed, EmuCfg(1, 96)); }, "mid-phase");
   ok &= reported(
       "named barriers: id 0", [] { emu_launch(&named_barrier_id_zero, EmuCfg(1, 32)); },
       "outside 1..15");
