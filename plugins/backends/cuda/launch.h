@@ -141,8 +141,7 @@ int rms_norm_bwd_ctas(const RmsNormParams& p);
 cudaError_t launch_rms_norm_fwd(const RmsNormParams& p, cudaStream_t stream);
 cudaError_t launch_rms_norm_bwd(const RmsNormParams& p, cudaStream_t stream);
 
-// ---- adamw
-// ---------------------------------------------------------------------------------------- Op
+// ---- adamw --------------------------------------------------------------------------------------
 // `adamw` (kiln/sdk/ops/adamw.h) over n elements in one pass: per element, with g = grad /
 // grad_divisor (when has_divisor) and w the float32 master:
 //   w -= lr_wd * w;  m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2
