@@ -311,7 +311,7 @@ bool check_topk_limits() {
   bool ok = true;
   for (const int heads : {32, 64}) {
     for (const Limit l :
-         {Limit{256, 40700}, Limit{128, 48892}, Limit{64, 52988}, Limit{16, 52988}}) {
+         {Limit{256, 40732}, Limit{128, 48924}, Limit{64, 53020}, Limit{16, 53020}}) {
       if (!indexer_topk_supported(heads, l.dim, l.topk) ||
           indexer_topk_supported(heads, l.dim, l.topk + 1)) {
         printf(

@@ -48,9 +48,7 @@
 //     running fit in an S-word scratch they are copied there and the later levels count only
 //     them) and raises `thr` to the smallest key kept. Compaction fills the holes of slots
 //     [0, topk) with the survivors of [topk, C), so the output row is never read back.
-//     After the last block one more compaction leaves the exact top-k in the output row (on the
-//     MMA warps, one query each, when specialized: the buffers' states pass through shared
-//     memory).
+//     After the last block one more compaction leaves the exact top-k in the output row.
 //     Invariant (what makes the result exact): the buffer holds every seen visible key whose
 //     score key is > thr, and at least topk entries with score key >= thr. Keys equal to thr
 //     may be dropped: they cannot change the multiset of selected scores.
@@ -69,11 +67,11 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 40,700 at D_I = 256, 48,892 at 128, 52,988 at 64 or less; BQ shrinks when
+// S >= 64 (topk up to 40,732 at D_I = 256, 48,924 at 128, 53,020 at 64 or less; BQ shrinks when
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
-// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,672 bytes; H_I = 64 (warp-
-// specialized): BQ = 4, S = 2048, 189,712 bytes; decode (one row): BQ = 1, 68,880 bytes. One CTA
+// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,544 bytes; H_I = 64 (warp-
+// specialized): BQ = 4, S = 2048, 189,584 bytes; decode (one row): BQ = 1, 68,752 bytes. One CTA
 // per SM (shared memory and registers). The ring of 12 blocks' partial sums (24 KiB) is taken
 // only where it leaves as many queries per CTA as one block's (2 KiB), so the limits are the same
 // at every H_I.
@@ -148,7 +146,7 @@ constexpr int kMmaBarrier = 1;
 constexpr int kFullBarrier = 2;
 constexpr int kEmptyBarrier = kFullBarrier + kRing;
 static_assert(kEmptyBarrier + kRing <= 16, "16 hardware barriers per CTA");
-static_assert(kMaxQueries % kSelectWarps == 0);
+static_assert(kCols / 64 <= kSelectWarps, "a selection warp per query of a specialized CTA");
 // Registers per thread (setmaxnreg) of the MMA warps and of the selection warps: the 64K of the
 // SM's register file, where each of the 384 threads would get 168 (too few for Q, the two
 // accumulators and the held one at D_I = 128: spills).
@@ -179,7 +177,6 @@ struct Plan {
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
-  int state_offset = 0; // uint32 candidate-buffer states [kMaxQueries][4] (warp-specialized)
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
@@ -196,8 +193,7 @@ bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
   p.ring = p.ws ? kRing * kSlotBlocks : 1;
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
-  p.state_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
-  p.query_offset = p.state_offset + kMaxQueries * 4 * 4;
+  p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -692,60 +688,37 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // A compaction reads kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4.
   constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
   float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [ring][kParts][kBlockKeys]
-  uint32_t* state = reinterpret_cast<uint32_t*>(sm + plan.state_offset); // [kMaxQueries][4]
 
-  // Warp-specialized: the selection warpgroup. Selection warp s takes queries s, s + 4, ... (one:
-  // specialized() allows at most 4 queries per CTA), block after block, from the ring's slots
-  // (full: the MMA warps have stored the slot's blocks' partials; empty: the slot may take the
-  // blocks kRing slots later). A compaction here delays the MMA warps only when it outlasts the
-  // ring. The buffers' states go to shared memory at the end: the final compactions run on the
-  // MMA warps, one query each.
+  // Warp-specialized: the selection warpgroup. Selection warp s takes query s (specialized()
+  // allows at most 4 queries per CTA) block after block from the ring's slots (full: the MMA
+  // warps have stored the slot's blocks' partials; empty: the slot may take the blocks kRing slots
+  // later), and compacts it a last time after the last block. A compaction here delays the MMA
+  // warps only when it outlasts the ring. A warp without a long-window query still takes part in
+  // every barrier.
   if constexpr (kWs) {
     if (warp >= kWarps) {
       dev::setmaxnreg_dec<kSelectRegs>();
-      const int sw = warp - kWarps;
-      constexpr int kMine = kMaxQueries / kSelectWarps; // queries sw, sw + kSelectWarps, ...
-      Candidates cand[kMine];
-      bool mine[kMine];
-      int lo[kMine], hi[kMine];
-#pragma unroll
-      for (int k = 0; k < kMine; ++k) {
-        const int q = sw + k * kSelectWarps;
-        cand[k] = candidates(q);
-        mine[k] = long_window(q);
-        lo[k] = mine[k] ? win_lo[q] : 0;
-        hi[k] = mine[k] ? win_hi[q] : 0;
-      }
+      const int q = warp - kWarps;
+      const bool mine = long_window(q);
+      const int lo = mine ? win_lo[q] : 0, hi = mine ? win_hi[q] : 0;
+      Candidates cand = candidates(q);
       int seg = 0, block = seg_first[0];
       for (int j = 0; block != INT_MAX; ++j) {
         const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
         if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
         const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
-#pragma unroll
-        for (int k = 0; k < kMine; ++k) {
-          if (mine[k]) {
-            select_block<kUnroll>(cand[k], part_j, sw + k * kSelectWarps, parts, block, lo[k],
-                                  hi[k], topk, plan.slack, false, lane);
-          }
+        if (mine) {
+          select_block<kUnroll>(cand, part_j, q, parts, block, lo, hi, topk, plan.slack, false,
+                                lane);
         }
         if ((at == kSlotBlocks - 1 || j == blocks - 1) && (group + kRing) * kSlotBlocks < blocks) {
           dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
         }
         advance(seg, block);
       }
-#pragma unroll
-      for (int k = 0; k < kMine; ++k) {
-        const uint32_t kmin = __reduce_min_sync(kFull, cand[k].kmin);
-        const uint32_t kmax = __reduce_max_sync(kFull, cand[k].kmax);
-        if (mine[k] && lane == 0) {
-          uint32_t* st = state + 4 * (sw + k * kSelectWarps);
-          st[0] = static_cast<uint32_t>(cand[k].count);
-          st[1] = cand[k].thr;
-          st[2] = kmin;
-          st[3] = kmax;
-        }
-      }
-      __syncthreads(); // the states are stored
+      // A long window saw more than topk keys, all of them candidates until the first
+      // compaction, so count >= topk here; the last compaction leaves exactly the top-k.
+      if (mine && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
       return;
     }
   }
@@ -939,21 +912,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     advance(seg, block);
   }
   if constexpr (kWs) {
-    // The last block's partials; then the final compactions, one query per MMA warp, from the
-    // states the selection warps stored.
-    publish(held, j - 1);
-    __syncthreads(); // the states are stored
-    if (long_window(warp)) {
-      Candidates c = candidates(warp);
-      const uint32_t* st = state + 4 * warp;
-      c.count = static_cast<int>(st[0]);
-      c.thr = st[1];
-      c.kmin = st[2];
-      c.kmax = st[3];
-      // A long window saw more than topk keys, all of them candidates until the first
-      // compaction, so count >= topk here; the last compaction leaves exactly the top-k.
-      if (c.count > topk) compact<kUnroll>(c, topk, plan.slack, lane);
-    }
+    publish(held, j - 1); // the last block's partials
   } else {
     // The last block: its tile 1, its partials, its selection.
     __syncthreads(); // the selection of the block before has read the partials
