@@ -95,7 +95,8 @@
 // causal document; version 7 in the same runs): version 8 (each warpgroup's M tiles half a block
 // apart) H_I 32: 351.8 TFLOP/s (35.6% of 989) at T=4K, 335.8 at 16K, 371.1 at 32K (version 7:
 // 325.3, 302.8, 334.9); version 10 (warp-specialized at H_I 64) H_I 64: 432.8 (43.8%), 362.1,
-// 377.5 against version 8's 377.6, 336.8, 366.9.
+// 377.5 against version 8's 377.6, 336.8, 366.9 (measured before the specialized kernel's final
+// compactions moved from the MMA warps to the selection warps: not yet measured since).
 // Still under the 40% bar at H_I 32 (and at H_I 64 past 4K), for the selection: the kernel
 // without the selection (version 8) runs at 53-56%, without the head sums too at 62-67%. ncu of
 // the specialized kernel at H_I 32, T 16K (8 selection warps; not shipped): the selection warps
