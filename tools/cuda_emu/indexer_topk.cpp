@@ -9,8 +9,10 @@
 #include "kernel.inc"       // indexer_topk.cu as `run` rewrote it
 #include "sparse_mla_ref.h" // bf16 conversions
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +29,9 @@ enum class Keys {
   kHalfZero,    // even key rows are zero: score exactly 0 for every query
   kIdentical,   // one key row repeated: every visible key scores the same
   kFewDistinct, // 5 distinct key rows repeated: long runs of equal scores
+  kSampledHigh, // the keys the kernel samples (sample_blocks) for the rows' common window [0, n)
+                // are one row, 4x: the sample sees only its score, so where that score is high
+                // the sampled threshold admits fewer than topk keys and the row streams again
 };
 
 struct Case {
@@ -88,6 +93,14 @@ const Case kCases[] = {
     {"H200 D256 topk300", 200, 256, 300, {700}, {}, {699, 450, 301, 300, 64, 0, 601}},
     {"H128 D64 topk128", 128, 64, 128, {500, 300}, {}, {499, 130, 128, 700, 799, 640, 3}},
     {"topk4096 decode rows", 32, 128, 4096, {6000}, {}, {5999, 4500, 4097, 4096, 10}},
+    // The sampled threshold (windows of 2048+ keys, at least 2 topk): rows spread over a long
+    // document (lockstep and warp-specialized), and samples that mislead the threshold: for
+    // every row (positive weights) or some of a CTA's (signed weights), each streaming again.
+    {"sampled threshold H32 topk512", 32, 128, 512, {5000}, {}, range(2100, 5000, 53)},
+    {"sampled threshold H64 topk512", 64, 128, 512, {4600}, {}, range(2200, 4600, 97)},
+    {"sample misled, one row", 8, 32, 512, {4096}, {}, {4095}, Keys::kSampledHigh, true},
+    {"sample misled for some rows", 8, 32, 512, {4096}, {}, range(4088, 4096), Keys::kSampledHigh},
+    {"sample misled H64", 64, 128, 512, {4096}, {}, range(4092, 4096), Keys::kSampledHigh},
     // GLM-5 (H_I 32, D_I 128, topk 2048), reduced only in T: one document, every row.
     {"GLM-5 H32 T2600", 32, 128, 2048, {2600}},
     // Slow (~9 and ~2 min): GLM-5 at the GPU test's 4K tokens, H_I 32 every row, H_I 64 one
@@ -143,12 +156,28 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
       for (int d = 0; d < c.dim; ++d) in.q[t * in.q_t + h * in.q_h + d] = to_bf16(normal(rng));
   std::vector<uint16_t> base(5 * c.dim);
   for (auto& x : base) x = to_bf16(normal(rng));
+  std::vector<bool> sampled(in.tk, false);
+  if (c.keys == Keys::kSampledHigh) { // one document from key 0: the common window is [0, n)
+    const int n = *std::min_element(in.hi.begin(), in.hi.end());
+    Plan plan;
+    int rank = 0;
+    const int blocks = make_plan(c.heads, c.dim, c.topk, in.tq, plan)
+                           ? sample_blocks(n, c.topk, c.topk + plan.slack, rank)
+                           : 0;
+    if (blocks == 0) { // the case would test nothing
+      printf("%s: the kernel does not sample a window of %d keys at topk %d\n", c.name, n, c.topk);
+      std::exit(1);
+    }
+    const int m = blocks * 64;
+    for (int i = 0; i < m; ++i) sampled[(int64_t{2} * i + 1) * n / (2 * m)] = true;
+  }
   for (int j = 0; j < in.tk; ++j)
     for (int d = 0; d < c.dim; ++d) {
       uint16_t v = to_bf16(normal(rng));
       if (c.keys == Keys::kHalfZero && j % 2 == 0) v = 0;
       if (c.keys == Keys::kIdentical) v = base[d];
       if (c.keys == Keys::kFewDistinct) v = base[(j % 5) * c.dim + d];
+      if (sampled[j]) v = to_bf16(4.f * from_bf16(base[d]));
       in.k[j * in.k_t + d] = v;
     }
   for (int t = 0; t < in.tq; ++t)

@@ -165,6 +165,42 @@ constexpr int block_threads(bool ws) {
   return ws ? kThreads + 32 * kSelectWarps : kThreads;
 }
 
+// Sampled threshold: a CTA whose long windows share their first key scores a sample of the keys
+// they all see, [lo, lo + n), first: m = 64 * blocks keys, lo + ((2 i + 1) n) / (2 m) for i < m,
+// one block per kSampleKeys keys of n up to kMaxSampleBlocks (~3% of the stream). Each query then
+// starts with the rank-th largest sampled score as its threshold instead of admitting every key
+// until its buffer first fills: rank is the smallest whose expected share of the n keys (the
+// rank-th largest of m samples lies above a Beta(rank, m + 1 - rank) share of them), less
+// kSampleSigmas standard deviations, is still topk / n. So ~p n keys enter the buffer (p = rank /
+// (m + 1)) instead of ~topk (1 + ln(n / topk)), and the compactions during the stream mostly
+// vanish. A query that ends with fewer than topk candidates (the sample misled it: less likely
+// than 1 in 10^4 by the bound, or a pattern aligned with the sample) streams again from a
+// threshold of 0, so the result stays exact.
+// Returns the sampled blocks (0: no sampling, where it would not save appends) and sets rank.
+constexpr int kSampleKeys = 2048;
+constexpr int kMaxSampleBlocks = 16;
+constexpr float kSampleSigmas = 4.f;
+__host__ __device__ inline int sample_blocks(int n, int topk, int capacity, int& rank) {
+  rank = 0;
+  int blocks = n / kSampleKeys;
+  blocks = blocks < kMaxSampleBlocks ? blocks : kMaxSampleBlocks;
+  blocks = blocks < capacity / kBlockKeys ? blocks : capacity / kBlockKeys; // the sample fits
+  if (n < 2 * topk || blocks < 1) return 0;
+  const int m = blocks * kBlockKeys;
+  const float f = static_cast<float>(topk) / static_cast<float>(n);
+  for (int r = 1 + static_cast<int>(f * (m + 1)); r <= m; ++r) {
+    const float share = static_cast<float>(r) / static_cast<float>(m + 1);
+    const float sd = sqrtf(share * (1.f - share) / static_cast<float>(m + 2));
+    if (share - kSampleSigmas * sd < f) continue;
+    // worth it when the sample and the keys it admits are fewer than an unsampled stream admits
+    const float unsampled = static_cast<float>(topk) * (1.f + logf(1.f / f));
+    if (share * static_cast<float>(n) + static_cast<float>(m) >= unsampled) return 0;
+    rank = r;
+    return blocks;
+  }
+  return 0;
+}
+
 // Shapes and shared-memory layout of one launch; computed on the host, read by the kernel.
 struct Plan {
   int ksteps = 0; // 16-wide k steps: D_I padded to 16 * ksteps
@@ -424,74 +460,90 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
   return (total[2 * b + k % 2] >> (16 * (k / 2))) & 0xffffu;
 }
 
+// Where the rank-th largest of the buffer's first n entries lies (rank <= n): the bin [lo, ..)
+// that holds it, `rank` now how many of the bin's entries rank among the rank largest, and
+// whether that is all of them (`whole`; otherwise the bin is one key value: ties). Radix select
+// over 16 bins a level: the first level's bins start at the smallest key kmin and are as narrow
+// as still covers the largest kmax (2^shift keys each, not aligned to a digit: every bin of the
+// first pass is in use); each later level splits the bin that holds the rank-th largest into 16
+// (shift - 4) until that bin is taken whole or is one key value. The first level counts all n
+// entries; once the keys still in the running are at most half of them and fit in the S-word
+// scratch, the next count copies them there and the later levels count only them.
+// Cost: ~2 passes over the entries.
+struct Cut {
+  uint32_t lo;
+  int rank;
+  bool whole;
+};
+
+template <int kUnroll>
+__device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lane) {
+  __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
+  const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
+  Cut cut{kmin, rank, false};
+  if (kmin == kmax) return cut;
+  // (kmax - kmin) >> shift < 16: the span's highest bit at most 3 above the shift
+  int shift = max(0, 28 - __clz(static_cast<int>(kmax - kmin)));
+  const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
+  int src_n = n;
+  int running = n; // entries in the bin [lo, lo + 2^(shift + 4)) (every one at first)
+  bool listed = false;
+  for (bool first = true;; first = false) {
+    const bool list_now = !listed && running <= slack && 2 * running <= n;
+    uint32_t total[8];
+    if (first) {
+      count_digits<kUnroll, false, true>(src, src_n, cut.lo, shift, nullptr, lane, total);
+    } else if (list_now) {
+      count_digits<kUnroll, true, false>(src, src_n, cut.lo, shift, c.scratch, lane, total);
+      src = c.scratch;
+      src_n = running;
+      listed = true;
+    } else {
+      count_digits<kUnroll, false, false>(src, src_n, cut.lo, shift, nullptr, lane, total);
+    }
+    // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
+    uint32_t above = 0, in_bin = 0, above_bin = 0;
+    int bin = 0;
+    bool found = false;
+#pragma unroll
+    for (int d = 15; d >= 0; --d) {
+      const uint32_t in_d = digit_count(total, d);
+      const bool hit = !found && above + in_d >= static_cast<uint32_t>(cut.rank);
+      if (hit) {
+        bin = d;
+        in_bin = in_d;
+        above_bin = above;
+      }
+      found = found || hit;
+      above += in_d;
+    }
+    cut.rank -= static_cast<int>(above_bin);
+    cut.lo += static_cast<uint32_t>(bin) << shift;
+    running = static_cast<int>(in_bin);
+    if (in_bin == static_cast<uint32_t>(cut.rank)) {
+      cut.whole = true;
+      break;
+    }
+    if (shift == 0) break; // one key value: ties
+    shift = max(shift - 4, 0);
+  }
+  __syncwarp(); // the caller may rewrite the scratch
+  return cut;
+}
+
 // Keeps exactly the `topk` largest of the buffer's count (> topk) entries in slots [0, topk) and
-// raises thr to the smallest of them. Radix select over 16 bins a level: the first level's bins
-// start at the buffer's smallest key kmin and are as narrow as still covers its largest kmax
-// (2^shift keys each, not aligned to a digit: every bin of the first pass is in use); each
-// later level splits the bin that holds the topk-th largest into 16 (shift - 4) until that bin
-// is kept whole (its entries are exactly the ones still needed) or is one key value. `lo` is that
-// bin's first key, `rank` how many of its entries are still to be kept. The kept set: every
-// entry above the bin, and the bin's entries: all of them, or (one key value, ties) the first
-// `rank` in slot order. The first level counts the whole buffer; once the keys still in the
-// running are at most half of it and fit in the S-word scratch, the next count copies them there
-// and the later levels count only them.
+// raises thr to the smallest of them. find_cut gives the bin of the topk-th largest; the kept
+// set: every entry above the bin, and the bin's entries: all of them, or (one key value, ties)
+// the first `rank` in slot order.
 // Cost: ~2 passes over the buffer for the levels, 1 for the kept set.
 template <int kUnroll>
 __device__ void compact(Candidates& c, int topk, int slack, int lane) {
-  __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const int n = c.count;
-  const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
-  uint32_t lo = kmin;
-  int rank = topk;
-  bool whole = false; // the bin's entries are kept whole
-  if (kmin != kmax) {
-    // (kmax - kmin) >> shift < 16: the span's highest bit at most 3 above the shift
-    int shift = max(0, 28 - __clz(static_cast<int>(kmax - kmin)));
-    const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
-    int src_n = n;
-    int running = n; // entries in the bin [lo, lo + 2^(shift + 4)) (every one at first)
-    bool listed = false;
-    for (bool first = true;; first = false) {
-      const bool list_now = !listed && running <= slack && 2 * running <= n;
-      uint32_t total[8];
-      if (first) {
-        count_digits<kUnroll, false, true>(src, src_n, lo, shift, nullptr, lane, total);
-      } else if (list_now) {
-        count_digits<kUnroll, true, false>(src, src_n, lo, shift, c.scratch, lane, total);
-        src = c.scratch;
-        src_n = running;
-        listed = true;
-      } else {
-        count_digits<kUnroll, false, false>(src, src_n, lo, shift, nullptr, lane, total);
-      }
-      // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
-      uint32_t above = 0, in_bin = 0, above_bin = 0;
-      int bin = 0;
-      bool found = false;
-#pragma unroll
-      for (int d = 15; d >= 0; --d) {
-        const uint32_t in_d = digit_count(total, d);
-        const bool hit = !found && above + in_d >= static_cast<uint32_t>(rank);
-        if (hit) {
-          bin = d;
-          in_bin = in_d;
-          above_bin = above;
-        }
-        found = found || hit;
-        above += in_d;
-      }
-      rank -= static_cast<int>(above_bin);
-      lo += static_cast<uint32_t>(bin) << shift;
-      running = static_cast<int>(in_bin);
-      if (in_bin == static_cast<uint32_t>(rank)) {
-        whole = true;
-        break;
-      }
-      if (shift == 0) break; // one key value: ties, the first rank of them are kept
-      shift = max(shift - 4, 0);
-    }
-    __syncwarp(); // the scratch is rewritten below (holes)
-  }
+  const uint32_t kmax = __reduce_max_sync(kFull, c.kmax);
+  const Cut cut = find_cut<kUnroll>(c, n, topk, slack, lane);
+  const uint32_t lo = cut.lo;
+  const int rank = cut.rank;
+  const bool whole = cut.whole;
 
   // Slots [0, topk) that lose their entry, in order; as many survivors of [topk, n) fill them.
   // kWhole: an entry is kept when it is at least lo; otherwise (lo one key value) when above lo
@@ -601,6 +653,43 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
   return c.count > capacity - kBlockKeys;
 }
 
+// A sampled block (sample_blocks) of query q: its 64 scores appended without a window test or key
+// indices (every sampled key lies in every long window of the CTA; the sample is dropped once
+// it has given the threshold).
+__device__ void sample_block(Candidates& c, const float* part, int q, int parts, int lane) {
+  const float* mine = part + q * parts * kBlockKeys + lane;
+#pragma unroll
+  for (int half = 0; half < kBlockKeys / 32; ++half) {
+    float s = mine[half * 32];
+    for (int r = 1; r < parts; ++r) s += mine[r * kBlockKeys + half * 32];
+    const uint32_t key = order_key(s);
+    c.keys[c.count + half * 32 + lane] = key;
+    c.kmax = max(c.kmax, key);
+    c.kmin = min(c.kmin, key);
+  }
+  c.count += kBlockKeys;
+}
+
+// After the last sampled block: the query's threshold from the sample's rank-th largest key
+// (admitting that key's value: thr one below it), then an empty buffer for the stream.
+template <int kUnroll>
+__device__ void sample_threshold(Candidates& c, int rank, int slack, int lane) {
+  const Cut cut = find_cut<kUnroll>(c, c.count, rank, slack, lane);
+  uint32_t kth = cut.lo; // the bin is one key value, or taken whole: then its smallest entry
+  if (cut.whole) {
+    uint32_t least = ~0u;
+    for_each_key<kUnroll>(c.keys, 0, c.count, lane, [&](uint32_t key, int, bool valid, int) {
+      if (valid && key >= cut.lo) least = min(least, key);
+    });
+    kth = __reduce_min_sync(kFull, least);
+  }
+  __syncwarp(); // every lane has read the sample before the stream overwrites it
+  c.count = 0;
+  c.thr = kth > 0 ? kth - 1 : 0;
+  c.kmin = ~0u;
+  c.kmax = 0;
+}
+
 template <int KSTEPS, bool WS>
 __global__ void __launch_bounds__(block_threads(WS), 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
@@ -620,6 +709,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   int* seg_first = reinterpret_cast<int*>(sm + plan.seg_offset);
   int* seg_last = seg_first + kMaxQueries;
   int* seg_count = seg_last + kMaxQueries;
+  int* sample = seg_count + 1; // sampled blocks | rank << 8, first key, keys (sample_blocks)
 
   // Windows; short ones (<= topk keys, padding rows too) are answered here and leave the stream.
   if (tid < kMaxQueries) {
@@ -629,10 +719,11 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     win_hi[tid] = hi;
   }
   __syncthreads();
-  for (int i = tid; i < bq * topk; i += kBlockThreads) {
-    const int q = i / topk, j = i % topk;
+  for (int q = 0; q < bq; ++q) {
     const int lo = win_lo[q], length = win_hi[q] - lo;
-    if (length <= topk) p.out[int64_t{row0 + q} * topk + j] = j < length ? lo + j : -1;
+    if (length > topk) continue;
+    int32_t* row = p.out + int64_t{row0 + q} * topk;
+    for (int j = tid; j < topk; j += kBlockThreads) row[j] = j < length ? lo + j : -1;
   }
   // The key blocks the long windows touch, as sorted disjoint intervals.
   if (tid == 0) {
@@ -660,13 +751,36 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       }
     }
     *seg_count = merged;
+    // The sample: the keys every long window sees, where they all start at the same key.
+    int first = -1, end = INT_MAX;
+    bool shared = true;
+    for (int q = 0; q < bq; ++q) {
+      if (win_hi[q] - win_lo[q] <= topk) continue;
+      shared = shared && (first < 0 || win_lo[q] == first);
+      first = win_lo[q];
+      end = min(end, win_hi[q]);
+    }
+    int rank = 0;
+    const int sampled =
+        shared && first >= 0 ? sample_blocks(end - first, topk, topk + plan.slack, rank) : 0;
+    sample[0] = sampled | rank << 8;
+    sample[1] = first;
+    sample[2] = end - first;
   }
   __syncthreads();
   const int segments = *seg_count;
   if (segments == 0) return;
-  // Cursor over the blocks: (segment, block); block == INT_MAX past the end.
+  const int sample_count = sample[0] & 0xff, sample_rank = sample[0] >> 8;
+  const int sample_lo = sample[1], sample_n = sample[2];
+  // Cursor over the blocks: the sampled blocks (-sampled .. -1), then (segment, block); block ==
+  // INT_MAX past the end.
+  auto start = [&](int sampled) { return sampled > 0 ? -sampled : seg_first[0]; };
   auto advance = [&](int& seg, int& block) {
-    if (++block > seg_last[seg]) block = ++seg < segments ? seg_first[seg] : INT_MAX;
+    if (block < 0) {
+      block = block + 1 < 0 ? block + 1 : seg_first[0];
+    } else if (++block > seg_last[seg]) {
+      block = ++seg < segments ? seg_first[seg] : INT_MAX;
+    }
   };
   const int hp = plan.hp;
   const int parts = hp > 32 ? hp / 32 : 1; // warps (partial sums) of a query
@@ -689,6 +803,26 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // A compaction reads kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4.
   constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
   float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [ring][kParts][kBlockKeys]
+  // Offers block b's scores of query q (partials in `from`) to its buffer: a sampled block's
+  // to the sample, whose last one sets the threshold. Returns whether the buffer must compact
+  // before the next block.
+  auto offer = [&](Candidates& cand, const float* from, int q, int b, int lo, int hi, bool gang) {
+    if (b < 0) {
+      sample_block(cand, from, q, parts, lane);
+      if (b == -1) sample_threshold<kUnroll>(cand, sample_rank, plan.slack, lane);
+      return false;
+    }
+    return select_block<kUnroll>(cand, from, q, parts, b, lo, hi, topk, plan.slack, gang, lane);
+  };
+  // After a pass over the blocks, whether a query must stream again: from a threshold of 0 a long
+  // window's keys were all candidates until the first compaction, so count >= topk; from a
+  // sampled one fewer than topk may have been. Otherwise the last compaction leaves the exact
+  // top-k.
+  auto finish = [&](Candidates& cand, bool mine, int sampled) {
+    const bool again = mine && sampled > 0 && cand.count < topk;
+    if (mine && !again && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
+    return again;
+  };
 
   // Warp-specialized: the selection warpgroup. Selection warp s takes query s (specialized()
   // allows at most 4 queries per CTA) block after block from the ring's slots (full: the MMA
@@ -700,27 +834,25 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     if (warp >= kWarps) {
       dev::setmaxnreg_dec<kSelectRegs>();
       const int q = warp - kWarps;
-      const bool mine = long_window(q);
-      const int lo = mine ? win_lo[q] : 0, hi = mine ? win_hi[q] : 0;
-      Candidates cand = candidates(q);
-      int seg = 0, block = seg_first[0];
-      for (int j = 0; block != INT_MAX; ++j) {
-        const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
-        if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
-        const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
-        if (mine) {
-          select_block<kUnroll>(cand, part_j, q, parts, block, lo, hi, topk, plan.slack, false,
-                                lane);
+      const int lo = win_lo[q], hi = win_hi[q];
+      bool mine = long_window(q);
+      for (int pass = 0;; ++pass) { // a second pass only for a query the sample misled
+        const int sampled = pass == 0 ? sample_count : 0, total = blocks + sampled;
+        Candidates cand = candidates(q);
+        int seg = 0, block = start(sampled);
+        for (int j = 0; block != INT_MAX; ++j) {
+          const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
+          if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
+          const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
+          if (mine) offer(cand, part_j, q, block, lo, hi, false);
+          if ((at == kSlotBlocks - 1 || j == total - 1) && (group + kRing) * kSlotBlocks < total) {
+            dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
+          }
+          advance(seg, block);
         }
-        if ((at == kSlotBlocks - 1 || j == blocks - 1) && (group + kRing) * kSlotBlocks < blocks) {
-          dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
-        }
-        advance(seg, block);
+        mine = finish(cand, mine, sampled);
+        if (!__syncthreads_or(mine)) return; // the MMA warps meet here after each pass too
       }
-      // A long window saw more than topk keys, all of them candidates until the first
-      // compaction, so count >= topk here; the last compaction leaves exactly the top-k.
-      if (mine && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
-      return;
     }
   }
 
@@ -761,10 +893,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // (H_p <= 32), or, when a query spans several warps, the one whose first warp it is (the
   // selection work spread over both warpgroups).
   const int sel_q = warp / parts;
-  const bool select_warp = !kWs && warp % parts == 0 && long_window(sel_q);
+  bool select_warp = !kWs && warp % parts == 0 && long_window(sel_q);
   const int query_lo = select_warp ? win_lo[sel_q] : 0;
   const int query_hi = select_warp ? win_hi[sel_q] : 0;
-  Candidates cand = candidates(sel_q);
 
   // K tiles: 64 rows of 16 * KSTEPS channels, zero past tk and past D_I, swizzled chunks. A
   // thread copies chunk tid % kChunks of rows r0 + m * kRowStep, m < kLoads: kRowStep is a
@@ -782,6 +913,18 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   const int64_t src_step = int64_t{kRowStep} * p.k_t;
   auto load_tile = [&](int block, int stage) {
     const uint32_t dst = tiles + stage * plan.stage_bytes + dst0;
+    if (block < 0) { // sampled block -1 - s: keys i = 64 s + row of the sample (sample_blocks)
+      const int64_t m2 = int64_t{2} * kBlockKeys * sample_count;
+      const int i0 = (block + sample_count) * kBlockKeys + r0;
+#pragma unroll
+      for (int m = 0; m < kLoads; ++m) {
+        const int64_t key = sample_lo + (2 * int64_t{i0 + m * kRowStep} + 1) * sample_n / m2;
+        dev::cp_async_16(dst + m * kRowStep * 128,
+                         chunk_ok ? static_cast<const void*>(kp + key * p.k_t + chunk * 8) : p.k,
+                         chunk_ok ? 16 : 0);
+      }
+      return;
+    }
     const __nv_bfloat16* src = kp + int64_t{block} * kBlockKeys * p.k_t + src0;
     const int rows = p.tk - block * kBlockKeys - r0;  // copies m with m * kRowStep < rows exist
     if (chunk_ok && rows > (kLoads - 1) * kRowStep) { // every copy exists (all but the end)
@@ -814,11 +957,12 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // Warp-specialized: block b's partials into place b % kSlotBlocks of ring slot b / kSlotBlocks
   // % kRing, once the selection has taken the slot's previous blocks; the slot is full after its
   // last block.
+  int total = 0; // blocks of this pass: the sampled ones (first pass) and the window's
   auto publish = [&](const float(&acc1)[32], int b) {
     const int group = b / kSlotBlocks, at = b % kSlotBlocks, slot = group % kRing;
     if (at == 0 && group >= kRing) dev::named_barrier_sync(kEmptyBarrier + slot, kBlockThreads);
     finish_block(acc1, part + (slot * kSlotBlocks + at) * kParts * kBlockKeys);
-    if (at == kSlotBlocks - 1 || b == blocks - 1) {
+    if (at == kSlotBlocks - 1 || b == total - 1) {
       dev::named_barrier_arrive(kFullBarrier + slot, kBlockThreads);
     }
   };
@@ -839,8 +983,14 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // epilogue. M tile 1's accumulator is copied to `held` right after its wait: ptxas (CUDA
   // 13.0) tracks wgmma results within a loop iteration only, and a read in the next iteration
   // of registers a wgmma defined gets a wait injected before it (C7517), serializing the MMAs.
-  int load_seg = 0, load_block = seg_first[0];
-  int seg = 0, block = seg_first[0];
+  // Pass 0 streams the sampled blocks first where the CTA samples; pass 1 (rare: a query the
+  // sample misled, finish()) streams the window again for such queries only.
+  for (int pass = 0;; ++pass) {
+  const int sampled = pass == 0 ? sample_count : 0;
+  total = blocks + sampled;
+  Candidates cand = candidates(sel_q);
+  int load_seg = 0, load_block = start(sampled);
+  int seg = 0, block = load_block;
   load_tile(load_block, 0);
   advance(load_seg, load_block);
   dev::cp_async_commit();
@@ -851,7 +1001,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     }
     dev::cp_async_commit();
   };
-  int prev_block = -1; // the block whose M tile 1 is held (finished in the next iteration)
+  int prev_block = INT_MIN; // the block whose M tile 1 is held (finished in the next one)
   int need = 0;        // not warp-specialized: this warp's query must compact at its next block
   int j = 0;           // blocks issued
   int stage = 0;       // the stage of tile j: j % 2
@@ -890,9 +1040,8 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       issue(1);
       // The next tile's copies after the MMA's issue, which they would otherwise delay.
       load_next(stage ^ 1);
-      if (select_warp && prev_block >= 0) {
-        need = select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
-                                     plan.slack, gang, lane);
+      if (select_warp && prev_block != INT_MIN) {
+        need = offer(cand, part, sel_q, prev_block, query_lo, query_hi, gang);
       }
     }
     dev::wgmma_wait<1>(); // tile 0 of block j (tile 1 stays in flight)
@@ -912,6 +1061,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     prev_block = block;
     advance(seg, block);
   }
+  bool again = false;
   if constexpr (kWs) {
     publish(held, j - 1); // the last block's partials
   } else {
@@ -919,11 +1069,11 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     __syncthreads(); // the selection of the block before has read the partials
     finish_block(held, part);
     __syncthreads();
-    if (select_warp) {
-      select_block<kUnroll>(cand, part, sel_q, parts, prev_block, query_lo, query_hi, topk,
-                            plan.slack, false, lane);
-    }
-    if (select_warp && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
+    if (select_warp) offer(cand, part, sel_q, prev_block, query_lo, query_hi, false);
+    again = finish(cand, select_warp, sampled);
+  }
+  if (!__syncthreads_or(again)) return; // warp-specialized: the selection warps' verdict
+  select_warp = again;
   }
 }
 
