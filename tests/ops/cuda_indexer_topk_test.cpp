@@ -5,8 +5,9 @@
 // float64 from the inputs (sorted, equal within the float32 summation error of either side).
 // Cases: tiny fixture-like shapes, tile edges (T, D_I and H_I off every tile size), ragged varlen
 // batches, topk beyond the documents, context-parallel shards with padding rows and unsorted
-// query_indices, decode rows, exact ties, GLM-5 shapes (H_I 32/64, D_I 128, topk 2048) at 4K and
-// 32K tokens (with a bound on the memory the call allocates), and the calls the kernel does not
+// query_indices, decode rows, exact ties, GLM-5 shapes (H_I 32/64, D_I 128, topk 2048) at 4K, 8K
+// and 32K tokens (with a bound on the memory the call allocates), windows long enough for the cuda
+// kernel's sampled threshold and samples that mislead it, and the calls the kernel does not
 // take (float32, sizes past its limits): an error under backend.strict, torch otherwise.
 // Every test skips itself without a GPU.
 #include "core/plugin_host.h"
@@ -64,9 +65,13 @@ std::pair<int64_t, int64_t> window_of(int64_t p, const std::vector<int64_t>& len
 
 enum class Keys {
   kRandom,
-  kHalfZero,    // every other key row is zero: its score is exactly 0 for every query
-  kIdentical,   // one key row repeated: every visible key scores the same
-  kFewDistinct, // 5 distinct key rows repeated: long runs of equal scores
+  kHalfZero,     // every other key row is zero: its score is exactly 0 for every query
+  kIdentical,    // one key row repeated: every visible key scores the same
+  kFewDistinct,  // 5 distinct key rows repeated: long runs of equal scores
+  kStride32High, // the keys at 16 mod 32 are one row, 4x: what the cuda kernel samples of a
+                 // window of 2048 b keys (b a power of two up to 16: keys lo + 16 + 32 i) to start
+                 // its threshold, so where that row scores high the sample admits too few keys
+                 // and the row streams again
 };
 
 struct Case {
@@ -119,6 +124,13 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
     case Keys::kFewDistinct:
       in.k = at::randn({5, c.dim}, bf16).index_select(0, at::arange(tk, bf16.dtype(at::kLong)) % 5);
       break;
+    case Keys::kStride32High: {
+      in.k = at::randn({tk, c.dim}, bf16);
+      const at::Tensor sampled = at::arange(16, tk, 32, bf16.dtype(at::kLong));
+      in.k.index_copy_(0, sampled,
+                       (at::randn({1, c.dim}, bf16) * 4).expand({sampled.numel(), c.dim}));
+      break;
+    }
   }
   // Mixed signs, as weights_proj gives (scores can be negative, zero or positive), or positive
   // so that keys scoring 0 tie with each other above every negative score.
@@ -294,6 +306,13 @@ const Case kCases[] = {
     {"Glm5H32T4096", 32, 128, 2048, {4096}},
     {"Glm5H64T4096", 64, 128, 2048, {4096}},
     {"Glm5H32RaggedVarlen", 32, 128, 2048, {2500, 700, 3001, 1000, 5}},
+    // Windows of 2 topk keys and more, which the cuda kernel samples to start its threshold; and
+    // decode rows whose sample sees only one high-scoring key row (a second pass).
+    {"SampledThresholdH32", 32, 128, 512, {8192}, {}, range(4000, 8192, 37)},
+    {"SampledThresholdH64", 64, 128, 512, {8192}, {}, range(4000, 8192, 61)},
+    {"Glm5H32T8192", 32, 128, 2048, {8192}},
+    {"SampleMisledDecodeRow", 8, 32, 512, {8192}, {}, {8191}, Keys::kStride32High, true},
+    {"SampleMisledDecodeRowH64", 64, 128, 1024, {8192}, {}, {8191}, Keys::kStride32High, true},
 };
 
 TEST_P(CudaIndexerTopkTest, SelectsWhatTheTorchReferenceSelects) {
