@@ -55,18 +55,19 @@
 //   Sampled threshold: started at 0, thr admits every key until the buffer first fills, and a
 //     stream of n random scores appends ~topk (1 + ln(n / topk)) keys (7.5K of n = 16K at topk
 //     2048, five compactions). So where a CTA's long windows start at the same key and span at
-//     least 2 topk keys, the CTA first scores a sample of the keys they all see (one 64-key block
-//     per 2048 keys, at most 16: ~3% more MMA; sample_blocks) and each query starts at the
+//     least 2 topk keys, the CTA first scores a strided sample of the keys they all see (one
+//     64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; sample_blocks, which
+//     also declines where the sample would not save appends) and each query starts at the
 //     sample's rank-th largest score: the rank whose expected share of the window, less 4
 //     standard deviations, still holds topk keys. The invariant's second half then holds only
 //     once topk keys have entered: a query that ends its stream with fewer (its sample misled it,
 //     ~3e-5 for random order, or a pattern aligned with the sample's stride) streams the window
 //     again from 0 (a second pass of the CTA, for those queries only), so the result stays
-//     exact. Host model (random scores, topk 2048, S 1344): n = 16K: 3.2K keys appended, 1.5
-//     compactions of 4.2K keys in all, against 7.5K, 5 and 15.7K. Measured (ncu, T 16K, H_I 32):
-//     compaction instructions -55%, all instructions -8%, time unchanged in the lockstep kernel;
-//     the warp-specialized one gains 12-14% at T 16-32K (its selection warps no longer fall
-//     behind on the early blocks where every key entered).
+//     exact. Host model (tools/bench/compaction_model.py --keys 16384 --slack 1344 [--sampled]; 8
+//     queries of random scores): 7.5K -> 3.0K keys appended per query, 40 -> 9 compactions,
+//     125K -> 26K keys compacted. Measured (T 16K, H_I 32, ncu): compaction's instructions -55%,
+//     all -16%; time (16-32K): -5-7% at H_I 32, -12-14% at H_I 64, where the selection warps no
+//     longer fall behind on the early blocks in which every key entered.
 //   Gang compaction (not specialized): the CTA waits at each block's barrier for its slowest
 //     warp, so compactions are lined up: a warp that must compact at its next block says so at
 //     the barrier (__syncthreads_or), and then every query holding more than S / 4 extra
@@ -107,26 +108,25 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, 2026-12-06 third session, tools/bench/RESULTS.md; topk 2048, D_I 128, one
-// causal document; version 7 in the same runs): version 8 (each warpgroup's M tiles half a block
-// apart) H_I 32: 351.8 TFLOP/s (35.6% of 989) at T=4K, 335.8 at 16K, 371.1 at 32K (version 7:
-// 325.3, 302.8, 334.9); version 10 (warp-specialized at H_I 64) H_I 64: 432.8 (43.8%), 362.1,
-// 377.5 against version 8's 377.6, 336.8, 366.9 (measured before the specialized kernel's final
-// compactions moved from the MMA warps to the selection warps: not yet measured since).
-// Still under the 40% bar at H_I 32 (and at H_I 64 past 4K), for the selection: the kernel
-// without the selection (version 8) runs at 53-56%, without the head sums too at 62-67%. ncu of
-// the specialized kernel at H_I 32, T 16K (8 selection warps; not shipped): the selection warps
-// busy 61% of the time, ~100 instructions per query and block on the fast path (a block's 64
-// scores appended to a buffer of ~3.3K keys half of the time or more, at ~1,000 cycles a block
-// for one warp) and ~6.6K per compaction (~20K cycles), and yet the MMA warps waiting for a free
-// slot a third of theirs: a causal stream starts every query of a CTA at the same key, so their
-// heavy early blocks and their compactions come together and outlast the ring.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation:
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (fourth session)"; topk 2048, D_I 128, one
+// causal document; version 11 in the same runs): version 12 (sampled thresholds) H_I 32: 33.7-36.0%
+// of 989 at T=4K, 36.1-36.3% at 16K, 39.4-39.5% at 32K (version 11: 33.5-35.3, 33.9-34.1,
+// 37.3-37.4); H_I 64: 43.6-44.8%, 43.1-43.2%, 45.5-45.8% (version 11: 44.4-45.5, 38.2-38.6,
+// 40.1-40.7). Still under the 40% bar at H_I 32: ncu at T 16K, H_I 32 (version 12): 1.08 G
+// warp instructions (version 11: 1.28 G), 5.56 M cycles (5.93 M); the head sums (w * relu(s)
+// and the reduce-scatter) are 43% of the instructions, the selection's fast path 15%, compaction
+// 19% (version 11: 35%); warps wait at the block barriers 17% of their time (the slowest warp's
+// selection) and on fixed-latency dependencies 25%: with 2 warps per scheduler the epilogue and
+// the selection are latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
+// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 (4 selection warps, 2
+// queries each, with sampled thresholds; not shipped) ran at 32.4-36.3%: its selection warps fall
+// behind 8 queries.
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes each):
 //   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  188 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  198 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 240 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 8 bytes stack frame, 8 spill stores, 12 spill loads
+//     KSTEPS  2 (D_I <= 32):  191 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 72 bytes stack frame, 112 spill stores, 228 loads
 //   warp-specialized, 384 threads (168 registers at launch; setmaxnreg 192 / 120), 16 barriers:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
@@ -229,7 +229,7 @@ struct Plan {
   int ring = 0;         // blocks of partial sums: kRing * kSlotBlocks (warp-specialized) or 1
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
-  int seg_offset = 0;   // int merged block intervals first[kMaxQueries], last[...], count
+  int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3]
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
