@@ -181,19 +181,14 @@ constexpr int block_threads(bool ws) {
   return ws ? kThreads + 32 * kSelectWarps : kThreads;
 }
 
-// Sampled threshold: a CTA whose long windows share their first key scores a sample of the keys
-// they all see, [lo, lo + n), first: m = 64 * blocks keys, lo + ((2 i + 1) n) / (2 m) for i < m,
-// blocks the largest power of two up to kMaxSampleBlocks with one per kSampleKeys keys of n
-// (~2-3% of the stream) whose sample fits the buffer. Each query then
-// starts with the rank-th largest sampled score as its threshold instead of admitting every key
-// until its buffer first fills: rank is the smallest whose expected share of the n keys (the
+// The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
+// all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
+// blocks the largest power of two up to kMaxSampleBlocks with one per kSampleKeys keys of n whose
+// sample fits the buffer (`capacity`). rank: the smallest whose expected share of the n keys (the
 // rank-th largest of m samples lies above a Beta(rank, m + 1 - rank) share of them), less
-// kSampleSigmas standard deviations, is still topk / n. So ~p n keys enter the buffer (p = rank /
-// (m + 1)) instead of ~topk (1 + ln(n / topk)), and the compactions during the stream mostly
-// vanish. A query that ends with fewer than topk candidates (the sample misled it: less likely
-// than 1 in 10^4 by the bound, or a pattern aligned with the sample) streams again from a
-// threshold of 0, so the result stays exact.
-// Returns the sampled blocks (0: no sampling, where it would not save appends) and sets rank.
+// kSampleSigmas standard deviations, is still topk / n. Returns blocks (0: no sampling, also where
+// the sample and the ~rank / (m + 1) n keys it admits are more than an unsampled stream's ~topk
+// (1 + ln(n / topk))) and sets rank.
 constexpr int kSampleKeys = 2048;
 constexpr int kMaxSampleBlocks = 16;
 constexpr float kSampleSigmas = 4.f;
@@ -208,7 +203,6 @@ __host__ __device__ inline int sample_blocks(int n, int topk, int capacity, int&
     const float share = static_cast<float>(r) / static_cast<float>(m + 1);
     const float sd = sqrtf(share * (1.f - share) / static_cast<float>(m + 2));
     if (share - kSampleSigmas * sd < f) continue;
-    // worth it when the sample and the keys it admits are fewer than an unsampled stream admits
     const float unsampled = static_cast<float>(topk) * (1.f + logf(1.f / f));
     if (share * static_cast<float>(n) + static_cast<float>(m) >= unsampled) return 0;
     rank = r;
