@@ -55,7 +55,8 @@
 //   Sampled threshold: started at 0, thr admits every key until the buffer first fills, and a
 //     stream of n random scores appends ~topk (1 + ln(n / topk)) keys (7.5K of n = 16K at topk
 //     2048, five compactions). So where a CTA's long windows start at the same key and span at
-//     least 2 topk keys, the CTA first scores a strided sample of the keys they all see (one
+//     least 2 topk keys (and D_I <= 128: at 256 the second pass's registers would spill in the
+//     MMA loop), the CTA first scores a strided sample of the keys they all see (one
 //     64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; sample_blocks, which
 //     also declines where the sample would not save appends) and each query starts at the
 //     sample's rank-th largest score: the rank whose expected share of the window, less 4
@@ -121,12 +122,12 @@
 // without the head sums too 62-67%. The warp-specialized kernel at H_I 32 (4 selection warps, 2
 // queries each, with sampled thresholds; not shipped) ran at 32.4-36.3%: its selection warps fall
 // behind 8 queries.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes each):
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
 //     KSTEPS  2 (D_I <= 32):  191 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 72 bytes stack frame, 112 spill stores, 228 loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 20 spill stores, 28 spill loads
 //   warp-specialized, 384 threads (168 registers at launch; setmaxnreg 192 / 120), 16 barriers:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
@@ -706,6 +707,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   static_assert(!WS || KSTEPS <= 8, "Q's registers leave the selection warps no room");
   constexpr bool kWs = WS;
   constexpr int kBlockThreads = block_threads(WS);
+  // Sampled thresholds (header) where Q's registers leave room for the second pass: D_I <= 128.
+  // At D_I 256 (KSTEPS 16) its registers would spill in the MMA loop.
+  constexpr bool kSampled = KSTEPS <= 8;
   extern __shared__ __align__(128) unsigned char smem[];
   // Everything from a 1024-byte boundary (the K tiles' swizzle pattern is anchored there).
   unsigned char* const sm = smem + (1024 - dev::smem_addr(smem) % 1024) % 1024;
@@ -771,8 +775,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       end = min(end, win_hi[q]);
     }
     int rank = 0;
-    const int sampled =
-        shared && first >= 0 ? sample_blocks(end - first, topk, topk + plan.slack, rank) : 0;
+    const int sampled = kSampled && shared && first >= 0
+                            ? sample_blocks(end - first, topk, topk + plan.slack, rank)
+                            : 0;
     sample[0] = sampled | rank << 8;
     sample[1] = first;
     sample[2] = end - first;
@@ -780,7 +785,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   __syncthreads();
   const int segments = *seg_count;
   if (segments == 0) return;
-  const int sample_count = sample[0] & 0xff, sample_rank = sample[0] >> 8;
+  const int sample_count = kSampled ? sample[0] & 0xff : 0, sample_rank = sample[0] >> 8;
   const int sample_lo = sample[1], sample_n = sample[2];
   // Cursor over the blocks: the sampled blocks (-sampled .. -1), then (segment, block); block ==
   // INT_MAX past the end.
@@ -1088,10 +1093,12 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     return again;
   };
   const bool again = stream(0);
-  if (__syncthreads_or(again)) { // warp-specialized: the selection warps' verdict
-    select_warp = again;
-    stream(1);
-    __syncthreads_or(0); // the selection warps end their second pass with this barrier too
+  if constexpr (kSampled) {
+    if (__syncthreads_or(again)) { // warp-specialized: the selection warps' verdict
+      select_warp = again;
+      stream(1);
+      __syncthreads_or(0); // the selection warps end their second pass with this barrier too
+    }
   }
 }
 
