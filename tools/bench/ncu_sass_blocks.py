@@ -12,11 +12,14 @@ instructions, so that a loop costing a fifth of the kernel stands out without re
 """
 import argparse
 import csv
+import gzip
 import sys
 
 
 def read(path):
-    with open(path, newline="") as f:
+    """(address, source, stall samples, executed) per instruction; PATH may be gzipped (.gz)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
         rows = list(csv.reader(f))
     header = next(i for i, r in enumerate(rows) if "Address" in r and "Source" in r)
     names = rows[header]
