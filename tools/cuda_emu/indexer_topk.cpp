@@ -102,6 +102,17 @@ const Case kCases[] = {
     {"sample misled for some rows", 8, 32, 512, {4096}, {}, range(4088, 4096), Keys::kSampledHigh},
     {"sample misled H64", 64, 128, 512, {4096}, {}, range(4092, 4096), Keys::kSampledHigh},
     {"sample misled H32", 32, 128, 512, {4096}, {}, range(4088, 4096), Keys::kSampledHigh},
+    {"sampled CP shard, 2 documents",
+     16,
+     64,
+     512,
+     {3000, 5000},
+     {3072, 5120},
+     [] {
+       std::vector<int> rows = range(5272, 8072, 97); // document 2 (from key 3072), then 1
+       for (int p : range(2100, 3000, 61)) rows.push_back(p);
+       return rows;
+     }()},
     // GLM-5 (H_I 32, D_I 128, topk 2048), reduced only in T: one document, every row.
     {"GLM-5 H32 T2600", 32, 128, 2048, {2600}},
     // Slow (~9 and ~2 min): GLM-5 at the GPU test's 4K tokens, H_I 32 every row, H_I 64 one
