@@ -739,11 +739,17 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     int32_t* row = p.out + int64_t{row0 + q} * topk;
     for (int j = tid; j < topk; j += kBlockThreads) row[j] = j < length ? lo + j : -1;
   }
-  // The key blocks the long windows touch, as sorted disjoint intervals.
+  // The key blocks the long windows touch, as sorted disjoint intervals; and the sample's keys:
+  // those every long window sees, [lo_all, hi_all), where they all start at the same key.
   if (tid == 0) {
     int count = 0;
+    int lo_all = -1, hi_all = INT_MAX;
+    bool shared = true;
     for (int q = 0; q < bq; ++q) {
       if (win_hi[q] - win_lo[q] <= topk) continue;
+      shared = shared && (lo_all < 0 || win_lo[q] == lo_all);
+      lo_all = win_lo[q];
+      hi_all = min(hi_all, win_hi[q]);
       int first = win_lo[q] / kBlockKeys, last = (win_hi[q] - 1) / kBlockKeys;
       int at = count++; // insertion by first block
       while (at > 0 && seg_first[at - 1] > first) {
@@ -765,22 +771,13 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       }
     }
     *seg_count = merged;
-    // The sample: the keys every long window sees, where they all start at the same key.
-    int first = -1, end = INT_MAX;
-    bool shared = true;
-    for (int q = 0; q < bq; ++q) {
-      if (win_hi[q] - win_lo[q] <= topk) continue;
-      shared = shared && (first < 0 || win_lo[q] == first);
-      first = win_lo[q];
-      end = min(end, win_hi[q]);
-    }
     int rank = 0;
-    const int sampled = kSampled && shared && first >= 0
-                            ? sample_blocks(end - first, topk, topk + plan.slack, rank)
+    const int sampled = kSampled && shared && lo_all >= 0
+                            ? sample_blocks(hi_all - lo_all, topk, topk + plan.slack, rank)
                             : 0;
     sample[0] = sampled | rank << 8;
-    sample[1] = first;
-    sample[2] = end - first;
+    sample[1] = lo_all;
+    sample[2] = hi_all - lo_all;
   }
   __syncthreads();
   const int segments = *seg_count;
@@ -851,7 +848,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       const int q = warp - kWarps;
       const int lo = win_lo[q], hi = win_hi[q];
       bool mine = long_window(q);
-      for (int pass = 0;; ++pass) { // a second pass only for a query the sample misled
+      // A second pass only for a query the sample misled (a loop here: these warps issue no
+      // wgmma, whose descriptors a loop would move out of the uniform datapath; see stream()).
+      for (int pass = 0;; ++pass) {
         const int sampled = pass == 0 ? sample_count : 0, total = blocks + sampled;
         Candidates cand = candidates(q);
         int seg = 0, block = start(sampled);
