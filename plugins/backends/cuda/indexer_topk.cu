@@ -784,14 +784,25 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   if (segments == 0) return;
   const int sample_count = kSampled ? sample[0] & 0xff : 0, sample_rank = sample[0] >> 8;
   const int sample_lo = sample[1], sample_n = sample[2];
-  // Cursor over the blocks: the sampled blocks (-sampled .. -1), then (segment, block); block ==
-  // INT_MAX past the end.
-  auto start = [&](int sampled) { return sampled > 0 ? -sampled : seg_first[0]; };
-  auto advance = [&](int& seg, int& block) {
-    if (block < 0) {
-      block = block + 1 < 0 ? block + 1 : seg_first[0];
-    } else if (++block > seg_last[seg]) {
-      block = ++seg < segments ? seg_first[seg] : INT_MAX;
+  // Cursor over the blocks: the sampled blocks (-sampled .. -1), then the segments' blocks;
+  // block == INT_MAX past the end. The segment's last block stays in a register (no shared-memory
+  // load on the loop's path but at a segment's end).
+  struct Cursor {
+    int seg, block, last;
+  };
+  auto start = [&](int sampled) {
+    return Cursor{0, sampled > 0 ? -sampled : seg_first[0], seg_last[0]};
+  };
+  auto advance = [&](Cursor& c) {
+    if (c.block < 0) {
+      c.block = c.block + 1 < 0 ? c.block + 1 : seg_first[0];
+    } else if (++c.block > c.last) {
+      if (++c.seg < segments) {
+        c.block = seg_first[c.seg];
+        c.last = seg_last[c.seg];
+      } else {
+        c.block = INT_MAX;
+      }
     }
   };
   const int hp = plan.hp;
@@ -853,8 +864,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       for (int pass = 0;; ++pass) {
         const int sampled = pass == 0 ? sample_count : 0, total = blocks + sampled;
         Candidates cand = candidates(q);
-        int seg = 0, block = start(sampled);
-        for (int j = 0; block != INT_MAX; ++j) {
+        Cursor cur = start(sampled);
+        for (int j = 0; cur.block != INT_MAX; ++j) {
+          const int block = cur.block;
           const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
           if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
           const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
@@ -862,7 +874,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
           if ((at == kSlotBlocks - 1 || j == total - 1) && (group + kRing) * kSlotBlocks < total) {
             dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
           }
-          advance(seg, block);
+          advance(cur);
         }
         mine = finish(cand, mine, sampled);
         if (!__syncthreads_or(mine)) return; // the MMA warps meet here after each pass too
@@ -1005,15 +1017,14 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     const int sampled = pass == 0 ? sample_count : 0;
     total = blocks + sampled;
     Candidates cand = candidates(sel_q);
-    int load_seg = 0, load_block = start(sampled);
-    int seg = 0, block = load_block;
-    load_tile(load_block, 0);
-    advance(load_seg, load_block);
+    Cursor load = start(sampled), cur = load; // the next tile to copy, the next to compute
+    load_tile(load.block, 0);
+    advance(load);
     dev::cp_async_commit();
     auto load_next = [&](int stage) {
-      if (load_block != INT_MAX) {
-        load_tile(load_block, stage);
-        advance(load_seg, load_block);
+      if (load.block != INT_MAX) {
+        load_tile(load.block, stage);
+        advance(load);
       }
       dev::cp_async_commit();
     };
@@ -1025,7 +1036,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
 #pragma unroll
     for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
-    for (; block != INT_MAX; stage ^= 1, ++j) {
+    for (; cur.block != INT_MAX; stage ^= 1, ++j) {
       dev::cp_async_wait<0>();
       dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
       bool gang = false;
@@ -1075,8 +1086,8 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       dev::fence_regs(acc[1]);
 #pragma unroll
       for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
-      prev_block = block;
-      advance(seg, block);
+      prev_block = cur.block;
+      advance(cur);
     }
     bool again = false;
     if constexpr (kWs) {
