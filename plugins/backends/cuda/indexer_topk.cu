@@ -124,8 +124,8 @@
 // behind 8 queries.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  191 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  217 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 20 spill stores, 28 spill loads
 //   warp-specialized, 384 threads (168 registers at launch; setmaxnreg 192 / 120), 16 barriers:
