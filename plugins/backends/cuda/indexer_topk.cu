@@ -154,33 +154,33 @@ constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk ro
 constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
 constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
 constexpr unsigned kFull = 0xffffffffu;
-// Warp-specialized launches (specialized() below): a third warpgroup selects, fed through a ring
-// of partial-sum slots by named barriers: the MMA warps' own, then one full and one empty per
-// slot.
-constexpr int kSelectWarps = 4;
+// Warp-specialized launches (select_warps() below): selection warps, one per query, fed through
+// a ring of partial-sum slots by named barriers: the MMA warps' own, then one full and one empty
+// per slot.
 constexpr int kRing = 6;       // slots
 constexpr int kSlotBlocks = 2; // key blocks of partial sums per slot
 constexpr int kMmaBarrier = 1;
 constexpr int kFullBarrier = 2;
 constexpr int kEmptyBarrier = kFullBarrier + kRing;
 static_assert(kEmptyBarrier + kRing <= 16, "16 hardware barriers per CTA");
-static_assert(kCols / 64 <= kSelectWarps, "a selection warp per query of a specialized CTA");
 // Registers per thread (setmaxnreg) of the MMA warps and of the selection warps: the 64K of the
-// SM's register file, where each of the 384 threads would get 168 (too few for Q, the two
-// accumulators and the held one at D_I = 128: spills).
+// SM's register file, where each of the 384 (512) threads would get 168 (128): too few for Q,
+// the two accumulators and the held one at D_I = 128 (spills).
 constexpr int kMmaRegs = 192;
-constexpr int kSelectRegs = 120;
-static_assert(2 * 128 * kMmaRegs + 32 * kSelectWarps * kSelectRegs <= 65536,
-              "the SM's register file");
-// Specialized where Q's registers leave room (D_I <= 128) and a CTA holds at most 4 queries
-// (H_p >= 64): with 8 queries (H_I <= 32) 4 selection warps fall behind the MMA warps (measured:
-// tools/bench/RESULTS.md, 2026-12-06 third session), and the lockstep schedule is faster.
-constexpr bool specialized(int ksteps, int hp) {
-  return ksteps <= 8 && hp >= 64;
+constexpr int select_regs(int sel) {
+  return sel > 4 ? 64 : 120;
 }
-constexpr int block_threads(bool ws) {
-  return ws ? kThreads + 32 * kSelectWarps : kThreads;
+// Selection warps of a launch: one per query where Q's registers leave room (D_I <= 128) and
+// H_p >= 32 (a CTA holds 4 queries at H_p 64, 8 at 32); 0 otherwise: the MMA warps select too
+// (lockstep).
+constexpr int select_warps(int ksteps, int hp) {
+  return ksteps > 8 || hp < 32 ? 0 : hp == 32 ? 8 : 4;
 }
+constexpr int block_threads(int sel) {
+  return kThreads + 32 * sel;
+}
+static_assert(2 * 128 * kMmaRegs + 32 * 4 * select_regs(4) <= 65536, "the SM's register file");
+static_assert(2 * 128 * kMmaRegs + 32 * 8 * select_regs(8) <= 65536, "the SM's register file");
 
 // The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
 // all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
@@ -220,7 +220,7 @@ struct Plan {
   int bq = 0;     // query rows per CTA
   int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
-  bool ws = false;      // warp-specialized (specialized())
+  int sel = 0;          // selection warps (select_warps()): 0 lockstep, else warp-specialized
   int ring = 0;         // blocks of partial sums: kRing * kSlotBlocks (warp-specialized) or 1
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
@@ -238,7 +238,7 @@ int64_t query_bytes(int topk, int slack) {
 // The layout after the K stages (p.ws set) and the most queries per CTA whose buffers fit with
 // a slack S of at least min(topk, 512) (fewer compactions), else one query with any S >= 64.
 bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
-  p.ring = p.ws ? kRing * kSlotBlocks : 1;
+  p.ring = p.sel > 0 ? kRing * kSlotBlocks : 1;
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
   p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
@@ -278,8 +278,8 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   p.stage_bytes = kBlockKeys * p.atoms * 128;
   p.part_offset = kStages * p.stage_bytes;
   if (!fit_queries(p, topk, rows, plan)) return false;
-  if (specialized(p.ksteps, p.hp)) {
-    p.ws = true;
+  if (select_warps(p.ksteps, p.hp) > 0) {
+    p.sel = select_warps(p.ksteps, p.hp);
     Plan ws;
     if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
   }
@@ -701,12 +701,12 @@ __device__ void sample_threshold(Candidates& c, int rank, int slack, int lane) {
   c.kmax = 0;
 }
 
-template <int KSTEPS, bool WS>
-__global__ void __launch_bounds__(block_threads(WS), 1)
+template <int KSTEPS, int SEL>
+__global__ void __launch_bounds__(block_threads(SEL), 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
-  static_assert(!WS || KSTEPS <= 8, "Q's registers leave the selection warps no room");
-  constexpr bool kWs = WS;
-  constexpr int kBlockThreads = block_threads(WS);
+  static_assert(SEL == 0 || KSTEPS <= 8, "Q's registers leave the selection warps no room");
+  constexpr bool kWs = SEL > 0;
+  constexpr int kBlockThreads = block_threads(SEL);
   // Sampled thresholds (header) where Q's registers leave room for the second pass: D_I <= 128.
   // At D_I 256 (KSTEPS 16) its registers would spill in the MMA loop.
   constexpr bool kSampled = KSTEPS <= 8;
@@ -855,7 +855,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // every barrier.
   if constexpr (kWs) {
     if (warp >= kWarps) {
-      dev::setmaxnreg_dec<kSelectRegs>();
+      dev::setmaxnreg_dec<select_regs(SEL)>();
       const int q = warp - kWarps;
       const int lo = win_lo[q], hi = win_hi[q];
       bool mine = long_window(q);
@@ -1112,23 +1112,24 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   }
 }
 
-template <int KSTEPS, bool WS>
+template <int KSTEPS, int SEL>
 cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
-  auto* kernel = &indexer_topk_kernel<KSTEPS, WS>;
+  auto* kernel = &indexer_topk_kernel<KSTEPS, SEL>;
   cudaError_t status =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
   if (status != cudaSuccess) return status;
   const int blocks = (p.tq + plan.bq - 1) / plan.bq;
-  kernel<<<blocks, block_threads(WS), plan.smem_bytes, stream>>>(p, plan);
+  kernel<<<blocks, block_threads(SEL), plan.smem_bytes, stream>>>(p, plan);
   return cudaGetLastError();
 }
 
 template <int KSTEPS>
 cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
   if constexpr (KSTEPS <= 8) {
-    if (plan.ws) return launch<KSTEPS, true>(p, plan, stream);
+    if (plan.sel == 8) return launch<KSTEPS, 8>(p, plan, stream);
+    if (plan.sel == 4) return launch<KSTEPS, 4>(p, plan, stream);
   }
-  return launch<KSTEPS, false>(p, plan, stream);
+  return launch<KSTEPS, 0>(p, plan, stream);
 }
 
 } // namespace
