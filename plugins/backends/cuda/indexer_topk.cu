@@ -615,33 +615,35 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   c.kmax = kmax;
 }
 
-// Offers the block's 64 scores of query `q` (partials in part[q * parts + r][key]) to its buffer.
-// The buffer compacts first when the block might not fit, or, short of that, when `gang` says
-// another query of the CTA compacts now and this one holds more than S / 4 extra entries: the
-// CTA waits for its slowest compaction at the next barrier anyway, so compactions done together
-// cost the time of one. Returns whether the buffer must compact before the next block.
-template <int kUnroll>
-__device__ bool select_block(Candidates& c, const float* part, int q, int parts, int block, int lo,
-                             int hi, int topk, int slack, bool gang, int lane) {
+// Offers kBlocks blocks' 64 scores each of query `q` to its buffer: block i's partials in
+// part[i * block_stride + (q * parts + r) * kBlockKeys + key]. The buffer compacts first when the
+// blocks might not fit, or, short of that, when `gang` says another query of the CTA compacts now
+// and this one holds more than S / 4 extra entries: the CTA waits for its slowest compaction at
+// the next barrier anyway, so compactions done together cost the time of one. Returns whether
+// the buffer must compact before the next kBlocks blocks (kBlocks * 64 <= S).
+template <int kUnroll, int kBlocks = 1>
+__device__ bool select_block(Candidates& c, const float* part, int block_stride, int q, int parts,
+                             const int (&block)[kBlocks], int lo, int hi, int topk, int slack,
+                             bool gang, int lane) {
   const int capacity = topk + slack;
-  if (c.count > capacity - kBlockKeys || (gang && c.count > topk + slack / 4)) {
+  if (c.count > capacity - kBlocks * kBlockKeys || (gang && c.count > topk + slack / 4)) {
     compact<kUnroll>(c, topk, slack, lane);
   }
-  // Both 32-key halves scored and balloted before either appends (independent work in flight).
-  constexpr int kHalves = kBlockKeys / 32;
+  // Every 32-key half scored and balloted before any appends (independent work in flight).
+  constexpr int kHalves = kBlocks * kBlockKeys / 32;
   uint32_t key[kHalves], takes[kHalves];
   bool take[kHalves];
   const float* mine = part + q * parts * kBlockKeys + lane; // the query's first partial row
+  auto key_index = [&](int half) { return block[half / 2] * kBlockKeys + (half % 2) * 32 + lane; };
 #pragma unroll
   for (int half = 0; half < kHalves; ++half) {
-    const int j = half * 32 + lane;
-    float s = mine[half * 32];
+    const float* from = mine + (half / 2) * block_stride + (half % 2) * 32;
+    float s = from[0];
     if (parts > 1) { // H_p >= 64 only: one partial per warp of the query
-      for (int r = 1; r < parts; ++r) s += mine[r * kBlockKeys + half * 32];
+      for (int r = 1; r < parts; ++r) s += from[r * kBlockKeys];
     }
-    const int key_index = block * kBlockKeys + j;
     key[half] = order_key(s);
-    take[half] = key_index >= lo && key_index < hi && key[half] > c.thr;
+    take[half] = key_index(half) >= lo && key_index(half) < hi && key[half] > c.thr;
   }
 #pragma unroll
   for (int half = 0; half < kHalves; ++half) takes[half] = __ballot_sync(kFull, take[half]);
@@ -649,19 +651,18 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
   for (int half = 0; half < kHalves; ++half) {
     if (take[half]) {
       const int slot = c.count + __popc(takes[half] & lanes_below(lane));
-      const int key_index = block * kBlockKeys + half * 32 + lane;
       c.keys[slot] = key[half];
       if (slot < topk) {
-        c.out[slot] = key_index;
+        c.out[slot] = key_index(half);
       } else {
-        c.nidx[slot - topk] = key_index;
+        c.nidx[slot - topk] = key_index(half);
       }
       c.kmax = max(c.kmax, key[half]);
       c.kmin = min(c.kmin, key[half]);
     }
     c.count += __popc(takes[half]);
   }
-  return c.count > capacity - kBlockKeys;
+  return c.count > capacity - kBlocks * kBlockKeys;
 }
 
 // A sampled block (sample_blocks) of query q: its 64 scores appended without a window test or key
@@ -835,7 +836,9 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       if (b == -1) sample_threshold<kUnroll>(cand, sample_rank, plan.slack, lane);
       return false;
     }
-    return select_block<kUnroll>(cand, from, q, parts, b, lo, hi, topk, plan.slack, gang, lane);
+    const int one[1] = {b};
+    return select_block<kUnroll>(cand, from, 0, q, parts, one, lo, hi, topk, plan.slack, gang,
+                                 lane);
   };
   // After a pass over the blocks, whether a query must stream again: from a threshold of 0 a long
   // window's keys were all candidates until the first compaction, so count >= topk; from a
@@ -865,16 +868,32 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         const int sampled = pass == 0 ? sample_count : 0, total = blocks + sampled;
         Candidates cand = candidates(q);
         Cursor cur = start(sampled);
-        for (int j = 0; cur.block != INT_MAX; ++j) {
-          const int block = cur.block;
-          const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
-          if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
-          const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
-          if (mine) offer(cand, part_j, q, block, lo, hi, false);
-          if ((at == kSlotBlocks - 1 || j == total - 1) && (group + kRing) * kSlotBlocks < total) {
+        // A slot's blocks at a time: both of a full slot of stream blocks offered together
+        // (twice the independent work per call) where S holds them.
+        static_assert(kSlotBlocks == 2, "slots of two blocks");
+        for (int group = 0; cur.block != INT_MAX; ++group) {
+          const int slot = group % kRing;
+          dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
+          const float* part_s = part + slot * kSlotBlocks * kParts * kBlockKeys;
+          int pair[2];
+          pair[0] = cur.block;
+          advance(cur);
+          pair[1] = cur.block;
+          if (pair[1] != INT_MAX) advance(cur);
+          if (mine) {
+            if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
+              select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
+                                       topk, plan.slack, false, lane);
+            } else {
+              offer(cand, part_s, q, pair[0], lo, hi, false);
+              if (pair[1] != INT_MAX) {
+                offer(cand, part_s + kParts * kBlockKeys, q, pair[1], lo, hi, false);
+              }
+            }
+          }
+          if ((group + kRing) * kSlotBlocks < total) {
             dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
           }
-          advance(cur);
         }
         mine = finish(cand, mine, sampled);
         if (!__syncthreads_or(mine)) return; // the MMA warps meet here after each pass too
