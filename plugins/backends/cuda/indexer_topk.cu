@@ -224,7 +224,7 @@ struct Plan {
   int ring = 0;         // blocks of partial sums: kRing * kSlotBlocks (warp-specialized) or 1
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
-  int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3]
+  int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3], gang
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
@@ -241,7 +241,7 @@ bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
   p.ring = p.sel > 0 ? kRing * kSlotBlocks : 1;
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
-  p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
+  p.query_offset = p.seg_offset + (2 * kMaxQueries + 8) * 4; // + 3 unused: 16-byte aligned
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -725,6 +725,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   int* seg_last = seg_first + kMaxQueries;
   int* seg_count = seg_last + kMaxQueries;
   int* sample = seg_count + 1; // sampled blocks | rank << 8, first key, keys (sample_blocks)
+  int* gang_at = sample + 3;   // warp-specialized: the latest slot a selection warp compacts at
 
   // Windows; short ones (<= topk keys, padding rows too) are answered here and leave the stream.
   if (tid < kMaxQueries) {
@@ -779,6 +780,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     sample[0] = sampled | rank << 8;
     sample[1] = lo_all;
     sample[2] = hi_all - lo_all;
+    *gang_at = -1;
   }
   __syncthreads();
   const int segments = *seg_count;
@@ -881,11 +883,20 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
           pair[1] = cur.block;
           if (pair[1] != INT_MAX) advance(cur);
           if (mine) {
+            // Gang compaction, loosely: a warp that must compact at this slot says so in
+            // gang_at, and a warp that sees a compaction at this slot or the one before compacts
+            // too if its buffer holds more than S / 4 extra entries, so that the ring waits for
+            // one compaction where it would wait for several one after another.
+            const int stamp = pass << 24 | group;
+            const bool must = cand.count > capacity - kSlotBlocks * kBlockKeys;
+            if (must && lane == 0) atomicMax(gang_at, stamp);
+            const bool gang = must || __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at),
+                                                  0) >= stamp - 1;
             if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
               select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
-                                       topk, plan.slack, false, lane);
+                                       topk, plan.slack, gang, lane);
             } else {
-              offer(cand, part_s, q, pair[0], lo, hi, false);
+              offer(cand, part_s, q, pair[0], lo, hi, gang);
               if (pair[1] != INT_MAX) {
                 offer(cand, part_s + kParts * kBlockKeys, q, pair[1], lo, hi, false);
               }
