@@ -569,6 +569,11 @@ EMU_NOSAN inline unsigned atomicOr(unsigned* p, unsigned v) {
   *p |= v;
   return old;
 }
+EMU_NOSAN inline int atomicMax(int* p, int v) {
+  const int old = *p;
+  if (v > old) *p = v;
+  return old;
+}
 EMU_NOSAN inline float4 atomicAdd(float4* p, float4 v) {
   const float4 old = *p;
   p->x += v.x;

@@ -154,33 +154,33 @@ constexpr int kMaxSlack = 2048;        // S is at most this (and at most topk ro
 constexpr int kSmemLimit = 227 * 1024; // opt-in shared memory per block on sm_90
 constexpr int kAlignSlack = 1024;      // the K tiles start on a 1024-byte boundary
 constexpr unsigned kFull = 0xffffffffu;
-// Warp-specialized launches (specialized() below): a third warpgroup selects, fed through a ring
-// of partial-sum slots by named barriers: the MMA warps' own, then one full and one empty per
-// slot.
-constexpr int kSelectWarps = 4;
+// Warp-specialized launches (select_warps() below): selection warps, one per query, fed through
+// a ring of partial-sum slots by named barriers: the MMA warps' own, then one full and one empty
+// per slot.
 constexpr int kRing = 6;       // slots
 constexpr int kSlotBlocks = 2; // key blocks of partial sums per slot
 constexpr int kMmaBarrier = 1;
 constexpr int kFullBarrier = 2;
 constexpr int kEmptyBarrier = kFullBarrier + kRing;
 static_assert(kEmptyBarrier + kRing <= 16, "16 hardware barriers per CTA");
-static_assert(kCols / 64 <= kSelectWarps, "a selection warp per query of a specialized CTA");
 // Registers per thread (setmaxnreg) of the MMA warps and of the selection warps: the 64K of the
-// SM's register file, where each of the 384 threads would get 168 (too few for Q, the two
-// accumulators and the held one at D_I = 128: spills).
+// SM's register file, where each of the 384 (512) threads would get 168 (128): too few for Q,
+// the two accumulators and the held one at D_I = 128 (spills).
 constexpr int kMmaRegs = 192;
-constexpr int kSelectRegs = 120;
-static_assert(2 * 128 * kMmaRegs + 32 * kSelectWarps * kSelectRegs <= 65536,
-              "the SM's register file");
-// Specialized where Q's registers leave room (D_I <= 128) and a CTA holds at most 4 queries
-// (H_p >= 64): with 8 queries (H_I <= 32) 4 selection warps fall behind the MMA warps (measured:
-// tools/bench/RESULTS.md, 2026-12-06 third session), and the lockstep schedule is faster.
-constexpr bool specialized(int ksteps, int hp) {
-  return ksteps <= 8 && hp >= 64;
+constexpr int select_regs(int sel) {
+  return sel > 4 ? 64 : 120;
 }
-constexpr int block_threads(bool ws) {
-  return ws ? kThreads + 32 * kSelectWarps : kThreads;
+// Selection warps of a launch: one per query where Q's registers leave room (D_I <= 128) and
+// H_p >= 32 (a CTA holds 4 queries at H_p 64, 8 at 32); 0 otherwise: the MMA warps select too
+// (lockstep).
+constexpr int select_warps(int ksteps, int hp) {
+  return ksteps > 8 || hp < 32 ? 0 : hp == 32 ? 8 : 4;
 }
+constexpr int block_threads(int sel) {
+  return kThreads + 32 * sel;
+}
+static_assert(2 * 128 * kMmaRegs + 32 * 4 * select_regs(4) <= 65536, "the SM's register file");
+static_assert(2 * 128 * kMmaRegs + 32 * 8 * select_regs(8) <= 65536, "the SM's register file");
 
 // The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
 // all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
@@ -220,11 +220,11 @@ struct Plan {
   int bq = 0;     // query rows per CTA
   int slack = 0;  // S: candidate slots beyond topk
   int stage_bytes = 0;
-  bool ws = false;      // warp-specialized (specialized())
+  int sel = 0;          // selection warps (select_warps()): 0 lockstep, else warp-specialized
   int ring = 0;         // blocks of partial sums: kRing * kSlotBlocks (warp-specialized) or 1
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
-  int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3]
+  int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3], gang
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
@@ -238,10 +238,10 @@ int64_t query_bytes(int topk, int slack) {
 // The layout after the K stages (p.ws set) and the most queries per CTA whose buffers fit with
 // a slack S of at least min(topk, 512) (fewer compactions), else one query with any S >= 64.
 bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
-  p.ring = p.ws ? kRing * kSlotBlocks : 1;
+  p.ring = p.sel > 0 ? kRing * kSlotBlocks : 1;
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
-  p.query_offset = p.seg_offset + (2 * kMaxQueries + 4) * 4;
+  p.query_offset = p.seg_offset + (2 * kMaxQueries + 8) * 4; // + 3 unused: 16-byte aligned
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -278,8 +278,8 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   p.stage_bytes = kBlockKeys * p.atoms * 128;
   p.part_offset = kStages * p.stage_bytes;
   if (!fit_queries(p, topk, rows, plan)) return false;
-  if (specialized(p.ksteps, p.hp)) {
-    p.ws = true;
+  if (select_warps(p.ksteps, p.hp) > 0) {
+    p.sel = select_warps(p.ksteps, p.hp);
     Plan ws;
     if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
   }
@@ -615,33 +615,35 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   c.kmax = kmax;
 }
 
-// Offers the block's 64 scores of query `q` (partials in part[q * parts + r][key]) to its buffer.
-// The buffer compacts first when the block might not fit, or, short of that, when `gang` says
-// another query of the CTA compacts now and this one holds more than S / 4 extra entries: the
-// CTA waits for its slowest compaction at the next barrier anyway, so compactions done together
-// cost the time of one. Returns whether the buffer must compact before the next block.
-template <int kUnroll>
-__device__ bool select_block(Candidates& c, const float* part, int q, int parts, int block, int lo,
-                             int hi, int topk, int slack, bool gang, int lane) {
+// Offers kBlocks blocks' 64 scores each of query `q` to its buffer: block i's partials in
+// part[i * block_stride + (q * parts + r) * kBlockKeys + key]. The buffer compacts first when the
+// blocks might not fit, or, short of that, when `gang` says another query of the CTA compacts now
+// and this one holds more than S / 4 extra entries: the CTA waits for its slowest compaction at
+// the next barrier anyway, so compactions done together cost the time of one. Returns whether
+// the buffer must compact before the next kBlocks blocks (kBlocks * 64 <= S).
+template <int kUnroll, int kBlocks = 1>
+__device__ bool select_block(Candidates& c, const float* part, int block_stride, int q, int parts,
+                             const int (&block)[kBlocks], int lo, int hi, int topk, int slack,
+                             bool gang, int lane) {
   const int capacity = topk + slack;
-  if (c.count > capacity - kBlockKeys || (gang && c.count > topk + slack / 4)) {
+  if (c.count > capacity - kBlocks * kBlockKeys || (gang && c.count > topk + slack / 4)) {
     compact<kUnroll>(c, topk, slack, lane);
   }
-  // Both 32-key halves scored and balloted before either appends (independent work in flight).
-  constexpr int kHalves = kBlockKeys / 32;
+  // Every 32-key half scored and balloted before any appends (independent work in flight).
+  constexpr int kHalves = kBlocks * kBlockKeys / 32;
   uint32_t key[kHalves], takes[kHalves];
   bool take[kHalves];
   const float* mine = part + q * parts * kBlockKeys + lane; // the query's first partial row
+  auto key_index = [&](int half) { return block[half / 2] * kBlockKeys + (half % 2) * 32 + lane; };
 #pragma unroll
   for (int half = 0; half < kHalves; ++half) {
-    const int j = half * 32 + lane;
-    float s = mine[half * 32];
+    const float* from = mine + (half / 2) * block_stride + (half % 2) * 32;
+    float s = from[0];
     if (parts > 1) { // H_p >= 64 only: one partial per warp of the query
-      for (int r = 1; r < parts; ++r) s += mine[r * kBlockKeys + half * 32];
+      for (int r = 1; r < parts; ++r) s += from[r * kBlockKeys];
     }
-    const int key_index = block * kBlockKeys + j;
     key[half] = order_key(s);
-    take[half] = key_index >= lo && key_index < hi && key[half] > c.thr;
+    take[half] = key_index(half) >= lo && key_index(half) < hi && key[half] > c.thr;
   }
 #pragma unroll
   for (int half = 0; half < kHalves; ++half) takes[half] = __ballot_sync(kFull, take[half]);
@@ -649,19 +651,18 @@ __device__ bool select_block(Candidates& c, const float* part, int q, int parts,
   for (int half = 0; half < kHalves; ++half) {
     if (take[half]) {
       const int slot = c.count + __popc(takes[half] & lanes_below(lane));
-      const int key_index = block * kBlockKeys + half * 32 + lane;
       c.keys[slot] = key[half];
       if (slot < topk) {
-        c.out[slot] = key_index;
+        c.out[slot] = key_index(half);
       } else {
-        c.nidx[slot - topk] = key_index;
+        c.nidx[slot - topk] = key_index(half);
       }
       c.kmax = max(c.kmax, key[half]);
       c.kmin = min(c.kmin, key[half]);
     }
     c.count += __popc(takes[half]);
   }
-  return c.count > capacity - kBlockKeys;
+  return c.count > capacity - kBlocks * kBlockKeys;
 }
 
 // A sampled block (sample_blocks) of query q: its 64 scores appended without a window test or key
@@ -701,12 +702,12 @@ __device__ void sample_threshold(Candidates& c, int rank, int slack, int lane) {
   c.kmax = 0;
 }
 
-template <int KSTEPS, bool WS>
-__global__ void __launch_bounds__(block_threads(WS), 1)
+template <int KSTEPS, int SEL>
+__global__ void __launch_bounds__(block_threads(SEL), 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
-  static_assert(!WS || KSTEPS <= 8, "Q's registers leave the selection warps no room");
-  constexpr bool kWs = WS;
-  constexpr int kBlockThreads = block_threads(WS);
+  static_assert(SEL == 0 || KSTEPS <= 8, "Q's registers leave the selection warps no room");
+  constexpr bool kWs = SEL > 0;
+  constexpr int kBlockThreads = block_threads(SEL);
   // Sampled thresholds (header) where Q's registers leave room for the second pass: D_I <= 128.
   // At D_I 256 (KSTEPS 16) its registers would spill in the MMA loop.
   constexpr bool kSampled = KSTEPS <= 8;
@@ -724,6 +725,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   int* seg_last = seg_first + kMaxQueries;
   int* seg_count = seg_last + kMaxQueries;
   int* sample = seg_count + 1; // sampled blocks | rank << 8, first key, keys (sample_blocks)
+  int* gang_at = sample + 3;   // warp-specialized: the latest slot a selection warp compacts at
 
   // Windows; short ones (<= topk keys, padding rows too) are answered here and leave the stream.
   if (tid < kMaxQueries) {
@@ -778,6 +780,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
     sample[0] = sampled | rank << 8;
     sample[1] = lo_all;
     sample[2] = hi_all - lo_all;
+    *gang_at = -1;
   }
   __syncthreads();
   const int segments = *seg_count;
@@ -835,7 +838,9 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
       if (b == -1) sample_threshold<kUnroll>(cand, sample_rank, plan.slack, lane);
       return false;
     }
-    return select_block<kUnroll>(cand, from, q, parts, b, lo, hi, topk, plan.slack, gang, lane);
+    const int one[1] = {b};
+    return select_block<kUnroll>(cand, from, 0, q, parts, one, lo, hi, topk, plan.slack, gang,
+                                 lane);
   };
   // After a pass over the blocks, whether a query must stream again: from a threshold of 0 a long
   // window's keys were all candidates until the first compaction, so count >= topk; from a
@@ -855,7 +860,7 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   // every barrier.
   if constexpr (kWs) {
     if (warp >= kWarps) {
-      dev::setmaxnreg_dec<kSelectRegs>();
+      dev::setmaxnreg_dec<select_regs(SEL)>();
       const int q = warp - kWarps;
       const int lo = win_lo[q], hi = win_hi[q];
       bool mine = long_window(q);
@@ -865,16 +870,41 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
         const int sampled = pass == 0 ? sample_count : 0, total = blocks + sampled;
         Candidates cand = candidates(q);
         Cursor cur = start(sampled);
-        for (int j = 0; cur.block != INT_MAX; ++j) {
-          const int block = cur.block;
-          const int group = j / kSlotBlocks, at = j % kSlotBlocks, slot = group % kRing;
-          if (at == 0) dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
-          const float* part_j = part + (slot * kSlotBlocks + at) * kParts * kBlockKeys;
-          if (mine) offer(cand, part_j, q, block, lo, hi, false);
-          if ((at == kSlotBlocks - 1 || j == total - 1) && (group + kRing) * kSlotBlocks < total) {
+        // A slot's blocks at a time: both of a full slot of stream blocks offered together
+        // (twice the independent work per call) where S holds them.
+        static_assert(kSlotBlocks == 2, "slots of two blocks");
+        for (int group = 0; cur.block != INT_MAX; ++group) {
+          const int slot = group % kRing;
+          dev::named_barrier_sync(kFullBarrier + slot, kBlockThreads);
+          const float* part_s = part + slot * kSlotBlocks * kParts * kBlockKeys;
+          int pair[2];
+          pair[0] = cur.block;
+          advance(cur);
+          pair[1] = cur.block;
+          if (pair[1] != INT_MAX) advance(cur);
+          if (mine) {
+            // Gang compaction, loosely: a warp that must compact at this slot says so in
+            // gang_at, and a warp that sees a compaction at this slot or the one before compacts
+            // too if its buffer holds more than S / 4 extra entries, so that the ring waits for
+            // one compaction where it would wait for several one after another.
+            const int stamp = pass << 24 | group;
+            const bool must = cand.count > capacity - kSlotBlocks * kBlockKeys;
+            if (must && lane == 0) atomicMax(gang_at, stamp);
+            const bool gang = must || __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at),
+                                                  0) >= stamp - 1;
+            if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
+              select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
+                                       topk, plan.slack, gang, lane);
+            } else {
+              offer(cand, part_s, q, pair[0], lo, hi, gang);
+              if (pair[1] != INT_MAX) {
+                offer(cand, part_s + kParts * kBlockKeys, q, pair[1], lo, hi, false);
+              }
+            }
+          }
+          if ((group + kRing) * kSlotBlocks < total) {
             dev::named_barrier_arrive(kEmptyBarrier + slot, kBlockThreads);
           }
-          advance(cur);
         }
         mine = finish(cand, mine, sampled);
         if (!__syncthreads_or(mine)) return; // the MMA warps meet here after each pass too
@@ -1112,23 +1142,24 @@ __global__ void __launch_bounds__(block_threads(WS), 1)
   }
 }
 
-template <int KSTEPS, bool WS>
+template <int KSTEPS, int SEL>
 cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
-  auto* kernel = &indexer_topk_kernel<KSTEPS, WS>;
+  auto* kernel = &indexer_topk_kernel<KSTEPS, SEL>;
   cudaError_t status =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
   if (status != cudaSuccess) return status;
   const int blocks = (p.tq + plan.bq - 1) / plan.bq;
-  kernel<<<blocks, block_threads(WS), plan.smem_bytes, stream>>>(p, plan);
+  kernel<<<blocks, block_threads(SEL), plan.smem_bytes, stream>>>(p, plan);
   return cudaGetLastError();
 }
 
 template <int KSTEPS>
 cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
   if constexpr (KSTEPS <= 8) {
-    if (plan.ws) return launch<KSTEPS, true>(p, plan, stream);
+    if (plan.sel == 8) return launch<KSTEPS, 8>(p, plan, stream);
+    if (plan.sel == 4) return launch<KSTEPS, 4>(p, plan, stream);
   }
-  return launch<KSTEPS, false>(p, plan, stream);
+  return launch<KSTEPS, 0>(p, plan, stream);
 }
 
 } // namespace
