@@ -352,7 +352,7 @@ bool check_topk_limits() {
   bool ok = true;
   for (const int heads : {32, 64}) {
     for (const Limit l :
-         {Limit{256, 40732}, Limit{128, 48924}, Limit{64, 53020}, Limit{16, 53020}}) {
+         {Limit{256, 40728}, Limit{128, 48920}, Limit{64, 53016}, Limit{16, 53016}}) {
       if (!indexer_topk_supported(heads, l.dim, l.topk) ||
           indexer_topk_supported(heads, l.dim, l.topk + 1)) {
         printf(

@@ -4,10 +4,11 @@
 //
 // Work: one CTA owns BQ consecutive query rows (BQ <= 8; 8 for H_I = 32, 4 for H_I = 64) and
 // streams over the 64-key blocks that its long-window queries see. Two warpgroups (8 warps) run
-// the GEMM and the head sums. Where a CTA holds at most 4 queries (H_p >= 64) and D_I <= 128, a
-// third warpgroup selects (warp-specialized, 384 threads); otherwise the MMA warps select too
-// (in lockstep, 256 threads): 4 selection warps do not keep up with 8 queries, and at D_I > 128
-// Q's registers leave no room for them.
+// the GEMM and the head sums. Where H_p >= 32 and D_I <= 128, selection warps, one per query,
+// select (warp-specialized: 4 of them where a CTA holds at most 4 queries, 384 threads; 8 at
+// H_p = 32, 512 threads); otherwise the MMA warps select too (in lockstep, 256 threads): at
+// D_I > 128 Q's registers leave no room for selection warps, and at H_p <= 16 the MMA rows of 8
+// queries are mostly padding.
 //
 //   GEMM, per key block: S[(q, h), key] = Q[q, h, :] . K[key, :] on the tensor cores by wgmma
 //     (m64n64k16, bf16, float32 accumulators). The MMA rows (M) are the CTA's (query, head)
@@ -23,11 +24,16 @@
 //     tile 1's scores of block j - 1 are weighed while the tensor cores run tile 0 of block j,
 //     tile 0's while they run tile 1 (the loop's comment has the order). The tensor cores
 //     drain once a block, at the barrier of the MMA warps that makes the next K tile visible.
-//   Warp specialization (H_p >= 64, D_I <= 128): the MMA warps store each block's partial sums
-//     in a ring of 6 slots of 2 blocks and go on; the selection warpgroup takes them a block at
-//     a time (named barriers: one "full" and one "empty" per slot), so a compaction stalls the
-//     tensor cores only when it outlasts the ring (12 blocks). setmaxnreg moves registers from
-//     the selection warps (120) to the MMA warps (192). The lockstep kernel instead: selection
+//   Warp specialization (H_p >= 32, D_I <= 128): the MMA warps store each block's partial sums
+//     in a ring of 6 slots of 2 blocks and go on; the selection warps take them a slot at a time
+//     (named barriers: one "full" and one "empty" per slot; both blocks of a slot offered in one
+//     call, 4 independent 32-key halves), so a compaction stalls the tensor cores only when it
+//     outlasts the ring (12 blocks). Gang compaction, loosely: a selection warp that must compact
+//     at a slot records it (gang_at), and another that reaches that slot, or has not yet, compacts
+//     too where its buffer holds more than S / 4 extra entries, so the ring waits for compactions
+//     side by side instead of one after another (H_I 32, T 16K: 31.7 -> 37.0% of peak).
+//     setmaxnreg moves registers from the selection warps (120 with 4 of them, 64 with 8) to the
+//     MMA warps (192). The lockstep kernel instead: selection
 //     warp q takes block j - 1's scores while the tensor cores run block j's tile 1, behind a
 //     second barrier per block, and the whole CTA waits for each compaction (gang compaction).
 //   Epilogue: w[q, h] * relu(s) summed over each query's heads. A warp's 32 MMA rows (16 of
@@ -85,11 +91,11 @@
 //
 // Limits (indexer_topk_supported is exact): bf16; 1 <= H_I <= 256; D_I a multiple of 8 up to 256;
 // 1 <= topk while the per-query buffers fit next to the K stages in 227 KB of shared memory with
-// S >= 64 (topk up to 40,732 at D_I = 256, 48,924 at 128, 53,020 at 64 or less; BQ shrinks when
+// S >= 64 (topk up to 40,728 at D_I = 256, 48,920 at 128, 53,016 at 64 or less; BQ shrinks when
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
-// GLM-5 H_I = 32, D_I = 128, topk = 2048: BQ = 8, S = 1344, 230,544 bytes; H_I = 64 (warp-
-// specialized): BQ = 4, S = 2048, 189,584 bytes; decode (one row): BQ = 1, 68,752 bytes. One CTA
+// GLM-5 H_I = 32, D_I = 128, topk = 2048 (warp-specialized): BQ = 8, S = 1088, 228,512 bytes;
+// H_I = 64: BQ = 4, S = 2048, 189,600 bytes; decode (one row): BQ = 1, 91,296 bytes. One CTA
 // per SM (shared memory and registers). The ring of 12 blocks' partial sums (24 KiB) is taken
 // only where it leaves as many queries per CTA as one block's (2 KiB), so the limits are the same
 // at every H_I.
@@ -128,8 +134,13 @@
 //     KSTEPS  4 (D_I <= 64):  217 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 20 spill stores, 28 spill loads
-//   warp-specialized, 384 threads (168 registers at launch; setmaxnreg 192 / 120), 16 barriers:
+//   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
+//   120), 16 barriers:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 192 / 64), 16
+//   barriers (the spills: a few words of the selection warps' setup, reloaded once per slot):
+//     KSTEPS 4, 8: 24 bytes stack frame, 24 spill stores, 28 spill loads
+//     KSTEPS 2:    24 bytes stack frame, 48 spill stores, 60 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -281,7 +292,10 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   if (select_warps(p.ksteps, p.hp) > 0) {
     p.sel = select_warps(p.ksteps, p.hp);
     Plan ws;
-    if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
+    if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) {
+      if (ws.bq <= 4) ws.sel = 4; // a warp per query (decode: more registers each)
+      plan = ws;
+    }
   }
   return true;
 }
@@ -852,10 +866,10 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     return again;
   };
 
-  // Warp-specialized: the selection warpgroup. Selection warp s takes query s (specialized()
-  // allows at most 4 queries per CTA) block after block from the ring's slots (full: the MMA
-  // warps have stored the slot's blocks' partials; empty: the slot may take the blocks kRing slots
-  // later), and compacts it a last time after the last block. A compaction here delays the MMA
+  // Warp-specialized: the selection warps. Selection warp s takes query s (SEL >= the CTA's
+  // queries: make_plan) slot after slot from the ring (full: the MMA warps have stored the
+  // slot's blocks' partials; empty: the slot may take the blocks kRing slots later), and
+  // compacts it a last time after the last block. A compaction here delays the MMA
   // warps only when it outlasts the ring. A warp without a long-window query still takes part in
   // every barrier.
   if constexpr (kWs) {

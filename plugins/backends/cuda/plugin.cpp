@@ -102,7 +102,8 @@ constexpr int kPriority = 100;
 // block apart; 10: a selection warpgroup where H_p >= 64 (9, one everywhere, was not merged); 11:
 // its selection warps compact their queries a last time themselves; 12: a sampled starting
 // threshold per query (12 of branch indexer-regsel was not merged); 13: none at D_I > 128;
-// 14: the block cursors keep the segment's last block in a register.
+// 14: the block cursors keep the segment's last block in a register; 15: warp-specialized at
+// H_p 32 too (8 selection warps), a slot's two blocks selected together, loose gang compaction.
 // linear_cross_entropy, moe_experts, rms_norm 1: their first kernels; linear_cross_entropy 2:
 // gradients formed in the forward pass. adamw 1: its first kernel.
 
@@ -116,7 +117,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "14",
+                                    .version = "15",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
