@@ -277,6 +277,8 @@ const Case kCases[] = {
     // Off every tile: H_I 5 (padded to 8), D_I 24 and 40 (padded to 32, 64), T past 64-key blocks.
     {"OddHeadsAndDim", 5, 24, 10, {131}},
     {"TwelveHeadsDim40Varlen", 12, 40, 33, {100, 77, 1, 65}},
+    // H_I 20 (padded to 32: 8 selection warps), D_I 72 (padded to 128).
+    {"TwentyHeadsDim72Varlen", 20, 72, 96, {700, 300}},
     {"RaggedVarlenGlmWidth", 32, 128, 64, {300, 17, 129, 1, 450, 64, 65, 0, 3}},
     {"TopkBeyondEveryDocument", 8, 32, 100, {50, 99, 3}},
     {"TopkBeyondSomeDocuments", 16, 64, 40, {39, 40, 41, 200, 7}},

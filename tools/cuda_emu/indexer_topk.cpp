@@ -113,6 +113,8 @@ const Case kCases[] = {
        for (int p : range(2100, 3000, 61)) rows.push_back(p);
        return rows;
      }()},
+    // H_I 17..31: padded to 32 heads, 8 selection warps; D_I 72 padded to 128.
+    {"H20 D72 padded heads, 8 sel", 20, 72, 96, {700, 300}},
     // GLM-5 (H_I 32, D_I 128, topk 2048), reduced only in T: one document, every row.
     {"GLM-5 H32 T2600", 32, 128, 2048, {2600}},
     // Slow (~9 and ~2 min): GLM-5 at the GPU test's 4K tokens, H_I 32 every row, H_I 64 one

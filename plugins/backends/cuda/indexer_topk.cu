@@ -115,19 +115,19 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (fourth session)"; topk 2048, D_I 128, one
-// causal document; version 11 in the same runs): version 12 (sampled thresholds) H_I 32: 33.7-36.0%
-// of 989 at T=4K, 36.1-36.3% at 16K, 39.4-39.5% at 32K (version 11: 33.5-35.3, 33.9-34.1,
-// 37.3-37.4); H_I 64: 43.6-44.8%, 43.1-43.2%, 45.5-45.8% (version 11: 44.4-45.5, 38.2-38.6,
-// 40.1-40.7). Still under the 40% bar at H_I 32: ncu at T 16K, H_I 32 (version 12): 1.08 G
-// warp instructions (version 11: 1.28 G), 5.56 M cycles (5.93 M); the head sums (w * relu(s)
-// and the reduce-scatter) are 43% of the instructions, the selection's fast path 15%, compaction
-// 19% (version 11: 35%); warps wait at the block barriers 17% of their time (the slowest warp's
-// selection) and on fixed-latency dependencies 25%: with 2 warps per scheduler the epilogue and
-// the selection are latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
-// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 (4 selection warps, 2
-// queries each, with sampled thresholds; not shipped) ran at 32.4-36.3%: its selection warps fall
-// behind 8 queries.
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (fifth session)"; topk 2048, D_I 128, one
+// causal document; version 14 in the same run): version 15 H_I 32: 37.3% of 989 at T=4K, 33.6%
+// at 8K, 37.7% at 16K, 42.6% at 32K (version 14: 36.5, 34.3, 37.2, 40.2); H_I 64: 45.7, 42.1,
+// 45.0, 48.0% (45.0, 42.0, 44.4, 46.1). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K,
+// 40.5% at 16K.
+// Still under the 40% bar at H_I 32 below T 32K: ncu at T 8K (version 15) has the MMA warps
+// waiting at the CTA's end for the selection warps' last slots and final compaction (one warp
+// per query) a quarter of their time. Before (version 12, lockstep at H_I 32, ncu at 16K): the
+// head sums (w * relu(s) and the reduce-scatter) 43% of the instructions, the selection's fast
+// path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the selection were
+// latency-bound. Diagnostic builds of version 8: without the selection 53-56%, without the head
+// sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of 2 queries
+// each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
 //     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
