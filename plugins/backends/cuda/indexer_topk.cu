@@ -118,16 +118,16 @@
 // Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (fifth session)"; topk 2048, D_I 128, one
 // causal document; version 14 in the same run): version 15 H_I 32: 37.3% of 989 at T=4K, 33.6%
 // at 8K, 37.7% at 16K, 42.6% at 32K (version 14: 36.5, 34.3, 37.2, 40.2); H_I 64: 45.7, 42.1,
-// 45.0, 48.0% (45.0, 42.0, 44.4, 46.1). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K,
-// 40.5% at 16K.
-// Still under the 40% bar at H_I 32 below T 32K: ncu at T 8K (version 15) has the MMA warps
-// waiting at the CTA's end for the selection warps' last slots and final compaction (one warp
-// per query) a quarter of their time. Before (version 12, lockstep at H_I 32, ncu at 16K): the
-// head sums (w * relu(s) and the reduce-scatter) 43% of the instructions, the selection's fast
-// path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the selection were
-// latency-bound. Diagnostic builds of version 8: without the selection 53-56%, without the head
-// sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of 2 queries
-// each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
+// 45.0, 48.0% (45.0, 42.0, 44.4, 46.1); version 16 (review: the same selections, one shared
+// load fewer per slot on most slots) not yet on the GPU. D_I 256, H_I 32 (lockstep, version
+// 14): 44.8% at 4K, 40.5% at 16K. Still under the 40% bar at H_I 32 below T 32K: ncu at T 8K
+// (version 15) has the MMA warps waiting at the CTA's end for the selection warps' last slots and
+// final compaction (one warp per query) a quarter of their time. Before (version 12, lockstep at
+// H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the instructions,
+// the selection's fast path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the
+// selection were latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
+// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of
+// 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
 //     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
@@ -139,8 +139,8 @@
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 192 / 64), 16
 //   barriers (the spills: a few words of the selection warps' setup, reloaded once per slot):
-//     KSTEPS 4, 8: 24 bytes stack frame, 24 spill stores, 28 spill loads
-//     KSTEPS 2:    24 bytes stack frame, 48 spill stores, 60 spill loads
+//     KSTEPS 4, 8: 16 bytes stack frame, 20 spill stores, 24 spill loads
+//     KSTEPS 2:    24 bytes stack frame, 44 spill stores, 56 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -246,7 +246,7 @@ int64_t query_bytes(int topk, int slack) {
   return (bytes + 15) / 16 * 16;
 }
 
-// The layout after the K stages (p.ws set) and the most queries per CTA whose buffers fit with
+// The layout after the K stages (p.sel set) and the most queries per CTA whose buffers fit with
 // a slack S of at least min(topk, 512) (fewer compactions), else one query with any S >= 64.
 bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
   p.ring = p.sel > 0 ? kRing * kSlotBlocks : 1;
@@ -629,6 +629,14 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   c.kmax = kmax;
 }
 
+// A key's score for one query: its partial sums from[r * kBlockKeys], r < parts (one per warp
+// of the query's MMA rows; parts > 1 at H_p >= 64 only), added.
+__device__ __forceinline__ float query_score(const float* from, int parts) {
+  float s = from[0];
+  for (int r = 1; r < parts; ++r) s += from[r * kBlockKeys];
+  return s;
+}
+
 // Offers kBlocks blocks' 64 scores each of query `q` to its buffer: block i's partials in
 // part[i * block_stride + (q * parts + r) * kBlockKeys + key]. The buffer compacts first when the
 // blocks might not fit, or, short of that, when `gang` says another query of the CTA compacts now
@@ -651,12 +659,7 @@ __device__ bool select_block(Candidates& c, const float* part, int block_stride,
   auto key_index = [&](int half) { return block[half / 2] * kBlockKeys + (half % 2) * 32 + lane; };
 #pragma unroll
   for (int half = 0; half < kHalves; ++half) {
-    const float* from = mine + (half / 2) * block_stride + (half % 2) * 32;
-    float s = from[0];
-    if (parts > 1) { // H_p >= 64 only: one partial per warp of the query
-      for (int r = 1; r < parts; ++r) s += from[r * kBlockKeys];
-    }
-    key[half] = order_key(s);
+    key[half] = order_key(query_score(mine + (half / 2) * block_stride + (half % 2) * 32, parts));
     take[half] = key_index(half) >= lo && key_index(half) < hi && key[half] > c.thr;
   }
 #pragma unroll
@@ -686,9 +689,7 @@ __device__ void sample_block(Candidates& c, const float* part, int q, int parts,
   const float* mine = part + q * parts * kBlockKeys + lane;
 #pragma unroll
   for (int half = 0; half < kBlockKeys / 32; ++half) {
-    float s = mine[half * 32];
-    for (int r = 1; r < parts; ++r) s += mine[r * kBlockKeys + half * 32];
-    const uint32_t key = order_key(s);
+    const uint32_t key = order_key(query_score(mine + half * 32, parts));
     c.keys[c.count + half * 32 + lane] = key;
     c.kmax = max(c.kmax, key);
     c.kmin = min(c.kmin, key);
@@ -899,13 +900,15 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
           if (mine) {
             // Gang compaction, loosely: a warp that must compact at this slot says so in
             // gang_at, and a warp that sees a compaction at this slot or the one before compacts
-            // too if its buffer holds more than S / 4 extra entries, so that the ring waits for
-            // one compaction where it would wait for several one after another.
+            // too if its buffer holds more than S / 4 extra entries (select_block; gang_at is not
+            // read otherwise), so that the ring waits for one compaction where it would wait for
+            // several one after another.
             const int stamp = pass << 24 | group;
             const bool must = cand.count > capacity - kSlotBlocks * kBlockKeys;
             if (must && lane == 0) atomicMax(gang_at, stamp);
-            const bool gang = must || __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at),
-                                                  0) >= stamp - 1;
+            const bool gang = must || (cand.count > topk + plan.slack / 4 &&
+                                       __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at),
+                                                   0) >= stamp - 1);
             if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
               select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
                                        topk, plan.slack, gang, lane);

@@ -104,6 +104,7 @@ constexpr int kPriority = 100;
 // threshold per query (12 of branch indexer-regsel was not merged); 13: none at D_I > 128;
 // 14: the block cursors keep the segment's last block in a register; 15: warp-specialized at
 // H_p 32 too (8 selection warps), a slot's two blocks selected together, loose gang compaction.
+// 16: the selection warps read the gang word only where a gang compaction could take them.
 // linear_cross_entropy, moe_experts, rms_norm 1: their first kernels; linear_cross_entropy 2:
 // gradients formed in the forward pass. adamw 1: its first kernel.
 
@@ -117,7 +118,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "15",
+                                    .version = "16",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
