@@ -36,7 +36,7 @@ def sample_blocks(n, topk, capacity):
     blocks = 16
     while blocks > 0 and (blocks * 2048 > n or blocks * BLOCK > capacity):
         blocks //= 2
-    if n < 2 * topk or blocks < 1:
+    if n <= capacity or blocks < 1:
         return 0, 0
     m = blocks * BLOCK
     f = topk / n

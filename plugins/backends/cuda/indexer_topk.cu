@@ -30,8 +30,9 @@
 //     call, 4 independent 32-key halves), so a compaction stalls the tensor cores only when it
 //     outlasts the ring (12 blocks). Gang compaction, loosely: a selection warp that must compact
 //     at a slot records it (gang_at), and another that reaches that slot, or has not yet, compacts
-//     too where its buffer holds more than S / 4 extra entries, so the ring waits for compactions
-//     side by side instead of one after another (H_I 32, T 16K: 31.7 -> 37.0% of peak).
+//     too where its buffer holds more than S / 4 extra entries and the rest of its window would
+//     not fit, so the ring waits for compactions side by side instead of one after another (H_I
+//     32, T 16K: 31.7 -> 37.0% of peak).
 //     setmaxnreg moves registers from the selection warps (120 with 4 of them, 64 with 8) to the
 //     MMA warps (192). The lockstep kernel instead: selection
 //     warp q takes block j - 1's scores while the tensor cores run block j's tile 1, behind a
@@ -60,11 +61,12 @@
 //     may be dropped: they cannot change the multiset of selected scores.
 //   Sampled threshold: started at 0, thr admits every key until the buffer first fills, and a
 //     stream of n random scores appends ~topk (1 + ln(n / topk)) keys (7.5K of n = 16K at topk
-//     2048, five compactions). So where a CTA's long windows start at the same key and span at
-//     least 2 topk keys (and D_I <= 128: at 256 the second pass's registers would spill in the
-//     MMA loop), the CTA first scores a strided sample of the keys they all see (one
-//     64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; sample_blocks, which
-//     also declines where the sample would not save appends) and each query starts at the
+//     2048, five compactions). So where a CTA's long windows start at the same key and span
+//     more keys than the buffer holds (topk + S; and D_I <= 128: at 256 the second pass's
+//     registers would spill in the MMA loop), the CTA first scores a strided sample of the keys
+//     they all see (one 64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; none
+//     under 2048 keys; sample_blocks, which also declines where the sample would not save
+//     appends) and each query starts at the
 //     sample's rank-th largest score: the rank whose expected share of the window, less 4
 //     standard deviations, still holds topk keys. The invariant's second half then holds only
 //     once topk keys have entered: a query that ends its stream with fewer (its sample misled it,
@@ -196,11 +198,11 @@ static_assert(2 * 128 * kMmaRegs + 32 * 8 * select_regs(8) <= 65536, "the SM's r
 // The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
 // all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
 // blocks the largest power of two up to kMaxSampleBlocks with one per kSampleKeys keys of n whose
-// sample fits the buffer (`capacity`). rank: the smallest whose expected share of the n keys (the
-// rank-th largest of m samples lies above a Beta(rank, m + 1 - rank) share of them), less
-// kSampleSigmas standard deviations, is still topk / n. Returns blocks (0: no sampling, also where
-// the sample and the ~rank / (m + 1) n keys it admits are more than an unsampled stream's ~topk
-// (1 + ln(n / topk))) and sets rank.
+// sample fits the buffer (`capacity`), where n > capacity. rank: the smallest whose expected share
+// of the n keys (the rank-th largest of m samples lies above a Beta(rank, m + 1 - rank) share of
+// them), less kSampleSigmas standard deviations, is still topk / n. Returns blocks (0: no sampling,
+// also where the sample and the ~rank / (m + 1) n keys it admits are more than an unsampled
+// stream's ~topk (1 + ln(n / topk))) and sets rank.
 constexpr int kSampleKeys = 2048;
 constexpr int kMaxSampleBlocks = 16;
 constexpr float kSampleSigmas = 4.f;
@@ -208,7 +210,8 @@ __host__ __device__ inline int sample_blocks(int n, int topk, int capacity, int&
   rank = 0;
   int blocks = kMaxSampleBlocks; // a power of two: the sample's positions need no division
   while (blocks > 0 && (blocks * kSampleKeys > n || blocks * kBlockKeys > capacity)) blocks /= 2;
-  if (n < 2 * topk || blocks < 1) return 0;
+  // n <= capacity: an unsampled stream never compacts before its end.
+  if (n <= capacity || blocks < 1) return 0;
   const int m = blocks * kBlockKeys;
   const float f = static_cast<float>(topk) / static_cast<float>(n);
   for (int r = 1 + static_cast<int>(f * (m + 1)); r <= m; ++r) {
@@ -906,9 +909,12 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
             const int stamp = pass << 24 | group;
             const bool must = cand.count > capacity - kSlotBlocks * kBlockKeys;
             if (must && lane == 0) atomicMax(gang_at, stamp);
-            const bool gang = must || (cand.count > topk + plan.slack / 4 &&
-                                       __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at),
-                                                   0) >= stamp - 1);
+            // ... unless the rest of its window fits the buffer: it would not compact again.
+            const int rest = pair[0] >= 0 ? hi - pair[0] * kBlockKeys : hi - lo;
+            const bool gang =
+                must ||
+                (cand.count > topk + plan.slack / 4 && cand.count + rest > capacity &&
+                 __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at), 0) >= stamp - 1);
             if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
               select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
                                        topk, plan.slack, gang, lane);
