@@ -178,10 +178,14 @@ constexpr int kEmptyBarrier = kFullBarrier + kRing;
 static_assert(kEmptyBarrier + kRing <= 16, "16 hardware barriers per CTA");
 // Registers per thread (setmaxnreg) of the MMA warps and of the selection warps: the 64K of the
 // SM's register file, where each of the 384 (512) threads would get 168 (128): too few for Q,
-// the two accumulators and the held one at D_I = 128 (spills).
-constexpr int kMmaRegs = 192;
+// the two accumulators and the held one at D_I = 128 (spills). With 8 selection warps, 72 for
+// them and 184 for the MMA warps leave neither spilling (64 and 192 spilled a few words of the
+// selection warps' loop: H_I 32 1.02-1.03x faster without).
+constexpr int mma_regs(int sel) {
+  return sel > 4 ? 184 : 192;
+}
 constexpr int select_regs(int sel) {
-  return sel > 4 ? 64 : 120;
+  return sel > 4 ? 72 : 120;
 }
 // Selection warps of a launch: one per query where Q's registers leave room (D_I <= 128) and
 // H_p >= 32 (a CTA holds 4 queries at H_p 64, 8 at 32); 0 otherwise: the MMA warps select too
@@ -192,8 +196,14 @@ constexpr int select_warps(int ksteps, int hp) {
 constexpr int block_threads(int sel) {
   return kThreads + 32 * sel;
 }
-static_assert(2 * 128 * kMmaRegs + 32 * 4 * select_regs(4) <= 65536, "the SM's register file");
-static_assert(2 * 128 * kMmaRegs + 32 * 8 * select_regs(8) <= 65536, "the SM's register file");
+static_assert(2 * 128 * mma_regs(4) + 32 * 4 * select_regs(4) <= 65536, "the SM's register file");
+static_assert(2 * 128 * mma_regs(8) + 32 * 8 * select_regs(8) <= 65536, "the SM's register file");
+// K stages of the warp-specialized kernels: 3 with 4 selection warps, whose MMA loop takes
+// blocks in pairs (the kernel's loop comment); with 8 the third stage would cost each of their 8
+// queries 192 candidate slots (S 1,088 -> 896 at topk 2048), and their MMA warps the registers.
+constexpr int ws_stages(int sel) {
+  return sel == 4 ? 3 : kStages;
+}
 
 // The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
 // all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
@@ -293,12 +303,11 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   p.part_offset = kStages * p.stage_bytes;
   if (!fit_queries(p, topk, rows, plan)) return false;
   if (select_warps(p.ksteps, p.hp) > 0) {
-    p.sel = select_warps(p.ksteps, p.hp);
+    // 4 selection warps where a CTA holds at most 4 queries (decode: more registers each)
+    p.sel = plan.bq <= 4 ? 4 : select_warps(p.ksteps, p.hp);
+    p.part_offset = ws_stages(p.sel) * p.stage_bytes;
     Plan ws;
-    if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) {
-      if (ws.bq <= 4) ws.sel = 4; // a warp per query (decode: more registers each)
-      plan = ws;
-    }
+    if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
   }
   return true;
 }
@@ -725,6 +734,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
   static_assert(SEL == 0 || KSTEPS <= 8, "Q's registers leave the selection warps no room");
   constexpr bool kWs = SEL > 0;
+  constexpr bool kPairs = SEL == 4; // the MMA loop takes blocks in pairs (3 K stages: ws_stages)
   constexpr int kBlockThreads = block_threads(SEL);
   // Sampled thresholds (header) where Q's registers leave room for the second pass: D_I <= 128.
   // At D_I 256 (KSTEPS 16) its registers would spill in the MMA loop.
@@ -942,7 +952,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // H_p >= 64: a query spans H_p / 32 warps (warp w: query w / (H_p / 32), heads 32 (w % (H_p /
   // 32)) + r), whose partial sums selection adds. Zero rows for padding. Q enters the tensor
   // cores from registers (the wgmma A operand, m16n8k16 A fragments), loaded once.
-  if constexpr (kWs) dev::setmaxnreg_inc<kMmaRegs>();
+  if constexpr (kWs) dev::setmaxnreg_inc<mma_regs(SEL)>();
   const int g = lane >> 2, pair = 2 * (lane & 3);
   uint32_t qa[2][KSTEPS][4]; // [mt][ks]: rows R, R + 8 at k 16 ks + pair (+1), then k + 8
   float wr[2][2];            // [mt][half]: the weights of rows R and R + 8
@@ -1061,7 +1071,10 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // The tensor cores drain once a block (the last wait, then B1 and an issue), not for an
   // epilogue. M tile 1's accumulator is copied to `held` right after its wait: ptxas (CUDA
   // 13.0) tracks wgmma results within a loop iteration only, and a read in the next iteration
-  // of registers a wgmma defined gets a wait injected before it (C7517), serializing the MMAs.
+  // of registers a wgmma defined gets a wait injected before it (C7514), serializing the MMAs.
+  // With 4 selection warps (kPairs) the loop takes two blocks an iteration and drains once a
+  // pair: the second block's B1 and M tile 0 run under the first's M tile 1 (H_I 64:
+  // 1.02-1.04x); with 8 the third K stage it needs would cost S (1.03-1.05x slower at H_I 32).
   // Pass 0 streams the sampled blocks first where the CTA samples; pass 1 (rare: a query the
   // sample misled, finish()) streams the window again for such queries only. Two inlined calls,
   // not a loop: inside a loop that some warps might leave, ptxas keeps the wgmma descriptors in
@@ -1089,17 +1102,25 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
 #pragma unroll
     for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
-    for (; cur.block != INT_MAX; stage ^= 1, ++j) {
-      dev::cp_async_wait<0>();
-      dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-      bool gang = false;
-      if constexpr (kWs) {
+    auto weigh_tile0 = [&] { // M tile 0 of block j, retired (tile 1 stays in flight)
+      dev::wgmma_wait<1>();
+      dev::fence_regs(acc[0]);
+#pragma unroll
+      for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
+      weigh_rows(acc[0], wr[0], v);
+    };
+    if constexpr (kPairs) {
+      // Blocks in pairs (one loop iteration, so ptxas sees which wgmma each wait retires): the
+      // second block's B1 and its M tile 0 run while the first block's M tile 1 is in flight,
+      // whose rows are published under the second block's tile 0; the tensor cores drain once a
+      // pair. Tile j + 1's copy goes to the stage of tile j - 2 (3 stages).
+      uint64_t desc = 0;
+      auto begin_block = [&] {
+        dev::cp_async_wait<0>();
+        dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
         dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
-      } else {
-        gang = __syncthreads_or(need) != 0; // B1
-      }
-      // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
-      const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
+        desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
+      };
       auto issue = [&](int mt) {
         dev::wgmma_fence();
 #pragma unroll
@@ -1110,50 +1131,105 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         }
         dev::wgmma_commit();
       };
-      issue(0);
-      if constexpr (kWs) {
-        load_next(stage ^ 1);
+      auto end_block = [&] {
+        advance(cur);
+        stage = (stage + 1) % ws_stages(SEL);
+        ++j;
+      };
+      while (cur.block != INT_MAX) {
+        begin_block(); // the pair's first block: nothing in flight
+        issue(0);
+        load_next((stage + 1) % ws_stages(SEL));
         if (j > 0) publish(held, j - 1);
         issue(1);
-      } else {
-        finish_block(held, part); // tile 1 of block j - 1
-        __syncthreads();          // B2
-        issue(1);
-        // The next tile's copies after the MMA's issue, which they would otherwise delay.
-        load_next(stage ^ 1);
-        if (select_warp && prev_block != INT_MIN) {
-          need = offer(cand, part, sel_q, prev_block, query_lo, query_hi, gang);
+        weigh_tile0();
+        end_block();
+        if (cur.block == INT_MAX) { // an odd count: the last block is a pair's first
+          dev::wgmma_wait<0>();
+          dev::fence_regs(acc[1]);
+          publish(acc[1], j - 1);
+          return false;
         }
+        begin_block(); // the second: the first's M tile 1 in flight
+        issue(0);
+        load_next((stage + 1) % ws_stages(SEL));
+        dev::wgmma_wait<1>(); // the first block's M tile 1
+        dev::fence_regs(acc[1]);
+        publish(acc[1], j - 1);
+        issue(1);
+        weigh_tile0();
+        dev::wgmma_wait<0>(); // M tile 1, published in the next pair's first block
+        dev::fence_regs(acc[1]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
+        end_block();
       }
-      dev::wgmma_wait<1>(); // tile 0 of block j (tile 1 stays in flight)
-      dev::fence_regs(acc[0]);
-#pragma unroll
-      for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
-      weigh_rows(acc[0], wr[0], v);
-      if constexpr (kEarlyReduce) {
-        first = reduce_rows(v, lane);
-#pragma unroll
-        for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
-      }
-      dev::wgmma_wait<0>(); // tile 1 of block j, weighed under tile 0 of block j + 1
-      dev::fence_regs(acc[1]);
-#pragma unroll
-      for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
-      prev_block = cur.block;
-      advance(cur);
-    }
-    bool again = false;
-    if constexpr (kWs) {
-      publish(held, j - 1); // the last block's partials
+      publish(held, j - 1); // the last block was a pair's second
+      return false;
+
     } else {
-      // The last block: its tile 1, its partials, its selection.
-      __syncthreads(); // the selection of the block before has read the partials
-      finish_block(held, part);
-      __syncthreads();
-      if (select_warp) offer(cand, part, sel_q, prev_block, query_lo, query_hi, false);
-      again = finish(cand, select_warp, sampled);
+      for (; cur.block != INT_MAX; stage ^= 1, ++j) {
+        dev::cp_async_wait<0>();
+        dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
+        bool gang = false;
+        if constexpr (kWs) {
+          dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
+        } else {
+          gang = __syncthreads_or(need) != 0; // B1
+        }
+        // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
+        const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
+        auto issue = [&](int mt) {
+          dev::wgmma_fence();
+#pragma unroll
+          for (int ks = 0; ks < KSTEPS; ++ks) {
+            dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
+                                    dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)),
+                                    ks > 0);
+          }
+          dev::wgmma_commit();
+        };
+        issue(0);
+        if constexpr (kWs) {
+          load_next(stage ^ 1);
+          if (j > 0) publish(held, j - 1);
+          issue(1);
+        } else {
+          finish_block(held, part); // tile 1 of block j - 1
+          __syncthreads();          // B2
+          issue(1);
+          // The next tile's copies after the MMA's issue, which they would otherwise delay.
+          load_next(stage ^ 1);
+          if (select_warp && prev_block != INT_MIN) {
+            need = offer(cand, part, sel_q, prev_block, query_lo, query_hi, gang);
+          }
+        }
+        weigh_tile0();
+        if constexpr (kEarlyReduce) {
+          first = reduce_rows(v, lane);
+#pragma unroll
+          for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
+        }
+        dev::wgmma_wait<0>(); // tile 1 of block j, weighed under tile 0 of block j + 1
+        dev::fence_regs(acc[1]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
+        prev_block = cur.block;
+        advance(cur);
+      }
+      bool again = false;
+      if constexpr (kWs) {
+        publish(held, j - 1); // the last block's partials
+      } else {
+        // The last block: its tile 1, its partials, its selection.
+        __syncthreads(); // the selection of the block before has read the partials
+        finish_block(held, part);
+        __syncthreads();
+        if (select_warp) offer(cand, part, sel_q, prev_block, query_lo, query_hi, false);
+        again = finish(cand, select_warp, sampled);
+      }
+      return again;
     }
-    return again;
   };
   const bool again = stream(0);
   if constexpr (kSampled) {
