@@ -97,10 +97,11 @@
 // 8 do not fit).
 // Shared memory per CTA (dynamic; plan in make_plan; + 1 KiB to align the K tiles to 1024 bytes):
 // GLM-5 H_I = 32, D_I = 128, topk = 2048 (warp-specialized): BQ = 8, S = 1088, 228,512 bytes;
-// H_I = 64: BQ = 4, S = 2048, 189,600 bytes; decode (one row): BQ = 1, 91,296 bytes. One CTA
-// per SM (shared memory and registers). The ring of 12 blocks' partial sums (24 KiB) is taken
-// only where it leaves as many queries per CTA as one block's (2 KiB), so the limits are the same
-// at every H_I.
+// H_I = 64 (3 K stages): BQ = 4, S = 2048, 205,984 bytes; decode (one row, 3 stages): BQ = 1,
+// 107,680 bytes. One CTA per SM (shared memory and registers). The ring of 12 blocks' partial
+// sums (24 KiB), and the third K stage, are taken only where they leave as many queries per CTA
+// as the lockstep kernel's layout (one block's partials, 2 stages), so the limits are the same at
+// every H_I.
 // Cost of the selection, from a host model of a 32K-key random score stream (topk 2048, S 1024):
 // 7 compactions of ~3K keys per query against 512 key blocks of MMA work; a worst case (scores
 // rising with the key) compacts every S - 64 keys. Measured (ncu, T=16K, H_I 32, gang compaction
@@ -137,12 +138,11 @@
 //     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
 //     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 20 spill stores, 28 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
-//   120), 16 barriers:
+//   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
-//   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 192 / 64), 16
-//   barriers (the spills: a few words of the selection warps' setup, reloaded once per slot):
-//     KSTEPS 4, 8: 16 bytes stack frame, 20 spill stores, 24 spill loads
-//     KSTEPS 2:    24 bytes stack frame, 44 spill stores, 56 spill loads
+//   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 184 / 72), 16
+//   barriers:
+//     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
