@@ -16,14 +16,17 @@
 //     of 64, two per warpgroup (a warp's 32 rows are one query's: Epilogue); the columns (N) are
 //     the block's 64 keys. Q is the A operand from registers (m16n8k16 A fragments, loaded once:
 //     D_I / 2 registers at D_I = 128); the K tile, the B operand, is read by both warpgroups from
-//     shared memory (K-major, 128-byte swizzle), 2 cp.async stages deep. D_I is padded to 16 *
-//     KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma
-//     behind a branch): padding rows (zero Q, zero weight) cost MMA time only when BQ * H_p < 256
-//     (decode, small H_I).
+//     shared memory (K-major, 128-byte swizzle), 2 cp.async stages deep (3 with 4 selection
+//     warps: blocks in pairs, below). D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4,
+//     8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows
+//     (zero Q, zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
 //   Overlap: each warpgroup runs its two M tiles half a block apart (one commit group each):
 //     tile 1's scores of block j - 1 are weighed while the tensor cores run tile 0 of block j,
 //     tile 0's while they run tile 1 (the loop's comment has the order). The tensor cores
-//     drain once a block, at the barrier of the MMA warps that makes the next K tile visible.
+//     drain once a block, at the barrier of the MMA warps that makes the next K tile visible;
+//     with 4 selection warps once a pair of blocks (the second block's barrier and M tile 0 run
+//     while the first's M tile 1 is in flight; a third K stage, whose 16 KiB would cost the
+//     8-query CTA candidate slots).
 //   Warp specialization (H_p >= 32, D_I <= 128): the MMA warps store each block's partial sums
 //     in a ring of 6 slots of 2 blocks and go on; the selection warps take them a slot at a time
 //     (named barriers: one "full" and one "empty" per slot; both blocks of a slot offered in one
@@ -33,8 +36,8 @@
 //     too where its buffer holds more than S / 4 extra entries and the rest of its window would
 //     not fit, so the ring waits for compactions side by side instead of one after another (H_I
 //     32, T 16K: 31.7 -> 37.0% of peak).
-//     setmaxnreg moves registers from the selection warps (120 with 4 of them, 64 with 8) to the
-//     MMA warps (192). The lockstep kernel instead: selection
+//     setmaxnreg moves registers from the selection warps to the MMA warps (120 and 192 with 4
+//     selection warps, 72 and 184 with 8: mma_regs). The lockstep kernel instead: selection
 //     warp q takes block j - 1's scores while the tensor cores run block j's tile 1, behind a
 //     second barrier per block, and the whole CTA waits for each compaction (gang compaction).
 //   Epilogue: w[q, h] * relu(s) summed over each query's heads. A warp's 32 MMA rows (16 of
@@ -118,19 +121,21 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (fifth session)"; topk 2048, D_I 128, one
-// causal document; version 14 in the same run): version 15 H_I 32: 37.3% of 989 at T=4K, 33.6%
-// at 8K, 37.7% at 16K, 42.6% at 32K (version 14: 36.5, 34.3, 37.2, 40.2); H_I 64: 45.7, 42.1,
-// 45.0, 48.0% (45.0, 42.0, 44.4, 46.1); version 16 (review: the same selections, one shared
-// load fewer per slot on most slots) not yet on the GPU. D_I 256, H_I 32 (lockstep, version
-// 14): 44.8% at 4K, 40.5% at 16K. Still under the 40% bar at H_I 32 below T 32K: ncu at T 8K
-// (version 15) has the MMA warps waiting at the CTA's end for the selection warps' last slots and
-// final compaction (one warp per query) a quarter of their time. Before (version 12, lockstep at
-// H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the instructions,
-// the selection's fast path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the
-// selection were latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
-// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of
-// 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (sixth session)"; topk 2048, D_I 128, one
+// causal document; version 17 in the same run): version 18 H_I 32: 37.5% of 989 at T=4K, 36.4%
+// at 8K, 40.5% at 16K, 45.6% at 32K (version 17: 36.3, 35.6, 39.5, 44.3); H_I 64: 46.7, 43.2,
+// 45.4, 48.2% (45.6, 42.4, 44.4, 47.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K,
+// 40.5% at 16K. Still under the 40% bar at H_I 32 below T 16K: ncu at T 8K (version 15) had the
+// MMA warps waiting at the CTA's end for the selection warps' last slots and final compaction
+// (one warp per query) a quarter of their time; clock64 probes put the final compaction at ~26K
+// cycles a CTA (9% at 8K) and the MMA warps' cost at 2.7-2.9K cycles a block against 1,024 of
+// tensor-core work (the drain once a block, the selection warps' stalls of the ring). Before
+// (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
+// 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
+// scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
+// without the selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at
+// H_I 32 with 4 selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before
+// gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
 //     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
