@@ -1107,6 +1107,17 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
 #pragma unroll
     for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
+    // M tile mt of the K tile at `desc`; k step ks reads chunk 2 ks of the tile: its descriptor
+    // is the tile's plus a constant.
+    auto issue = [&](int mt, uint64_t desc) {
+      dev::wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < KSTEPS; ++ks) {
+        dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
+                                dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)), ks > 0);
+      }
+      dev::wgmma_commit();
+    };
     auto weigh_tile0 = [&] { // M tile 0 of block j, retired (tile 1 stays in flight)
       dev::wgmma_wait<1>();
       dev::fence_regs(acc[0]);
@@ -1119,22 +1130,11 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       // second block's B1 and its M tile 0 run while the first block's M tile 1 is in flight,
       // whose rows are published under the second block's tile 0; the tensor cores drain once a
       // pair. Tile j + 1's copy goes to the stage of tile j - 2 (3 stages).
-      uint64_t desc = 0;
-      auto begin_block = [&] {
+      auto begin_block = [&] { // tile j's descriptor, once it is visible
         dev::cp_async_wait<0>();
         dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
         dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
-        desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
-      };
-      auto issue = [&](int mt) {
-        dev::wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < KSTEPS; ++ks) {
-          dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
-                                  dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)),
-                                  ks > 0);
-        }
-        dev::wgmma_commit();
+        return dev::sw128_desc(tiles + stage * plan.stage_bytes);
       };
       auto end_block = [&] {
         advance(cur);
@@ -1142,11 +1142,11 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         ++j;
       };
       while (cur.block != INT_MAX) {
-        begin_block(); // the pair's first block: nothing in flight
-        issue(0);
+        uint64_t desc = begin_block(); // the pair's first block: nothing in flight
+        issue(0, desc);
         load_next((stage + 1) % ws_stages(SEL));
         if (j > 0) publish(held, j - 1);
-        issue(1);
+        issue(1, desc);
         weigh_tile0();
         end_block();
         if (cur.block == INT_MAX) { // an odd count: the last block is a pair's first
@@ -1155,13 +1155,13 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
           publish(acc[1], j - 1);
           return false;
         }
-        begin_block(); // the second: the first's M tile 1 in flight
-        issue(0);
+        desc = begin_block(); // the second: the first's M tile 1 in flight
+        issue(0, desc);
         load_next((stage + 1) % ws_stages(SEL));
         dev::wgmma_wait<1>(); // the first block's M tile 1
         dev::fence_regs(acc[1]);
         publish(acc[1], j - 1);
-        issue(1);
+        issue(1, desc);
         weigh_tile0();
         dev::wgmma_wait<0>(); // M tile 1, published in the next pair's first block
         dev::fence_regs(acc[1]);
@@ -1171,7 +1171,6 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       }
       publish(held, j - 1); // the last block was a pair's second
       return false;
-
     } else {
       for (; cur.block != INT_MAX; stage ^= 1, ++j) {
         dev::cp_async_wait<0>();
@@ -1182,27 +1181,16 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         } else {
           gang = __syncthreads_or(need) != 0; // B1
         }
-        // k step ks reads chunk 2 ks of the tile: its descriptor is the tile's plus a constant.
         const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
-        auto issue = [&](int mt) {
-          dev::wgmma_fence();
-#pragma unroll
-          for (int ks = 0; ks < KSTEPS; ++ks) {
-            dev::wgmma_m64n64k16_rs(acc[mt], qa[mt][ks],
-                                    dev::desc_advance(desc, dev::sw128(0, 2 * ks, kBlockKeys)),
-                                    ks > 0);
-          }
-          dev::wgmma_commit();
-        };
-        issue(0);
+        issue(0, desc);
         if constexpr (kWs) {
           load_next(stage ^ 1);
           if (j > 0) publish(held, j - 1);
-          issue(1);
+          issue(1, desc);
         } else {
           finish_block(held, part); // tile 1 of block j - 1
           __syncthreads();          // B2
-          issue(1);
+          issue(1, desc);
           // The next tile's copies after the MMA's issue, which they would otherwise delay.
           load_next(stage ^ 1);
           if (select_warp && prev_block != INT_MIN) {
