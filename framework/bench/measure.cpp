@@ -180,11 +180,19 @@ SetStats compare_sets(const at::Tensor& actual, const at::Tensor& reference,
     const at::Tensor mine = a.index_select(0, rows), theirs = b.index_select(0, rows);
     // -1 slots are ignored in the minima; a different count of them is never a tie.
     const at::Tensor inf = at::full({}, INFINITY, at::TensorOptions().device(a.device()));
+    const at::Tensor ref_scores = score(rows, theirs);
     const at::Tensor s_mine = at::where(mine.ge(0), score(rows, mine), inf).amin(-1);
-    const at::Tensor s_ref = at::where(theirs.ge(0), score(rows, theirs), inf).amin(-1);
+    const at::Tensor s_ref = at::where(theirs.ge(0), ref_scores, inf).amin(-1);
     const at::Tensor tol = s_ref.abs() * tie_tol + 1e-6;
     const at::Tensor beyond = s_mine.lt(s_ref - tol) | mine.lt(0).sum(-1).ne(theirs.lt(0).sum(-1));
     stats.rows_differ_beyond_ties += beyond.sum().item<int64_t>();
+    const at::Tensor scale = at::where(theirs.ge(0), ref_scores.abs(), 0.0).amax(-1);
+    const at::Tensor gap = (s_ref.to(at::kDouble) - s_mine.to(at::kDouble)) / scale.to(at::kDouble);
+    const at::Tensor finite = at::isfinite(gap);
+    if (finite.any().item<bool>()) {
+      stats.max_pick_gap =
+          std::max(stats.max_pick_gap, gap.masked_select(finite).max().item<double>());
+    }
   }
   return stats;
 }

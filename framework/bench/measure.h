@@ -66,6 +66,10 @@ struct SetStats {
   int64_t rows = 0;
   int64_t rows_differ = 0;
   int64_t rows_differ_beyond_ties = 0;
+  /// Over the rows that differ: the largest (reference's k-th score - the row's smallest pick),
+  /// relative to the largest |score| the reference selected in that row (0: none differs): a
+  /// wrong pick is a sizeable share of the row's scores, a summation-order near-tie ~1e-6.
+  double max_pick_gap = 0;
 };
 /// `score(rows, keys)` returns float32 scores [rows.size(0), keys.size(1)] of the given keys
 /// (int64, -1 allowed; their score is ignored) for the given query rows (int64 [R]).

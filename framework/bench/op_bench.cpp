@@ -264,6 +264,7 @@ nlohmann::json to_json(const OpSpec& spec, const OpBenchOptions& o, const std::s
       pj["rows"] = p.sets->rows;
       pj["rows_differ"] = p.sets->rows_differ;
       pj["rows_differ_beyond_ties"] = p.sets->rows_differ_beyond_ties;
+      pj["max_pick_gap"] = p.sets->max_pick_gap;
     }
     j[p.pass == "fwd" ? "forward" : p.pass == "bwd" ? "backward" : "forward_backward"] = pj;
   }

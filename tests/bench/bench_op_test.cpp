@@ -109,6 +109,8 @@ TEST(BenchCompareTest, SetsTellNearTiesFromWrongPicks) {
   EXPECT_EQ(stats.rows_differ, 3);             // order does not matter (row 0)
   EXPECT_EQ(stats.rows_differ_beyond_ties, 2); // row 1 is a tie; row 2 picks a low key; row 3
                                                // has a different count of -1 slots
+  // row 2: the reference's k-th score 3, its pick 1, the reference's largest 5
+  EXPECT_DOUBLE_EQ(stats.max_pick_gap, (3.0 - 1.0) / 5.0);
 }
 
 TEST(BenchCompareTest, ValuesGiveAbsAndRelativeToReferenceMax) {
