@@ -64,22 +64,21 @@
 //     may be dropped: they cannot change the multiset of selected scores.
 //   Sampled threshold: started at 0, thr admits every key until the buffer first fills, and a
 //     stream of n random scores appends ~topk (1 + ln(n / topk)) keys (7.5K of n = 16K at topk
-//     2048, five compactions). So where a CTA's long windows start at the same key and span
-//     more keys than the buffer holds (topk + S; and D_I <= 128: at 256 the second pass's
-//     registers would spill in the MMA loop), the CTA first scores a strided sample of the keys
-//     they all see (one 64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; none
-//     under 2048 keys; sample_blocks, which also declines where the sample would not save
-//     appends) and each query starts at the
-//     sample's rank-th largest score: the rank whose expected share of the window, less 4
-//     standard deviations, still holds topk keys. The invariant's second half then holds only
-//     once topk keys have entered: a query that ends its stream with fewer (its sample misled it,
-//     ~3e-5 for random order, or a pattern aligned with the sample's stride) streams the window
-//     again from 0 (a second pass of the CTA, for those queries only), so the result stays
-//     exact. Host model (tools/bench/compaction_model.py --keys 16384 --slack 1344 [--sampled]; 8
-//     queries of random scores): 7.5K -> 3.0K keys appended per query, 40 -> 9 compactions,
-//     125K -> 26K keys compacted. Measured (T 16K, H_I 32, ncu): compaction's instructions -55%,
-//     all -16%; time (16-32K): -5-7% at H_I 32, -12-14% at H_I 64, where the selection warps no
-//     longer fall behind on the early blocks in which every key entered.
+//     2048, five compactions). So where a CTA's long windows start at the same key and span more
+//     keys than the buffer holds (topk + S; and D_I <= 128: at 256 the second pass's registers
+//     would spill in the MMA loop), the CTA first scores a strided sample of the keys they all see
+//     (one 64-key block per 2048 keys, a power of two up to 16: ~3% more MMA; none under 2048 keys;
+//     sample_blocks, which also declines where the sample would not save appends) and each query
+//     starts at the sample's rank-th largest score: the rank whose expected share of the window,
+//     less 4 standard deviations, still holds topk keys. The invariant's second half then holds
+//     only once topk keys have entered: a query that ends its stream with fewer (its sample misled
+//     it, ~3e-5 for random order, or a pattern aligned with the sample's stride) streams the window
+//     again from 0 (a second pass of the CTA, for those queries only), so the result stays exact.
+//     Host model (tools/bench/compaction_model.py --keys 16384 --slack 1344 [--sampled]; 8 queries
+//     of random scores): 7.5K -> 3.0K keys appended per query, 40 -> 9 compactions, 125K -> 26K
+//     keys compacted. Measured (T 16K, H_I 32, ncu): compaction's instructions -55%, all -16%; time
+//     (16-32K): -5-7% at H_I 32, -12-14% at H_I 64, where the selection warps no longer fall behind
+//     on the early blocks in which every key entered.
 //   Gang compaction (not specialized): the CTA waits at each block's barrier for its slowest
 //     warp, so compactions are lined up: a warp that must compact at its next block says so at
 //     the barrier (__syncthreads_or), and then every query holding more than S / 4 extra
@@ -1079,7 +1078,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // of registers a wgmma defined gets a wait injected before it (C7514), serializing the MMAs.
   // With 4 selection warps (kPairs) the loop takes two blocks an iteration and drains once a
   // pair: the second block's B1 and M tile 0 run under the first's M tile 1 (H_I 64:
-  // 1.02-1.04x); with 8 the third K stage it needs would cost S (1.03-1.05x slower at H_I 32).
+  // 1.02-1.03x); with 8 the third K stage it needs would cost S (0.95-0.99x at H_I 32).
   // Pass 0 streams the sampled blocks first where the CTA samples; pass 1 (rare: a query the
   // sample misled, finish()) streams the window again for such queries only. Two inlined calls,
   // not a loop: inside a loop that some warps might leave, ptxas keeps the wgmma descriptors in

@@ -104,7 +104,10 @@ constexpr int kPriority = 100;
 // threshold per query (12 of branch indexer-regsel was not merged); 13: none at D_I > 128;
 // 14: the block cursors keep the segment's last block in a register; 15: warp-specialized at
 // H_p 32 too (8 selection warps), a slot's two blocks selected together, loose gang compaction.
-// 16: the selection warps read the gang word only where a gang compaction could take them.
+// 16: the selection warps read the gang word only where a gang compaction could take them;
+// 17: sampled thresholds wherever a window outgrows the candidate buffer, gang joins only where
+// the rest of the window would not fit; 18: 8 selection warps at 72 registers (184 for the MMA
+// warps), and with 4 the MMA loop takes blocks in pairs over 3 K stages.
 // linear_cross_entropy, moe_experts, rms_norm 1: their first kernels; linear_cross_entropy 2:
 // gradients formed in the forward pass. adamw 1: its first kernel.
 
