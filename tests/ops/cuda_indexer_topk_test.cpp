@@ -5,11 +5,11 @@
 // float64 from the inputs (sorted, equal within the float32 summation error of either side).
 // Cases: tiny fixture-like shapes, tile edges (T, D_I and H_I off every tile size), ragged varlen
 // batches, topk beyond the documents, context-parallel shards with padding rows and unsorted
-// query_indices, decode rows, exact ties, GLM-5 shapes (H_I 32/64, D_I 128, topk 2048) at 4K, 8K
-// and 32K tokens (with a bound on the memory the call allocates), windows long enough for the cuda
-// kernel's sampled threshold and samples that mislead it, and the calls the kernel does not
-// take (float32, sizes past its limits): an error under backend.strict, torch otherwise.
-// Every test skips itself without a GPU.
+// query_indices, decode rows, exact ties, near ties, GLM-5 shapes (H_I 32/64, D_I 128, topk 2048)
+// at 4K, 8K and 32K tokens (with a bound on the memory the call allocates), windows long enough for
+// the cuda kernel's sampled threshold and samples that mislead it, and the calls the kernel does
+// not take (float32, sizes past its limits): an error under backend.strict, torch otherwise. Every
+// test skips itself without a GPU.
 #include "core/plugin_host.h"
 #include "kiln/sdk/dispatch.h"
 #include "kiln/sdk/error.h"
@@ -68,6 +68,9 @@ enum class Keys {
   kHalfZero,     // every other key row is zero: its score is exactly 0 for every query
   kIdentical,    // one key row repeated: every visible key scores the same
   kFewDistinct,  // 5 distinct key rows repeated: long runs of equal scores
+  kNearTies,     // clusters of 8 key rows, one row but the last channel: (j % 8) 2^-23, which
+                 // every head's query has at 1: 8 scores within a few float32 steps of each other,
+                 // so the kernel's radix select runs down to single key values
   kStride32High, // the keys at 16 mod 32 are one row, 4x: what the cuda kernel samples of a
                  // window of 2048 b keys (b a power of two up to 16: keys lo + 16 + 32 i) to start
                  // its threshold, so where that row scores high the sample admits too few keys
@@ -110,6 +113,7 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   const int64_t tq = static_cast<int64_t>(positions.size());
   const auto bf16 = at::TensorOptions().dtype(at::kBFloat16).device(kCuda);
   in.q = at::randn({tq, c.heads, c.dim}, bf16);
+  if (c.keys == Keys::kNearTies) in.q.select(2, c.dim - 1).fill_(1);
   switch (c.keys) {
     case Keys::kRandom:
       in.k = at::randn({tk, c.dim}, bf16);
@@ -124,6 +128,12 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
     case Keys::kFewDistinct:
       in.k = at::randn({5, c.dim}, bf16).index_select(0, at::arange(tk, bf16.dtype(at::kLong)) % 5);
       break;
+    case Keys::kNearTies: {
+      const at::Tensor j = at::arange(tk, bf16.dtype(at::kLong));
+      in.k = at::randn({(tk + 7) / 8, c.dim}, bf16).index_select(0, j.div(8, "floor"));
+      in.k.select(1, c.dim - 1).copy_(j.remainder(8).to(at::kFloat).mul(std::ldexp(1.0, -23)));
+      break;
+    }
     case Keys::kStride32High: {
       in.k = at::randn({tk, c.dim}, bf16);
       const at::Tensor sampled = at::arange(16, tk, 32, bf16.dtype(at::kLong));
@@ -300,6 +310,10 @@ const Case kCases[] = {
     {"EveryKeyScoresTheSame", 8, 32, 20, {150}, {}, {}, Keys::kIdentical},
     {"LongRunsOfEqualScores", 32, 128, 300, {1000}, {}, {}, Keys::kFewDistinct},
     {"ZerosWithGlmTopk", 32, 128, 2048, {4000}, {}, {}, Keys::kHalfZero, true},
+    // Near ties (scores a few float32 steps apart) where the kernel's buffer compacts.
+    {"NearTiesH32", 32, 128, 256, {1400}, {}, range(256, 1400, 9), Keys::kNearTies},
+    {"NearTiesH64", 64, 128, 300, {1500}, {}, range(300, 1500, 17), Keys::kNearTies},
+    {"NearTiesGlm5H64T8192", 64, 128, 2048, {8192}, {}, range(2048, 8192, 7), Keys::kNearTies},
     // The kernel's size limits: 256 (padded) heads, D_I 256, large topk.
     {"Heads200Dim256", 200, 256, 300, {700}},
     {"Heads128Dim64", 128, 64, 128, {500, 300}},

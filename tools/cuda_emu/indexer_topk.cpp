@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -29,6 +30,9 @@ enum class Keys {
   kHalfZero,    // even key rows are zero: score exactly 0 for every query
   kIdentical,   // one key row repeated: every visible key scores the same
   kFewDistinct, // 5 distinct key rows repeated: long runs of equal scores
+  kNearTies,    // clusters of 8 key rows, one row but the last channel: (j % 8) 2^-23, which
+                // every head's query has at 1: 8 scores within a few float32 steps of each other,
+                // so a compaction's radix select runs down to single key values
   kSampledHigh, // the keys the kernel samples (sample_blocks) for the rows' common window [0, n)
                 // are one row, 4x: the sample sees only its score, so where that score is high
                 // the sampled threshold admits fewer than topk keys and the row streams again
@@ -88,6 +92,8 @@ const Case kCases[] = {
     {"half the keys score zero", 8, 32, 20, {150, 90}, {}, {}, Keys::kHalfZero, true},
     {"every key scores the same", 8, 32, 20, {150}, {}, {}, Keys::kIdentical},
     {"long runs of equal scores H32", 32, 128, 64, {600}, {}, range(0, 600, 3), Keys::kFewDistinct},
+    {"near ties H32 topk256", 32, 128, 256, {1400}, {}, range(256, 1400, 9), Keys::kNearTies},
+    {"near ties H64 topk300", 64, 128, 300, {1500}, {}, range(300, 1500, 17), Keys::kNearTies},
     {"zeros with GLM topk", 32, 128, 2048, {2600}, {}, range(2040, 2600, 9), Keys::kHalfZero, true},
     // The kernel's other limits: 256 padded heads with D_I 256, 128 heads, topk past 2048 slack.
     {"H200 D256 topk300", 200, 256, 300, {700}, {}, {699, 450, 301, 300, 64, 0, 601}},
@@ -167,7 +173,10 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
   in.w.assign(in.tq * in.w_t, NAN);
   for (int t = 0; t < in.tq; ++t)
     for (int h = 0; h < c.heads; ++h)
-      for (int d = 0; d < c.dim; ++d) in.q[t * in.q_t + h * in.q_h + d] = to_bf16(normal(rng));
+      for (int d = 0; d < c.dim; ++d) {
+        const bool one = c.keys == Keys::kNearTies && d + 1 == c.dim;
+        in.q[t * in.q_t + h * in.q_h + d] = one ? to_bf16(1.f) : to_bf16(normal(rng));
+      }
   std::vector<uint16_t> base(5 * c.dim);
   for (auto& x : base) x = to_bf16(normal(rng));
   std::vector<bool> sampled(in.tk, false);
@@ -185,12 +194,19 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
     const int m = blocks * 64;
     for (int i = 0; i < m; ++i) sampled[(int64_t{2} * i + 1) * n / (2 * m)] = true;
   }
+  std::vector<uint16_t> cluster(c.dim);
   for (int j = 0; j < in.tk; ++j)
     for (int d = 0; d < c.dim; ++d) {
+      if (c.keys == Keys::kNearTies && j % 8 == 0 && d == 0) {
+        for (auto& x : cluster) x = to_bf16(normal(rng));
+      }
       uint16_t v = to_bf16(normal(rng));
       if (c.keys == Keys::kHalfZero && j % 2 == 0) v = 0;
       if (c.keys == Keys::kIdentical) v = base[d];
       if (c.keys == Keys::kFewDistinct) v = base[(j % 5) * c.dim + d];
+      if (c.keys == Keys::kNearTies) {
+        v = d + 1 < c.dim ? cluster[d] : to_bf16(std::ldexp(float(j % 8), -23));
+      }
       if (sampled[j]) v = to_bf16(4.f * from_bf16(base[d]));
       in.k[j * in.k_t + d] = v;
     }

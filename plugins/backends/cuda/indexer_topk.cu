@@ -137,10 +137,10 @@
 // gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  217 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 20 spill stores, 28 spill loads
+//     KSTEPS  2 (D_I <= 32):  197 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 242 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 24 bytes stack frame, 20 spill stores, 44 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
 //   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
@@ -435,10 +435,11 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
   }
 }
 
-// How many of src[0, n) lie in each of the 16 bins [base + d 2^shift, base + (d + 1) 2^shift),
-// d < 16, as 16 16-bit fields of total (the same in every lane; digit_count reads them; n < 65536,
-// make_plan). kAll: every key lies in one of the bins (the first level of a compaction, whose
-// bins cover the buffer's [kmin, kmax]): no range test.
+// How many of src[0, n) lie in each of the bins [base + d 2^shift, base + (d + 1) 2^shift),
+// d < bins <= 16, as 16 16-bit fields of total (the same in every lane; digit_count reads them;
+// n < 65536, make_plan; digits from `bins` up count nothing). kAll: every key lies in one of the
+// 16 bins (the first level of a compaction, whose bins cover the buffer's [kmin, kmax]): no range
+// test.
 // Each lane counts its keys in three levels of registers, so nothing waits on a shared-memory
 // read-modify-write and a key costs two funnel shifts and two adds: 16 4-bit fields of two 32-bit
 // values (digit d at bit 4 d of the pair, digits 8..15 in the second) for kGroup keys, in two such
@@ -447,8 +448,8 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
 // kList: the keys in range are also copied to list[0, ..) in slot order (the caller knows how
 // many there are); a template flag, so the plain count carries no ballot or branch per key.
 template <int kUnroll, bool kList, bool kAll>
-__device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shift, uint32_t* list,
-                             int lane, uint32_t (&total)[8]) {
+__device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shift, uint32_t bins,
+                             uint32_t* list, int lane, uint32_t (&total)[8]) {
   constexpr int kGroup = 15 / kUnroll * kUnroll; // keys per lane under 4-bit fields (<= 15)
   constexpr int kGroupsPerFlush = 255 / kGroup;  // groups per lane under 8-bit fields (<= 255)
   constexpr int kGroupKeys = 32 * kGroup;
@@ -465,7 +466,7 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shif
       uint32_t lo[2] = {0u, 0u}, hi[2] = {0u, 0u}; // [u % 2]: digits 0..7, 8..15 (bits 4 d % 32)
       for_each_key<kUnroll>(src, group, group_end, lane, [&](uint32_t key, int, bool valid, int u) {
         const uint32_t d = (key - base) >> shift;
-        const bool in_range = valid && (kAll || (key >= base && d < 16u));
+        const bool in_range = valid && (kAll || (key >= base && d < bins));
         // a funnel shift clamps at 32: one of the two adds gets 0
         const uint32_t one = in_range ? 1u : 0u, at = d << 2;
         lo[u % 2] += __funnelshift_lc(0u, one, at);
@@ -507,7 +508,9 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
 // over 16 bins a level: the first level's bins start at the smallest key kmin and are as narrow
 // as still covers the largest kmax (2^shift keys each, not aligned to a digit: every bin of the
 // first pass is in use); each later level splits the bin that holds the rank-th largest into 16
-// (shift - 4) until that bin is taken whole or is one key value. The first level counts all n
+// (shift - 4), or, where the bin is narrower than 16 keys, into its single key values (shift 0,
+// fewer bins: those past the bin would count entries of the bins above it, already ranked), until
+// that bin is taken whole or is one key value. The first level counts all n
 // entries; once the keys still in the running are at most half of them and fit in the S-word
 // scratch, the next count copies them there and the later levels count only them.
 // Cost: ~2 passes over the entries.
@@ -527,20 +530,21 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
   int shift = max(0, 28 - __clz(static_cast<int>(kmax - kmin)));
   const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
   int src_n = n;
-  int running = n; // entries in the bin [lo, lo + 2^(shift + 4)) (every one at first)
+  uint32_t bins = 16; // the level's bins: the running bin [lo, lo + bins 2^shift) split
+  int running = n;    // entries in that bin (every one at first)
   bool listed = false;
   for (bool first = true;; first = false) {
     const bool list_now = !listed && running <= slack && 2 * running <= n;
     uint32_t total[8];
     if (first) {
-      count_digits<kUnroll, false, true>(src, src_n, cut.lo, shift, nullptr, lane, total);
+      count_digits<kUnroll, false, true>(src, src_n, cut.lo, shift, bins, nullptr, lane, total);
     } else if (list_now) {
-      count_digits<kUnroll, true, false>(src, src_n, cut.lo, shift, c.scratch, lane, total);
+      count_digits<kUnroll, true, false>(src, src_n, cut.lo, shift, bins, c.scratch, lane, total);
       src = c.scratch;
       src_n = running;
       listed = true;
     } else {
-      count_digits<kUnroll, false, false>(src, src_n, cut.lo, shift, nullptr, lane, total);
+      count_digits<kUnroll, false, false>(src, src_n, cut.lo, shift, bins, nullptr, lane, total);
     }
     // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
     uint32_t above = 0, in_bin = 0, above_bin = 0;
@@ -566,7 +570,9 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
       break;
     }
     if (shift == 0) break; // one key value: ties
+    const int wider = shift;
     shift = max(shift - 4, 0);
+    bins = 1u << (wider - shift); // 16, or the bin's 2..8 key values
   }
   __syncwarp(); // the caller may rewrite the scratch
   return cut;
