@@ -194,12 +194,12 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
     const int m = blocks * 64;
     for (int i = 0; i < m; ++i) sampled[(int64_t{2} * i + 1) * n / (2 * m)] = true;
   }
-  std::vector<uint16_t> cluster(c.dim);
-  for (int j = 0; j < in.tk; ++j)
+  std::vector<uint16_t> cluster(c.dim); // kNearTies: the key row of keys 8 i .. 8 i + 7
+  for (int j = 0; j < in.tk; ++j) {
+    if (c.keys == Keys::kNearTies && j % 8 == 0) {
+      for (auto& x : cluster) x = to_bf16(normal(rng));
+    }
     for (int d = 0; d < c.dim; ++d) {
-      if (c.keys == Keys::kNearTies && j % 8 == 0 && d == 0) {
-        for (auto& x : cluster) x = to_bf16(normal(rng));
-      }
       uint16_t v = to_bf16(normal(rng));
       if (c.keys == Keys::kHalfZero && j % 2 == 0) v = 0;
       if (c.keys == Keys::kIdentical) v = base[d];
@@ -210,6 +210,7 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
       if (sampled[j]) v = to_bf16(4.f * from_bf16(base[d]));
       in.k[j * in.k_t + d] = v;
     }
+  }
   for (int t = 0; t < in.tq; ++t)
     for (int h = 0; h < c.heads; ++h) {
       const float v = normal(rng) * 0.3f;

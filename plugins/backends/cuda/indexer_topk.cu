@@ -1130,17 +1130,31 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
       weigh_rows(acc[0], wr[0], v);
     };
+    auto hold_tile1 = [&] { // M tile 1 of block j, retired, its rows copied to `held`
+      dev::wgmma_wait<0>();
+      dev::fence_regs(acc[1]);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
+    };
+    // B1: tile j is visible (this thread's copies landed, every MMA thread's behind the barrier)
+    // and every MMA warp has retired block j - 1; lockstep: the barrier also says whether some
+    // query must compact at this block (gang). Returns tile j's descriptor.
+    bool gang = false;
+    auto begin_block = [&] {
+      dev::cp_async_wait<0>();
+      dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
+      if constexpr (kWs) {
+        dev::named_barrier_sync(kMmaBarrier, kThreads);
+      } else {
+        gang = __syncthreads_or(need) != 0;
+      }
+      return dev::sw128_desc(tiles + stage * plan.stage_bytes);
+    };
     if constexpr (kPairs) {
       // Blocks in pairs (one loop iteration, so ptxas sees which wgmma each wait retires): the
       // second block's B1 and its M tile 0 run while the first block's M tile 1 is in flight,
       // whose rows are published under the second block's tile 0; the tensor cores drain once a
       // pair. Tile j + 1's copy goes to the stage of tile j - 2 (3 stages).
-      auto begin_block = [&] { // tile j's descriptor, once it is visible
-        dev::cp_async_wait<0>();
-        dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-        dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
-        return dev::sw128_desc(tiles + stage * plan.stage_bytes);
-      };
       auto end_block = [&] {
         advance(cur);
         stage = (stage + 1) % ws_stages(SEL);
@@ -1168,25 +1182,14 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         publish(acc[1], j - 1);
         issue(1, desc);
         weigh_tile0();
-        dev::wgmma_wait<0>(); // M tile 1, published in the next pair's first block
-        dev::fence_regs(acc[1]);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
+        hold_tile1(); // published in the next pair's first block
         end_block();
       }
       publish(held, j - 1); // the last block was a pair's second
       return false;
     } else {
       for (; cur.block != INT_MAX; stage ^= 1, ++j) {
-        dev::cp_async_wait<0>();
-        dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-        bool gang = false;
-        if constexpr (kWs) {
-          dev::named_barrier_sync(kMmaBarrier, kThreads); // B1
-        } else {
-          gang = __syncthreads_or(need) != 0; // B1
-        }
-        const uint64_t desc = dev::sw128_desc(tiles + stage * plan.stage_bytes);
+        const uint64_t desc = begin_block();
         issue(0, desc);
         if constexpr (kWs) {
           load_next(stage ^ 1);
@@ -1208,10 +1211,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
 #pragma unroll
           for (int t = 0; t < 8; ++t) v[t][0] = v[t][1] = 0.f;
         }
-        dev::wgmma_wait<0>(); // tile 1 of block j, weighed under tile 0 of block j + 1
-        dev::fence_regs(acc[1]);
-#pragma unroll
-        for (int i = 0; i < 32; ++i) held[i] = dev::opaque_copy(acc[1][i]);
+        hold_tile1(); // weighed under tile 0 of block j + 1
         prev_block = cur.block;
         advance(cur);
       }
