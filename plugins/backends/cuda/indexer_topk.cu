@@ -120,15 +120,16 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (sixth session)"; topk 2048, D_I 128, one
-// causal document; version 17 in the same run): version 18 H_I 32: 37.5% of 989 at T=4K, 36.4%
-// at 8K, 40.5% at 16K, 45.6% at 32K (version 17: 36.3, 35.6, 39.5, 44.3); H_I 64: 46.7, 43.2,
-// 45.4, 48.2% (45.6, 42.4, 44.4, 47.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K,
-// 40.5% at 16K. Still under the 40% bar at H_I 32 below T 16K: ncu at T 8K (version 15) had the
-// MMA warps waiting at the CTA's end for the selection warps' last slots and final compaction
-// (one warp per query) a quarter of their time; clock64 probes put the final compaction at ~26K
-// cycles a CTA (9% at 8K) and the MMA warps' cost at 2.7-2.9K cycles a block against 1,024 of
-// tensor-core work (the drain once a block, the selection warps' stalls of the ring). Before
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (eighth session)"; topk 2048, D_I 128, one
+// causal document, median of 5): version 19 H_I 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at
+// 16K, 44.8% at 32K; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4,
+// 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5%
+// at 16K. Still under the 40% bar at H_I 32 below T 16K. clock64 probes of version 19 at H_I 32
+// (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
+// tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
+// warps are busy ~2.1K cycles a block even where nothing compacts (both roles share the SM's
+// issue); at each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final
+// compaction (one warp per query, ~2,600 entries to 2,048) taking 25-28K of them. Before
 // (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
 // 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
 // scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
