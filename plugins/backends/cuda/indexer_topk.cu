@@ -124,12 +124,13 @@
 // causal document, median of 5): version 19 H_I 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at
 // 16K, 44.8% at 32K; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4,
 // 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5%
-// at 16K. Still under the 40% bar at H_I 32 below T 16K. clock64 probes of version 19 at H_I 32
-// (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
-// tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
-// warps are busy ~2.1K cycles a block even where nothing compacts (likely: both roles share the
-// SM's issue); at each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final
-// compaction (one warp per query, ~2,600 entries to 2,048) taking 25-28K of them. Before
+// at 16K. Still under the 40% bar at H_I 32 for T 4K and 8K (16K on it: 39.9-40.6% in three
+// sessions' runs). clock64 probes of version 19 at H_I 32 (4K / 8K; the probes cost ~8%): the MMA
+// warps take ~2.2-2.4K cycles a block against 1,024 of tensor-core work, with no ring stalls (~10
+// cycles a block) and ~100 cycles at B1; the selection warps are busy ~2.1K cycles a block even
+// where nothing compacts (likely: both roles share the SM's issue); at each CTA's end the MMA
+// warps wait ~36K cycles (18-26% of their time), the final compaction (one warp per query, ~2,600
+// entries to 2,048) taking 25-28K of them. Before
 // (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
 // 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
 // scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
