@@ -32,7 +32,7 @@ constexpr int kSmem = 160 * 1024; // one CTA per SM
 
 enum class Shape { kRs64, kSs64, kSs256 };
 
-template <Shape S, int kTiles, bool kBarrier>
+template <Shape S, int kTiles, bool kBarrier, int kAlu>
 __global__ void __launch_bounds__(256, 1) rate_kernel(float* sink, long long* cycles) {
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t base = (dev::smem_addr(smem) + 1023) / 1024 * 1024;
@@ -50,6 +50,9 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(float* sink, long long* cy
   for (int t = 0; t < kTiles; ++t)
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) acc[t][i] = 0.f;
+  float x[16]; // kAlu: independent FFMA chains issued while the tiles run
+#pragma unroll
+  for (int i = 0; i < 16; ++i) x[i] = static_cast<float>(threadIdx.x + i);
   __syncthreads();
   const long long start = clock64();
   for (int it = 0; it < kIters; ++it) {
@@ -71,6 +74,8 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(float* sink, long long* cy
       }
       dev::wgmma_commit();
     }
+#pragma unroll
+    for (int i = 0; i < kAlu; ++i) x[i % 16] = fmaf(x[i % 16], 1.0001f, 0.5f);
     dev::wgmma_wait<0>();
 #pragma unroll
     for (int t = 0; t < kTiles; ++t) dev::fence_regs(acc[t]);
@@ -79,6 +84,8 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(float* sink, long long* cy
   const long long stop = clock64();
   float s = 0.f;
 #pragma unroll
+  for (int i = 0; i < 16; ++i) s += x[i];
+#pragma unroll
   for (int t = 0; t < kTiles; ++t)
 #pragma unroll
     for (int i = 0; i < kAcc; ++i) s += acc[t][i];
@@ -86,9 +93,9 @@ __global__ void __launch_bounds__(256, 1) rate_kernel(float* sink, long long* cy
   if (threadIdx.x == 0) cycles[blockIdx.x] = stop - start;
 }
 
-template <Shape S, int kTiles, bool kBarrier>
+template <Shape S, int kTiles, bool kBarrier, int kAlu = 0>
 void row(const char* name, int sms, float* sink, long long* cycles) {
-  auto* kernel = &rate_kernel<S, kTiles, kBarrier>;
+  auto* kernel = &rate_kernel<S, kTiles, kBarrier, kAlu>;
   cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   cudaEvent_t a, b;
   cudaEventCreate(&a);
@@ -112,7 +119,7 @@ void row(const char* name, int sms, float* sink, long long* cycles) {
   const double tflops = flop_cta_iter * kIters * sms / (ms * 1e-3) / 1e12;
   const double per_cycle = flop_cta_iter * kIters / static_cast<double>(host_cycles);
   std::printf(
-      "%-16s %9.1f TFLOP/s %6.1f%% of 989   %7.0f FLOP/cycle/SM (%5.1f%% of 4096)  "
+      "%-24s %9.1f TFLOP/s %6.1f%% of 989   %7.0f FLOP/cycle/SM (%5.1f%% of 4096)  "
       "%6.0f cycles/iteration\n",
       name, tflops, 100.0 * tflops / 989.0, per_cycle, 100.0 * per_cycle / 4096.0,
       static_cast<double>(host_cycles) / kIters);
@@ -133,5 +140,11 @@ int main() {
   row<Shape::kSs64, 2, true>("ss64 x 2 +bar", sms, sink, cycles);
   row<Shape::kSs64, 4, true>("ss64 x 4 +bar", sms, sink, cycles);
   row<Shape::kSs256, 1, true>("ss256 x 1 +bar", sms, sink, cycles);
+  // CUDA-core work under the tiles (indexer_topk's MMA warps run ~300 instructions a block there):
+  // does a wgmma reading A from registers hold back the warp's other instructions?
+  row<Shape::kRs64, 2, true, 256>("rs64 x 2 +bar +256 FFMA", sms, sink, cycles);
+  row<Shape::kSs64, 2, true, 256>("ss64 x 2 +bar +256 FFMA", sms, sink, cycles);
+  row<Shape::kRs64, 2, true, 512>("rs64 x 2 +bar +512 FFMA", sms, sink, cycles);
+  row<Shape::kSs64, 2, true, 512>("ss64 x 2 +bar +512 FFMA", sms, sink, cycles);
   return 0;
 }
