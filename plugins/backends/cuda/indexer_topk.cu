@@ -132,7 +132,13 @@
 // cycles a block) and ~100 cycles at B1; the selection warps are busy ~2.1K cycles a block even
 // where nothing compacts (likely: both roles share the SM's issue); at each CTA's end the MMA
 // warps wait ~36K cycles (18-26% of their time), the final compaction (one warp per query, ~2,600
-// entries to 2,048) taking 25-28K of them. Before
+// entries to 2,048) taking 25-28K of them. ncu of version 19 at H_I 32, T 8K (ninth session):
+// the tensor pipe busy 36% of the time, issue slots 44%; per MMA warp and block 342 instructions
+// (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC, the wgmma waits
+// 5% of the loop's stalls: the MMA warps are bound by their own instruction stream (the MMA loop
+// alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one waited at
+// the CTA's start for thread 0's sample rank search (version 20: closed form; not yet measured on
+// the GPU). Before
 // (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
 // 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
 // scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
