@@ -147,10 +147,10 @@
 // gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  197 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 242 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 24 bytes stack frame, 20 spill stores, 44 spill loads
+//     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  221 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 252 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 16 spill stores, 36 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
 //   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
