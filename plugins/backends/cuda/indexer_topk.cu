@@ -72,10 +72,10 @@
 //     starts at the sample's rank-th largest score: the rank whose expected share of the window,
 //     less 4 standard deviations, still holds topk keys (found by one thread from the closed form
 //     of that bound, while the CTA waits: version 20; before, a search of ~30 steps cost 3% at
-//     T 8K). The invariant's second half then holds
-//     only once topk keys have entered: a query that ends its stream with fewer (its sample misled
-//     it, ~3e-5 for random order, or a pattern aligned with the sample's stride) streams the window
-//     again from 0 (a second pass of the CTA, for those queries only), so the result stays exact.
+//     T 8K). The invariant's second half then holds only once topk keys have entered: a query
+//     that ends its stream with fewer (its sample misled it, ~3e-5 for random order, or a pattern
+//     aligned with the sample's stride) streams the window again from 0 (a second pass of the
+//     CTA, for those queries only), so the result stays exact.
 //     Host model (tools/bench/compaction_model.py --keys 16384 --slack 1344 [--sampled]; 8 queries
 //     of random scores): 7.5K -> 3.0K keys appended per query, 40 -> 9 compactions, 125K -> 26K
 //     keys compacted. Measured (T 16K, H_I 32, ncu): compaction's instructions -55%, all -16%; time
@@ -274,8 +274,9 @@ struct Plan {
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
-  // Set by the launch: K's element offsets of one key block (64 rows) and of kRowStep rows, so
-  // that the loop's copy addresses take them from the parameter bank, not from registers.
+  // Set by the launch: K's element offsets of one key block (64 rows) and of the kernel's
+  // kRowStep rows (kThreads / (2 ksteps)), so that the loop's copy addresses take them from the
+  // parameter bank, not from registers.
   int64_t k_block = 0;
   int64_t k_rows = 0;
 };
@@ -1049,8 +1050,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       return;
     }
     const __nv_bfloat16* src = k_first + block * plan.k_block;
-    // Every copy of every thread exists (all blocks but the last, where D_I needs no padding): a
-    // warp-uniform test, no per-thread row arithmetic on the loop's path.
+    // Every copy of every thread exists (any block but a partial last one, where D_I needs no
+    // padding): a warp-uniform test, no per-thread row arithmetic on the loop's path.
     if (all_chunks && (block + 1) * kBlockKeys <= p.tk) {
 #pragma unroll
       for (int m = 0; m < kLoads; ++m)
