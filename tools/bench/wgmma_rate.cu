@@ -141,7 +141,9 @@ int main() {
   row<Shape::kSs64, 4, true>("ss64 x 4 +bar", sms, sink, cycles);
   row<Shape::kSs256, 1, true>("ss256 x 1 +bar", sms, sink, cycles);
   // CUDA-core work under the tiles (indexer_topk's MMA warps run ~300 instructions a block there):
-  // does a wgmma reading A from registers hold back the warp's other instructions?
+  // does a wgmma reading A from registers hold back the warp's other instructions? ptxas (CUDA
+  // 13.0) spreads these FFMAs between the tiles' wgmma issues, so the rows also time later issues:
+  // compare RS with SS, not either with the rows above.
   row<Shape::kRs64, 2, true, 256>("rs64 x 2 +bar +256 FFMA", sms, sink, cycles);
   row<Shape::kSs64, 2, true, 256>("ss64 x 2 +bar +256 FFMA", sms, sink, cycles);
   row<Shape::kRs64, 2, true, 512>("rs64 x 2 +bar +512 FFMA", sms, sink, cycles);

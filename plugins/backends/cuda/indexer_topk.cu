@@ -218,6 +218,11 @@ static_assert(2 * 128 * mma_regs(8) + 32 * 8 * select_regs(8) <= 65536, "the SM'
 constexpr int ws_stages(int sel) {
   return sel == 4 ? 3 : kStages;
 }
+// K rows between one thread's copies of a tile (kRowStep in the kernel): its kThreads each copy one
+// of a row's 2 * ksteps 16-byte chunks.
+constexpr int copy_row_step(int ksteps) {
+  return kThreads / (2 * ksteps);
+}
 
 // The sampled threshold's size (header: "Sampled threshold"): for n keys that a CTA's long windows
 // all see, [lo, lo + n), the sample is m = 64 * blocks keys lo + ((2 i + 1) n) / (2 m), i < m,
@@ -274,9 +279,8 @@ struct Plan {
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
-  // Set by the launch: K's element offsets of one key block (64 rows) and of the kernel's
-  // kRowStep rows (kThreads / (2 ksteps)), so that the loop's copy addresses take them from the
-  // parameter bank, not from registers.
+  // Set by the launch: K's element offsets of one key block (64 rows) and of copy_row_step rows,
+  // so that the loop's copy addresses take them from the parameter bank, not from registers.
   int64_t k_block = 0;
   int64_t k_rows = 0;
 };
@@ -1025,16 +1029,16 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   const auto* kp = static_cast<const __nv_bfloat16*>(p.k);
   const uint32_t tiles = dev::smem_addr(sm);
   constexpr int kChunks = 2 * KSTEPS; // 16-byte chunks of a padded row
-  constexpr int kRowStep = kThreads / kChunks;
+  constexpr int kRowStep = copy_row_step(KSTEPS);
   constexpr int kLoads = kBlockKeys / kRowStep;
   static_assert(kRowStep % 8 == 0 && kBlockKeys % kRowStep == 0);
   const int chunk = tid % kChunks, r0 = tid / kChunks;
   const bool chunk_ok = chunk < p.dim / 8;
   const uint32_t dst0 = dev::sw128(r0, chunk, kBlockKeys);
-  const int64_t src0 = int64_t{r0} * p.k_t + chunk * 8;
-  const int64_t src_step = plan.k_rows;           // kRowStep * p.k_t
-  const __nv_bfloat16* const k_first = kp + src0; // this thread's first copy of block 0
-  const bool all_chunks = p.dim == 16 * KSTEPS;   // every chunk of a row holds channels
+  const int64_t src_step = plan.k_rows; // kRowStep * p.k_t
+  // this thread's first copy of block 0
+  const __nv_bfloat16* const k_first = kp + int64_t{r0} * p.k_t + chunk * 8;
+  const bool all_chunks = p.dim == 16 * KSTEPS; // every chunk of a row holds channels
   auto load_tile = [&](int block, int stage) {
     const uint32_t dst = tiles + stage * plan.stage_bytes + dst0;
     if (block < 0) { // sampled block -1 - s: keys i = 64 s + row of the sample (sample_blocks)
@@ -1085,8 +1089,9 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // last block.
   int total = 0; // blocks of this pass: the sampled ones (first pass) and the window's
   auto publish = [&](const float(&acc1)[32], int b) {
-    const unsigned group = static_cast<unsigned>(b) / kSlotBlocks; // b >= 0: no sign fix-ups
-    const int at = b % kSlotBlocks, slot = static_cast<int>(group % kRing);
+    const unsigned ub = static_cast<unsigned>(b); // b >= 0: divisions without sign fix-ups
+    const unsigned group = ub / kSlotBlocks;
+    const int at = static_cast<int>(ub % kSlotBlocks), slot = static_cast<int>(group % kRing);
     if (at == 0 && group >= static_cast<unsigned>(kRing))
       dev::named_barrier_sync(kEmptyBarrier + slot, kBlockThreads);
     finish_block(acc1, part + (slot * kSlotBlocks + at) * kParts * kBlockKeys);
@@ -1300,7 +1305,7 @@ cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream)
   if (p.tq <= 0) return cudaSuccess;
   if (!make_plan(p.heads, p.dim, p.topk, p.tq, plan)) return cudaErrorInvalidValue;
   plan.k_block = int64_t{kBlockKeys} * p.k_t;
-  plan.k_rows = int64_t{kThreads / (2 * plan.ksteps)} * p.k_t; // the kernel's kRowStep rows
+  plan.k_rows = int64_t{copy_row_step(plan.ksteps)} * p.k_t;
   int device = 0, optin = 0;
   cudaError_t status = cudaGetDevice(&device);
   if (status == cudaSuccess) {
