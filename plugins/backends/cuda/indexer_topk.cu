@@ -16,17 +16,23 @@
 //     of 64, two per warpgroup (a warp's 32 rows are one query's: Epilogue); the columns (N) are
 //     the block's 64 keys. Q is the A operand from registers (m16n8k16 A fragments, loaded once:
 //     D_I / 2 registers at D_I = 128); the K tile, the B operand, is read by both warpgroups from
-//     shared memory (K-major, 128-byte swizzle), 2 cp.async stages deep (3 with 4 selection
-//     warps: blocks in pairs, below). D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4,
-//     8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows
-//     (zero Q, zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
+//     shared memory (K-major, 128-byte swizzle), 2 stages deep (3 with 4 selection warps:
+//     blocks in pairs, below), copied by cp.async, or with 8 selection warps by TMA (below).
+//     D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}). All 4 M tiles run whatever
+//     BQ * H_p is (no wgmma behind a branch): padding rows (zero Q, zero weight) cost MMA time only
+//     when BQ * H_p < 256 (decode, small H_I).
 //   Overlap: each warpgroup runs its two M tiles half a block apart (one commit group each):
 //     tile 1's scores of block j - 1 are weighed while the tensor cores run tile 0 of block j,
 //     tile 0's while they run tile 1 (the loop's comment has the order). The tensor cores
 //     drain once a block, at the barrier of the MMA warps that makes the next K tile visible;
 //     with 4 selection warps once a pair of blocks (the second block's barrier and M tile 0 run
 //     while the first's M tile 1 is in flight; a third K stage, whose 16 KiB would cost the
-//     8-query CTA candidate slots).
+//     8-query CTA candidate slots). With 8 selection warps there is no such barrier: a stream
+//     block's tile comes by TMA (one thread issues it), each MMA warp waits for the tile's
+//     mbarrier, and the last MMA warp to retire a stage (a shared count) refills it, so each
+//     warpgroup drains on its own, under the other's MMAs; and the MMA warps issue no copies
+//     (56 of their 342 instructions a block in version 20). The sampled blocks' rows, gathered,
+//     still come by cp.async behind the barrier.
 //   Warp specialization (H_p >= 32, D_I <= 128): the MMA warps store each block's partial sums
 //     in a ring of 6 slots of 2 blocks and go on; the selection warps take them a slot at a time
 //     (named barriers: one "full" and one "empty" per slot; both blocks of a slot offered in one
@@ -1147,10 +1153,12 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // one tile's scores while the tensor cores run the other's MMA. Per block j:
   //   B1  tile j is visible; every MMA warp has retired both M tiles of block j - 1 (whose
   //       stage the next copy reuses); not warp-specialized: whether some query must compact at
-  //       this block (select_block)
+  //       this block (select_block). TMA, a stream block: the wait for tile j's mbarrier instead
   //       issue M tile 0 of block j
-  //       warp-specialized: copy tile j + 1 into the other stage; publish block j - 1 (M tile
-  //       1's rows, held since its retirement)
+  //       warp-specialized: copy tile j + 1 into the other stage (TMA: only where block j is
+  //       a sampled one; else the warp counts its retirement of block j - 1, and the last one
+  //       to retire it copies tile j + 1); publish block j - 1 (M tile 1's rows, held since
+  //       its retirement)
   //       otherwise: finish block j - 1 into `part`; B2 (the partials are visible); copy tile
   //       j + 1; select block j - 1 (under the MMAs)
   //       issue M tile 1 of block j
