@@ -314,7 +314,7 @@ bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
   p.bar_offset = p.seg_offset + (2 * kMaxQueries + 8) * 4; // + 3 unused: 16-byte aligned
-  p.query_offset = p.bar_offset + kTmaStages * 16;
+  p.query_offset = p.bar_offset + (tma_tiles(p.sel) ? kTmaStages * 16 : 0);
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -1219,6 +1219,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     // would move M tile 0's weighing below the last wgmma wait.)
     auto retire = [&](int b, int stage) {
       const bool refill = loaded == b + 2 && load.block >= 0 && load.block != INT_MAX;
+      __syncwarp(); // every lane's wgmma wait before lane 0's release
       if (lane == 0) {
         const uint32_t before = dev::atomic_add_acq_rel(retired + 4 * stage, 1);
         if (refill && before % kWarps == kWarps - 1) tma_tile(load.block, stage);
