@@ -827,7 +827,11 @@ extern "C" cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void
   }
   *fn = nullptr;
   cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
-  if (std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0) {
+  // EMU_NO_TENSOR_MAPS=1: a driver without the encoder (a kernel's fallback path runs).
+  const char* none = std::getenv("EMU_NO_TENSOR_MAPS");
+  if (none != nullptr && std::strcmp(none, "0") != 0) {
+    found = cudaDriverEntryPointSymbolNotFound;
+  } else if (std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0) {
     found = version < 12000 ? cudaDriverEntryPointVersionNotSufficent : cudaDriverEntryPointSuccess;
     if (found == cudaDriverEntryPointSuccess) *fn = reinterpret_cast<void*>(&emu_encode_tiled);
   } else if (std::strncmp(symbol, "cu", 2) == 0) {
