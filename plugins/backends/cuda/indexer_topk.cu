@@ -1185,8 +1185,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     // that every MMA warp has retired block j - 1, the stage's previous tile. TMA: where block j
     // is a stream block (no B1), the last MMA warp to retire block j copies tile j + 2 instead
     // (retire); the sampled blocks, a prefix of pass 0, and the first stream block after them
-    // still come after B1. `loaded`: the tiles copied so far (`load` is the next one's block).
-    int loaded = 1;
+    // still come after B1. So where block j + 1 is a stream block, tile j + 2 is not yet copied
+    // when block j retires, and where it is a sampled one, it is (at B1 of block j + 1).
     if (kTma && load.block >= 0) { // tiles 0 and 1 of stream blocks
       if (tid == 0) tma_tile(load.block, 0);
       advance(load);
@@ -1194,7 +1194,6 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         if (tid == 0) tma_tile(load.block, 1);
         advance(load);
       }
-      loaded = 2;
     } else {
       load_tile(load.block, 0);
       advance(load);
@@ -1210,24 +1209,21 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         advance(load);
       }
       dev::cp_async_commit();
-      ++loaded;
     };
-    // TMA: block b, in `stage`, retired by this warp (both M tiles' wgmma waits behind it); the
-    // warp that retires it last copies tile b + 2 into the stage where that is a stream block
-    // not yet copied. The count's acquire-release add orders every warp's retirement before the
-    // copy. (Called under the next block's M tile 0: at the end of block b's iteration, ptxas
-    // would move M tile 0's weighing below the last wgmma wait.)
-    auto retire = [&](int b, int stage) {
-      const bool refill = loaded == b + 2 && load.block >= 0 && load.block != INT_MAX;
+    // TMA: block b (the one before `cur`), in `stage`, retired by this warp (both M tiles' wgmma
+    // waits behind it); the warp that retires it last copies tile b + 2 (`load`) into the stage
+    // where block b + 1 is a stream block (else B1 copied tile b + 2) and there is a tile b + 2.
+    // The count's acquire-release add orders every warp's retirement before the copy. (Called
+    // under the next block's M tile 0: at the end of block b's iteration, ptxas would move M tile
+    // 0's weighing below the last wgmma wait.)
+    auto retire = [&](int stage) {
+      const bool refill = cur.block >= 0 && load.block != INT_MAX;
       __syncwarp(); // every lane's wgmma wait before lane 0's release
       if (lane == 0) {
         const uint32_t before = dev::atomic_add_acq_rel(retired + 4 * stage, 1);
         if (refill && before % kWarps == kWarps - 1) tma_tile(load.block, stage);
       }
-      if (refill) {
-        advance(load);
-        ++loaded;
-      }
+      if (refill) advance(load);
     };
     int prev_block = INT_MIN; // the block whose M tile 1 is held (finished in the next one)
     int need = 0; // not warp-specialized: this warp's query must compact at its next block
@@ -1321,8 +1317,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         const uint64_t desc = begin_block();
         issue(0, desc);
         if constexpr (kWs) {
-          if (!kTma || (cur.block < 0 && loaded == j + 1)) load_next(stage ^ 1);
-          if (kTma && j > 0) retire(j - 1, stage ^ 1);
+          if (!kTma || cur.block < 0) load_next(stage ^ 1);
+          if (kTma && j > 0) retire(stage ^ 1); // block j - 1
           if (j > 0) publish(held, j - 1);
           issue(1, desc);
         } else {
@@ -1347,8 +1343,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       }
       bool again = false;
       if constexpr (kWs) {
-        if (kTma) retire(j - 1, stage ^ 1); // (counts it: nothing left to copy)
-        publish(held, j - 1);               // the last block's partials
+        if (kTma) retire(stage ^ 1); // block j - 1 (counted: nothing left to copy)
+        publish(held, j - 1);        // the last block's partials
       } else {
         // The last block: its tile 1, its partials, its selection.
         __syncthreads(); // the selection of the block before has read the partials
