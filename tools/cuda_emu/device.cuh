@@ -6,11 +6,13 @@
 // swizzles, fragment mappings, barrier structure (a warp collective met by part of a warp, and a
 // barrier part of the block never reaches, are reported with every thread's place), shared bounds
 // it can see (ldmatrix/cp.async addresses, writes past the launch's dynamic size), shared-memory
-// races and the asynchrony of cp.async and wgmma ("hazards" below). What it cannot: timing, bank
-// conflicts, registers, the PTX strings, races in global memory, launch limits other than shared
-// memory, collectives with partial masks (reported), threads that wait on each other without a
-// barrier (spin loops hang); mma sums in a different order than the tensor cores.
+// races and the asynchrony of cp.async, wgmma and TMA ("hazards" below), mbarrier protocols. What
+// it cannot: timing, bank conflicts, registers, the PTX strings, races in global memory, launch
+// limits other than shared memory, collectives with partial masks (reported), threads that wait on
+// each other without a barrier (spin loops hang); mma sums in a different order than the tensor
+// cores.
 #pragma once
+#include <cuda.h> // CUtensorMap and cuTensorMapEncodeTiled's types (no driver is linked)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +29,7 @@
 #include <memory>
 #include <random>
 #include <source_location>
+#include <type_traits>
 #include <vector>
 
 #include <dlfcn.h>
@@ -36,6 +39,11 @@
 #include <string>
 
 #define __launch_bounds__(...)
+// A kernel parameter the kernel may take the address of (a CUtensorMap): an ordinary by-value
+// parameter here (cuda's host headers already make it empty for a host compiler).
+#ifndef __grid_constant__
+#define __grid_constant__
+#endif
 // Emulator code that touches shared memory itself: not instrumented (see "hazards" below).
 #define EMU_NOSAN __attribute__((no_sanitize_thread))
 
@@ -144,6 +152,12 @@ struct EmuNamedBar {
 };
 inline EmuNamedBar emu_named[16];
 
+// Defined with the mbarriers below: each one's state (the deadlock report), and TMA copies
+// completing (the scheduler lets them complete when nothing else can run, or at random under
+// EMU_SHUFFLE; true when one did).
+inline void emu_mbar_report();
+inline bool emu_tma_progress(bool all);
+
 [[noreturn]] inline void emu_deadlock() {
   auto& s = emu_sched;
   fprintf(stderr, "cuda_emu: block (%u, %u, %u) is deadlocked: every unfinished thread waits\n",
@@ -174,29 +188,36 @@ inline EmuNamedBar emu_named[16];
     fprintf(stderr, "  named barrier %d: %d of %d threads arrived (%zu waiting)\n", id, b.arrived,
             b.count, b.waiters.size());
   }
+  emu_mbar_report();
   fflush(stderr);
   abort();
 }
 
 // Leaves the running fiber (which waits or has finished) for the next runnable one, or for the
-// launcher once every fiber has finished; returns when the fiber is resumed.
+// launcher once every fiber has finished; returns when the fiber is resumed. TMA copies complete
+// here at the latest: when every unfinished thread waits (which may release some), or under
+// EMU_SHUFFLE at random switches.
 inline void emu_yield() {
   auto& s = emu_sched;
   EmuFiber& self = s.fibers[s.current];
   self.idx = threadIdx;
   self.or_phase = emu_or_phase;
+  if (s.shuffle) emu_tma_progress(false);
   if (s.runnable.empty()) {
-    for (const EmuFiber& f : s.fibers) {
-      if (!f.done) emu_deadlock();
+    bool all_done = true;
+    for (const EmuFiber& f : s.fibers) all_done &= f.done;
+    if (!all_done && !(emu_tma_progress(true) && !s.runnable.empty())) emu_deadlock();
+    if (all_done) {
+      s.current = -1;
+      emu_switch(&self.sp, s.launcher_sp);
+      return; // not reached: a finished fiber is not resumed
     }
-    s.current = -1;
-    emu_switch(&self.sp, s.launcher_sp);
-    return; // not reached: a finished fiber is not resumed
   }
   size_t pick = 0;
   if (s.shuffle) pick = std::uniform_int_distribution<size_t>(0, s.runnable.size() - 1)(s.rng);
   const int next = s.runnable[pick];
   s.runnable.erase(s.runnable.begin() + static_cast<std::ptrdiff_t>(pick));
+  if (next == s.current) return; // a completion released the waiting fiber itself
   s.current = next;
   threadIdx = s.fibers[next].idx;
   emu_tid = next;
@@ -299,16 +320,19 @@ EMU_MIN_MAX(long long, long long, long long)
 EMU_MIN_MAX(unsigned long long, unsigned long long, unsigned long long)
 #undef EMU_MIN_MAX
 
+// The block barrier, and what it hands on besides its release count (the vector clocks' agent
+// columns, below).
+inline void emu_block_sync(const char* what, const EmuLoc& loc);
 inline void __syncthreads(EmuLoc loc = EmuLoc::current()) {
-  emu_wait(*emu_block_bar, "__syncthreads", loc);
+  emu_block_sync("__syncthreads", loc);
 }
 inline int __syncthreads_or(int pred, EmuLoc loc = EmuLoc::current()) {
   const int ph = emu_or_phase;
   emu_or_phase ^= 1;
   if (pred) emu_or[ph] = 1;
-  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  emu_block_sync("__syncthreads_or", loc);
   const int r = emu_or[ph];
-  emu_wait(*emu_block_bar, "__syncthreads_or", loc);
+  emu_block_sync("__syncthreads_or", loc);
   if (emu_tid == 0) emu_or[ph] = 0;
   return r;
 }
@@ -375,27 +399,37 @@ inline uint32_t emu_lane_word(int src, int i, const char* what, const EmuLoc& lo
 // Happens-before between the threads of a block other than through __syncthreads (whose release
 // count orders everything before it, see emu_ordered): vector clocks. Row t holds, for each thread
 // u of the block, the last clock of u that thread t has synchronized with; entry t is t's own
-// clock, which an access records and which goes up each time t arrives at a __syncwarp or a named
-// barrier (its later accesses are not covered by what it published there). A __syncwarp joins its
-// lanes' rows (exited lanes' last ones too); a named barrier phase joins its arrivals' rows and
-// hands the join to the threads that waited in it. Only __syncwarp among the warp collectives
-// orders memory, as on the GPU. Rows are the block's thread count long.
-inline int emu_vc_n = 0;
-inline std::vector<uint32_t> emu_vc;       // n rows of n
-inline std::vector<uint32_t> emu_vc_warp;  // a warp's join at its __syncwarp: 32 rows of n
+// clock, which an access records and which goes up each time t arrives at a __syncwarp, a named
+// barrier or an mbarrier, or releases through an atomic (its later accesses are not covered by
+// what it published there). A __syncwarp joins its lanes' rows (exited lanes' last ones too); a
+// named barrier phase joins its arrivals' rows and hands the join to the threads that waited in
+// it. Only __syncwarp among the warp collectives orders memory, as on the GPU. Rows are the
+// block's thread count long, plus one column per mbarrier once the block initializes one (its
+// "agent" column: the count of its completed phases a thread knows of, which orders the bytes
+// TMA copies landed at those completions; see the mbarriers below).
+inline int emu_vc_n = 0;                   // threads: the rows of emu_vc
+inline int emu_vc_w = 0;                   // row width: threads, then the agent columns
+inline std::vector<uint32_t> emu_vc;       // n rows of w
+inline std::vector<uint32_t> emu_vc_warp;  // a warp's join at its __syncwarp: 32 rows of w
 inline uint32_t emu_vc_warp_mark[32];      // the warp barrier's releases at that join
-inline std::vector<uint32_t> emu_vc_named; // each named barrier's phase: 16 rows of n
+inline std::vector<uint32_t> emu_vc_named; // each named barrier's phase: 16 rows of w
 inline bool emu_vc_dirty = false;          // a row has changed in this block
+// __syncthreads hands on the agent columns (the release count covers the threads' own): each
+// arrival joins its agent entries into the join of its phase, each thread takes that join after
+// the release. Two joins alternate, tagged with the release count at arrival: every thread reads
+// its phase's join before it can arrive at the next phase, so the one after may reuse it.
+inline std::vector<uint32_t> emu_vc_sync_join[2];
+inline uint32_t emu_vc_sync_tag[2];
 EMU_NOSAN inline uint32_t* emu_vc_row(std::vector<uint32_t>& rows, int r) {
-  return rows.data() + static_cast<size_t>(r) * static_cast<size_t>(emu_vc_n);
+  return rows.data() + static_cast<size_t>(r) * static_cast<size_t>(emu_vc_w);
 }
 EMU_NOSAN inline void emu_vc_join(uint32_t* __restrict dst, const uint32_t* __restrict src) {
-  for (int i = 0, n = emu_vc_n; i < n; ++i) dst[i] = dst[i] < src[i] ? src[i] : dst[i];
+  for (int i = 0, n = emu_vc_w; i < n; ++i) dst[i] = dst[i] < src[i] ? src[i] : dst[i];
 }
-// A block of `threads` starts: nobody has synchronized with anybody, own clocks 1.
+// A block of `threads` starts: nobody has synchronized with anybody, own clocks 1, no agents.
 EMU_NOSAN inline void emu_vc_reset(int threads) {
-  if (threads != emu_vc_n) {
-    emu_vc_n = threads;
+  if (threads != emu_vc_n || emu_vc_w != threads) {
+    emu_vc_n = emu_vc_w = threads;
     const size_t n = static_cast<size_t>(threads);
     emu_vc.assign(n * n, 0);
     emu_vc_warp.assign(32 * n, 0);
@@ -410,22 +444,74 @@ EMU_NOSAN inline void emu_vc_reset(int threads) {
   }
   emu_vc_dirty = false;
   std::fill(emu_vc_warp_mark, emu_vc_warp_mark + 32, 0u);
+  for (int i = 0; i < 2; ++i) {
+    emu_vc_sync_join[i].clear();
+    emu_vc_sync_tag[i] = UINT32_MAX;
+  }
+}
+// Widens every row to `agents` agent columns (new entries 0: nothing known of them yet).
+EMU_NOSAN inline void emu_vc_widen(int agents) {
+  const int w = emu_vc_n + agents, old = emu_vc_w;
+  if (w <= old) return;
+  auto relayout = [&](std::vector<uint32_t>& rows, int count) {
+    std::vector<uint32_t> wide(static_cast<size_t>(count) * static_cast<size_t>(w), 0u);
+    for (int r = 0; r < count; ++r) {
+      std::memcpy(wide.data() + static_cast<size_t>(r) * static_cast<size_t>(w),
+                  rows.data() + static_cast<size_t>(r) * static_cast<size_t>(old),
+                  sizeof(uint32_t) * static_cast<size_t>(old));
+    }
+    rows.swap(wide);
+  };
+  relayout(emu_vc, emu_vc_n);
+  relayout(emu_vc_warp, 32);
+  relayout(emu_vc_named, 16);
+  emu_vc_w = w;
+  emu_vc_dirty = true;
+}
+// A __syncthreads arrival (returns the release count it arrives at) and the leave after it.
+EMU_NOSAN inline uint32_t emu_vc_sync_arrive(uint32_t releases) {
+  const size_t agents = static_cast<size_t>(emu_vc_w - emu_vc_n);
+  if (agents == 0) return releases;
+  std::vector<uint32_t>& join = emu_vc_sync_join[releases & 1];
+  if (emu_vc_sync_tag[releases & 1] != releases) {
+    join.assign(agents, 0u);
+    emu_vc_sync_tag[releases & 1] = releases;
+  } else if (join.size() < agents) {
+    join.resize(agents, 0u);
+  }
+  const uint32_t* mine = emu_vc_row(emu_vc, emu_tid) + emu_vc_n;
+  for (size_t i = 0; i < agents; ++i) join[i] = join[i] < mine[i] ? mine[i] : join[i];
+  return releases;
+}
+EMU_NOSAN inline void emu_vc_sync_leave(uint32_t releases) {
+  const std::vector<uint32_t>& join = emu_vc_sync_join[releases & 1];
+  if (emu_vc_w == emu_vc_n || emu_vc_sync_tag[releases & 1] != releases) return;
+  uint32_t* mine = emu_vc_row(emu_vc, emu_tid) + emu_vc_n;
+  const size_t agents = std::min(join.size(), static_cast<size_t>(emu_vc_w - emu_vc_n));
+  for (size_t i = 0; i < agents; ++i) mine[i] = mine[i] < join[i] ? join[i] : mine[i];
+  emu_vc_dirty = true;
+}
+inline void emu_block_sync(const char* what, const EmuLoc& loc) {
+  const uint32_t releases = emu_vc_sync_arrive(emu_block_bar->releases());
+  emu_wait(*emu_block_bar, what, loc);
+  emu_vc_sync_leave(releases);
 }
 // Between a __syncwarp's two warp barriers: the first lane past the first one joins every lane's
 // row (no lane has changed its own since it arrived), each lane takes the join and starts a new
 // clock.
 EMU_NOSAN inline void emu_vc_syncwarp() {
   const int t = emu_tid, w = t / 32, n = emu_vc_n;
+  const size_t width = static_cast<size_t>(emu_vc_w);
   uint32_t* join = emu_vc_row(emu_vc_warp, w);
   const uint32_t opened = emu_warp_bar[w]->releases();
   if (emu_vc_warp_mark[w] != opened) {
     emu_vc_warp_mark[w] = opened;
-    std::memcpy(join, emu_vc_row(emu_vc, 32 * w), sizeof(uint32_t) * static_cast<size_t>(n));
+    std::memcpy(join, emu_vc_row(emu_vc, 32 * w), sizeof(uint32_t) * width);
     for (int u = 32 * w + 1; u < 32 * w + 32 && u < n; ++u)
       emu_vc_join(join, emu_vc_row(emu_vc, u));
   }
   uint32_t* mine = emu_vc_row(emu_vc, t);
-  std::memcpy(mine, join, sizeof(uint32_t) * static_cast<size_t>(n));
+  std::memcpy(mine, join, sizeof(uint32_t) * width);
   ++mine[t];
   emu_vc_dirty = true;
 }
@@ -611,6 +697,158 @@ extern "C" cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(in
   return cudaSuccess;
 }
 
+// cuTensorMapEncodeTiled, as the driver entry point below hands it out: the requirements the
+// driver documents are checked (an invalid parameter gets CUDA_ERROR_INVALID_VALUE, with a line
+// on stderr saying which), and the fields are kept inside the CUtensorMap's 128 opaque bytes for
+// the emulated TMA. Valid requests the TMA emulation does not model abort with a clear message:
+// interleaved layouts, the packed 4/6-bit types, element strides other than 1 past dimension 0,
+// NaN out-of-bounds fill, and swizzles other than none and 128-byte with a box row of 128 bytes.
+struct EmuTensorMap {
+  uint64_t magic;
+  uint64_t address;
+  uint64_t dim[5];
+  uint64_t stride[4]; // bytes of dimensions 1..rank-1
+  uint16_t box[5];
+  uint8_t element_stride[5];
+  uint8_t type, rank, elem_bytes, interleave, swizzle, l2, oob;
+};
+static_assert(sizeof(EmuTensorMap) <= sizeof(CUtensorMap));
+constexpr uint64_t kEmuTensorMapMagic = 0x50414d546e6c696bull; // "kilnTMAP"
+inline CUresult emu_encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank,
+                                 void* address, const cuuint64_t* dim, const cuuint64_t* strides,
+                                 const cuuint32_t* box, const cuuint32_t* element_strides,
+                                 CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                 CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+  auto invalid = [](const char* why, unsigned long long value) {
+    fprintf(stderr, "cuda_emu: cuTensorMapEncodeTiled: %s (%llu): CUDA_ERROR_INVALID_VALUE\n", why,
+            value);
+    return CUDA_ERROR_INVALID_VALUE;
+  };
+  auto not_emulated = [](const char* what, unsigned long long value) {
+    fprintf(stderr, "cuda_emu: cuTensorMapEncodeTiled with %s (%llu): valid, but not emulated\n",
+            what, value);
+    abort();
+  };
+  // Element sizes of CUtensorMapDataType 0..12; 13..15 are the packed 4- and 6-bit types.
+  static constexpr uint8_t kBytes[13] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  const auto t = static_cast<unsigned>(type), il = static_cast<unsigned>(interleave);
+  const auto sw = static_cast<unsigned>(swizzle);
+  if (map == nullptr || reinterpret_cast<uintptr_t>(map) % 64 != 0) {
+    return invalid("tensorMap not 64-byte aligned", reinterpret_cast<uintptr_t>(map));
+  }
+  if (t > 15) return invalid("tensorDataType not a CUtensorMapDataType", t);
+  if (rank == 0 || rank > 5) return invalid("tensorRank outside 1..5", rank);
+  if (il > 2) return invalid("interleave not a CUtensorMapInterleave", il);
+  if (il != 0 && rank < 3) return invalid("an interleaved layout of tensorRank below 3", rank);
+  const auto addr = reinterpret_cast<uintptr_t>(address);
+  if (addr % (il == 2 || t == 14 || t == 15 ? 32 : 16) != 0) {
+    return invalid("globalAddress not 16-byte aligned (32 for INTERLEAVE_32B, 16U4/16U6_ALIGN16B)",
+                   addr);
+  }
+  if (dim == nullptr || box == nullptr || element_strides == nullptr ||
+      (rank > 1 && strides == nullptr)) {
+    return invalid("a null array", rank);
+  }
+  for (unsigned i = 0; i < rank; ++i) {
+    if (dim[i] == 0 || dim[i] > (uint64_t{1} << 32)) {
+      return invalid("a globalDim outside 1..2^32", dim[i]);
+    }
+  }
+  for (unsigned i = 0; i + 1 < rank; ++i) {
+    if (strides[i] % (il == 2 || t == 14 || t == 15 ? 32 : 16) != 0) {
+      return invalid("a globalStride not a multiple of 16 (32 for INTERLEAVE_32B)", strides[i]);
+    }
+    if (strides[i] >= (uint64_t{1} << 40))
+      return invalid("a globalStride of 2^40 or more", strides[i]);
+  }
+  for (unsigned i = 0; i < rank; ++i) {
+    if (box[i] == 0 || box[i] > 256) return invalid("a boxDim outside 1..256", box[i]);
+    if (element_strides[i] == 0 || element_strides[i] > 8) {
+      return invalid("an elementStride outside 1..8", element_strides[i]);
+    }
+  }
+  if (sw > 6) return invalid("swizzle not a CUtensorMapSwizzle", sw);
+  if (static_cast<unsigned>(l2) > 3) return invalid("l2Promotion not a CUtensorMapL2promotion", l2);
+  if (static_cast<unsigned>(oob) > 1) return invalid("oobFill not a CUtensorMapFloatOOBfill", oob);
+  if (il == 2 && sw != 1) return invalid("INTERLEAVE_32B without SWIZZLE_32B", sw);
+  if (t > 12) not_emulated("a packed 4- or 6-bit tensorDataType", t);
+  const uint64_t row = uint64_t{box[0]} * kBytes[t];
+  if (il == 0 && row % 16 != 0)
+    return invalid("boxDim[0] * element size not a multiple of 16", row);
+  if (il == 0 && sw != 0 && row > (sw == 1 ? 32u : sw == 2 ? 64u : 128u)) {
+    return invalid("boxDim[0] * element size above the swizzle's span", row);
+  }
+  const bool is_float = t >= 6 && t != 13 && t != 14 && t != 15;
+  if (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE && !is_float) {
+    return invalid("a NaN oobFill for an integer tensorDataType", t);
+  }
+  if (il != 0) not_emulated("an interleaved layout", il);
+  if (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+    not_emulated("FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA", 1);
+  for (unsigned i = 1; i < rank; ++i) {
+    if (element_strides[i] != 1) not_emulated("an elementStride other than 1", element_strides[i]);
+  }
+  if (sw != 0 && sw != 3) not_emulated("a swizzle other than NONE and 128B", sw);
+  if (sw == 3 && row != 128)
+    not_emulated("SWIZZLE_128B with a box row of other than 128 bytes", row);
+  EmuTensorMap m{};
+  m.magic = kEmuTensorMapMagic;
+  m.address = addr;
+  for (unsigned i = 0; i < rank; ++i) {
+    m.dim[i] = dim[i];
+    m.box[i] = static_cast<uint16_t>(box[i]);
+    m.element_stride[i] = static_cast<uint8_t>(element_strides[i]);
+    if (i + 1 < rank) m.stride[i] = strides[i];
+  }
+  m.type = static_cast<uint8_t>(t);
+  m.rank = static_cast<uint8_t>(rank);
+  m.elem_bytes = kBytes[t];
+  m.interleave = static_cast<uint8_t>(il);
+  m.swizzle = static_cast<uint8_t>(sw);
+  m.l2 = static_cast<uint8_t>(l2);
+  m.oob = static_cast<uint8_t>(oob);
+  std::memset(map, 0, sizeof(CUtensorMap));
+  std::memcpy(map, &m, sizeof m);
+  return CUDA_SUCCESS;
+}
+static_assert(std::is_same_v<decltype(&emu_encode_tiled), decltype(&cuTensorMapEncodeTiled)>);
+// The driver entry points a launcher asks the runtime for: cuTensorMapEncodeTiled (from CUDA
+// 12.0 on) is the emulated encoder above. The emulated driver is the headers' CUDA_VERSION: a
+// later cudaVersion, a null argument or unknown flags are cudaErrorInvalidValue; an older version
+// answers cudaSuccess with a null function and VersionNotSufficent, a name that is no driver
+// function's SymbolNotFound, as the runtime does. Any other driver function aborts (not emulated).
+extern "C" cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** fn,
+                                                        unsigned int version,
+                                                        unsigned long long flags,
+                                                        cudaDriverEntryPointQueryResult* status) {
+  if (symbol == nullptr || fn == nullptr || flags > cudaEnablePerThreadDefaultStream ||
+      version > CUDA_VERSION) {
+    return cudaErrorInvalidValue;
+  }
+  *fn = nullptr;
+  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+  // EMU_NO_TENSOR_MAPS=1: a driver without the encoder (a kernel's fallback path runs).
+  const char* none = std::getenv("EMU_NO_TENSOR_MAPS");
+  if (none != nullptr && std::strcmp(none, "0") != 0) {
+    found = cudaDriverEntryPointSymbolNotFound;
+  } else if (std::strcmp(symbol, "cuTensorMapEncodeTiled") == 0) {
+    found = version < 12000 ? cudaDriverEntryPointVersionNotSufficent : cudaDriverEntryPointSuccess;
+    if (found == cudaDriverEntryPointSuccess) *fn = reinterpret_cast<void*>(&emu_encode_tiled);
+  } else if (std::strncmp(symbol, "cu", 2) == 0) {
+    fprintf(stderr,
+            "cuda_emu: cudaGetDriverEntryPoint(\"%s\"): not emulated (cuTensorMapEncodeTiled is)\n",
+            symbol);
+    abort();
+  }
+  if (status != nullptr) *status = found;
+  return cudaSuccess;
+}
+extern "C" cudaError_t cudaGetDriverEntryPoint(const char* symbol, void** fn,
+                                               unsigned long long flags,
+                                               cudaDriverEntryPointQueryResult* status) {
+  return cudaGetDriverEntryPointByVersion(symbol, fn, CUDART_VERSION, flags, status);
+}
+
 namespace kiln::backends::cuda {
 namespace {
 constexpr int kEmuSmemBytes = 232448;
@@ -628,8 +866,13 @@ alignas(128) unsigned char smem[kEmuSmemBytes];
 // the cp_async_wait that retires its group, and its bytes may not be touched in between by anyone;
 // a wgmma reads its operands and writes its accumulator at the wgmma_wait that retires its group
 // (the accumulator reads NaN in between), and may only read bytes whose writer has run
-// fence_proxy_async since the write (generic to async proxy). The checks see one interleaving's
-// accesses, but every pair of them: a missing barrier shows whatever order the fibers ran in.
+// fence_proxy_async since the write (generic to async proxy). A TMA copy's bytes are in flight
+// from its issue until the completion of the mbarrier phase it counts toward; they then land as
+// a write of the mbarrier's agent column (emu_vc), which orders them before what a thread does
+// after observing that completion (mbarrier_wait, or a chain of barriers and acq_rel atomics
+// from a thread that did). The 8 bytes of a live mbarrier are for mbarrier operations only. The
+// checks see one interleaving's accesses, but every pair of them: a missing barrier shows
+// whatever order the fibers ran in.
 
 struct EmuSite {
   const void* where = nullptr; // line 0: a code address (an instrumented access); else a file name
@@ -637,14 +880,19 @@ struct EmuSite {
 };
 struct EmuAccess {
   EmuSite site;
-  uint32_t block = 0; // block barrier releases at the access
-  uint32_t clock = 0; // the thread's own vector clock entry at the access
-  uint32_t fence = 0; // the thread's fence_proxy_async count at the access
-  int16_t tid = -1;   // -1: none
+  uint32_t block = 0;  // block barrier releases at the access
+  uint32_t clock = 0;  // the thread's own vector clock entry at the access
+  uint32_t fence = 0;  // the thread's fence_proxy_async count at the access
+  int16_t tid = -1;    // -1: none; from the block's thread count on, an mbarrier's agent column
+  int16_t issuer = -1; // the landing of a TMA (tid an agent column): the thread that issued it
 };
+// pending: -1, or a thread whose cp.async or TMA (tma) into the byte has not landed, or
+// kEmuMbarByte: the byte belongs to a live mbarrier.
+constexpr int16_t kEmuMbarByte = -2;
 struct EmuShadow {
   EmuAccess write, read[2];
-  int16_t pending = -1; // a thread whose cp.async into this byte has not landed
+  int16_t pending = -1;
+  bool tma = false;
 };
 inline EmuShadow emu_shadow[kiln::backends::cuda::kEmuSmemBytes];
 inline uint32_t emu_shadow_used = 0; // bytes [0, used) may hold records of this block
@@ -694,7 +942,7 @@ EMU_NOSAN inline bool emu_ordered(const EmuAccess& prev, int tid) {
   return emu_vc_row(emu_vc, tid)[prev.tid] >= prev.clock;
 }
 
-enum class EmuKind { kRead, kWrite, kAsyncRead, kCopyIssue, kCopyLand };
+enum class EmuKind { kRead, kWrite, kAsyncRead, kCopyIssue, kCopyLand, kTmaIssue };
 inline const char* emu_kind_name(EmuKind k) {
   switch (k) {
     case EmuKind::kRead:
@@ -707,14 +955,29 @@ inline const char* emu_kind_name(EmuKind k) {
       return "cp.async writes";
     case EmuKind::kCopyLand:
       return "cp.async lands in";
+    case EmuKind::kTmaIssue:
+      return "TMA writes";
   }
   return "?";
 }
+// Defined with the mbarriers below: what a TMA's landing record, an in-flight TMA byte and a live
+// mbarrier byte are, in words.
+inline std::string emu_landing_text(const EmuAccess& landed);
+inline std::string emu_tma_text(uint32_t byte);
+inline std::string emu_mbar_text(uint32_t byte);
 
 [[noreturn]] inline void emu_race(uint32_t byte, EmuKind kind, const EmuSite& site,
                                   const EmuAccess& prev, const char* prev_what,
                                   const char* missing) {
   const int t = emu_sched.current;
+  if (prev.tid >= emu_vc_n) { // bytes a TMA landed
+    emu_fail(
+        "shared byte %u: thread %d (warp %d lane %d) %s it at %s; %s, and this thread has not "
+        "observed that completion (its mbarrier_wait, or a barrier, named barrier or acq_rel "
+        "atomic after a thread that did)\n",
+        byte, t, t / 32, t % 32, emu_kind_name(kind), emu_site_text(site).c_str(),
+        emu_landing_text(prev).c_str());
+  }
   emu_fail(
       "shared byte %u: thread %d (warp %d lane %d) %s it at %s; thread %d (warp %d lane %d) %s it "
       "at %s, %s\n",
@@ -727,13 +990,22 @@ EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
   const int t = emu_sched.current;
   if (offset + bytes > emu_shadow_used) emu_shadow_used = offset + bytes;
   const char* unordered =
-      "and no __syncthreads opened between (nor orders them a __syncwarp of their warp or a named "
-      "barrier this thread waited at)";
+      "and no __syncthreads opened between (nor orders them a __syncwarp of their warp, a named "
+      "barrier or mbarrier phase this thread waited at, or a chain of acq_rel atomics)";
   const EmuAccess now = emu_now(site);
   const bool read = kind == EmuKind::kRead || kind == EmuKind::kAsyncRead;
   for (uint32_t i = offset; i < offset + bytes; ++i) {
     EmuShadow& s = emu_shadow[i];
-    if (s.pending >= 0 && kind != EmuKind::kCopyLand) {
+    if (s.pending != -1 && kind != EmuKind::kCopyLand) {
+      if (s.pending == kEmuMbarByte) {
+        emu_fail("shared byte %u: thread %d (warp %d lane %d) %s it at %s: %s\n", i, t, t / 32,
+                 t % 32, emu_kind_name(kind), emu_site_text(site).c_str(),
+                 emu_mbar_text(i).c_str());
+      }
+      if (s.tma) {
+        emu_fail("shared byte %u: thread %d (warp %d lane %d) %s it at %s while %s\n", i, t, t / 32,
+                 t % 32, emu_kind_name(kind), emu_site_text(site).c_str(), emu_tma_text(i).c_str());
+      }
       emu_fail(
           "shared byte %u: thread %d (warp %d lane %d) %s it at %s while thread %d's cp.async "
           "into it is in flight (before that thread's cp_async_wait and a barrier after it)\n",
@@ -741,7 +1013,8 @@ EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
     }
     if (read) {
       if (!emu_ordered(s.write, t)) emu_race(i, kind, site, s.write, "wrote", unordered);
-      if (kind == EmuKind::kAsyncRead && s.write.tid >= 0 &&
+      // (A TMA's bytes come through the async proxy: the tensor cores read them unfenced.)
+      if (kind == EmuKind::kAsyncRead && s.write.tid >= 0 && s.write.tid < emu_vc_n &&
           emu_proxy_fences[s.write.tid] <= s.write.fence) {
         emu_race(i, kind, site, s.write, "wrote",
                  "and that thread ran no fence_proxy_async since (generic writes are invisible to "
@@ -759,11 +1032,13 @@ EMU_NOSAN inline void emu_access(uint32_t offset, uint32_t bytes, EmuKind kind,
         if (!emu_ordered(r, t)) emu_race(i, kind, site, r, "read", unordered);
       }
     }
-    if (kind == EmuKind::kCopyIssue) {
+    if (kind == EmuKind::kCopyIssue || kind == EmuKind::kTmaIssue) {
       s.pending = static_cast<int16_t>(t);
+      s.tma = kind == EmuKind::kTmaIssue;
       continue;
     }
     s.pending = -1;
+    s.tma = false;
     s.write = now;
     s.read[0] = s.read[1] = EmuAccess{};
   }
@@ -861,6 +1136,355 @@ EMU_NOSAN inline void emu_land_copies(int keep_groups) {
     }
   }
   q.resize(kept);
+}
+
+// ---- mbarriers, TMA copies, acq_rel atomics -----------------------------------------------------
+// An mbarrier (8 bytes of shared memory, 8-byte aligned, inside the launch's dynamic size) has the
+// state the PTX ISA describes, kept here by address: its expected arrival count, the arrivals and
+// the tx-count of the current phase, and the phase (its parity: the count of completed phases).
+// A phase completes when every expected arrival has come and the tx-count is 0 again
+// (arrive.expect_tx raises it, a TMA copy's complete_tx lowers it by the copy's bytes; it may go
+// negative in between, within +-(2^20 - 1)); the next phase starts at once with the full count.
+// mbarrier_wait(parity) returns at once when the phase of that parity has completed (try_wait.
+// parity: the current phase's parity differs), else the thread waits until it completes.
+//
+// Memory (the vector clocks, emu_vc): an arrival releases (its row joins the mbarrier's, and its
+// own clock moves on), an observed completion acquires: each waiter takes the mbarrier's row as
+// of that completion. The row is cumulative, as arrivals are read-modify-writes of one object
+// (a release sequence). Each mbarrier has an agent column, the count of its completed phases: the
+// bytes TMA copies land at a completion are a write of that column, ordered before what a thread
+// does once it knows of the completion (its mbarrier_wait, or a __syncwarp, __syncthreads, named
+// barrier, mbarrier or acq_rel atomic after a thread that waited) and unordered with the rest.
+//
+// A TMA copy reads its box from global memory at issue, and its bytes are in flight until the
+// completion of the phase its complete_tx counts toward: any access of them in between is
+// reported, and they land (the data, and the write record above) at that completion. Its
+// complete_tx reaches the mbarrier as late as the emulation allows: when every unfinished thread
+// of the block waits (or, under EMU_SHUFFLE, at random switches), in issue order.
+struct EmuTma {
+  uint32_t dst = 0, bytes = 0; // the box in shared memory: [dst, dst + bytes), swizzled
+  uint32_t bar = 0;            // the mbarrier its complete_tx counts toward
+  int issuer = -1;
+  EmuSite site;
+  std::vector<unsigned char> data; // what lands at dst
+};
+struct EmuMbar {
+  uint32_t addr = 0;
+  bool live = false;
+  uint32_t count = 0, arrived = 0; // expected arrivals; those of the current phase
+  int64_t tx = 0;                  // the current phase's tx-count
+  uint32_t phase = 0;              // phases completed since the init (the current parity: & 1)
+  uint32_t completions = 0;        // phases completed in the block: its agent column's clock
+  uint32_t landed = 0;             // the last completion that landed TMA bytes
+  EmuTma last_copy;                // one of those copies (without its data): the reports
+  EmuAccess init, fence; // its init; the initializer's fence after it (async-proxy visibility)
+  int first_tid = -1;    // the current phase's first arrival
+  EmuSite first_site;
+  std::vector<int> waiters;
+  std::vector<EmuTma> landing;     // copies whose complete_tx the current phase has counted
+  std::vector<uint32_t> acc, done; // rows: the arrivals' join; as of the last completion
+};
+inline std::vector<EmuMbar> emu_mbars; // the block's, by first init: i's agent column is n + i
+inline std::deque<EmuTma> emu_tmas;    // issued, complete_tx not counted yet (issue order)
+inline std::map<uint32_t, std::vector<uint32_t>> emu_atomic_vc; // row per acq_rel atomic word
+inline size_t emu_dynamic_smem = 0;                             // the launch's dynamic size
+
+inline EmuSite emu_site(const EmuLoc& loc) {
+  return EmuSite{loc.file_name(), loc.line()};
+}
+inline int emu_mbar_find(uint32_t addr) {
+  for (size_t i = 0; i < emu_mbars.size(); ++i) {
+    if (emu_mbars[i].addr == addr) return static_cast<int>(i);
+  }
+  return -1;
+}
+// The live mbarrier whose 8 bytes hold `byte`, or -1.
+inline int emu_mbar_holding(uint32_t byte) {
+  for (size_t i = 0; i < emu_mbars.size(); ++i) {
+    const EmuMbar& b = emu_mbars[i];
+    if (b.live && byte >= b.addr && byte < b.addr + 8) return static_cast<int>(i);
+  }
+  return -1;
+}
+// A new mbarrier at `addr` and its agent column (the rows widen 8 columns at a time).
+EMU_NOSAN inline int emu_mbar_add(uint32_t addr) {
+  emu_mbars.emplace_back();
+  emu_mbars.back().addr = addr;
+  const int agents = static_cast<int>(emu_mbars.size());
+  if (emu_vc_w - emu_vc_n < agents) {
+    emu_vc_widen((agents + 7) / 8 * 8);
+    for (auto& [word, row] : emu_atomic_vc) row.resize(static_cast<size_t>(emu_vc_w), 0u);
+    for (EmuMbar& b : emu_mbars) {
+      b.acc.resize(static_cast<size_t>(emu_vc_w), 0u);
+      b.done.resize(static_cast<size_t>(emu_vc_w), 0u);
+    }
+  }
+  emu_mbars.back().acc.assign(static_cast<size_t>(emu_vc_w), 0u);
+  emu_mbars.back().done.assign(static_cast<size_t>(emu_vc_w), 0u);
+  return agents - 1;
+}
+inline std::string emu_mbar_state(const EmuMbar& b) {
+  char buf[256];
+  snprintf(buf, sizeof buf, "phase %u (parity %u): %u of %u arrivals, tx-count %lld", b.phase,
+           b.phase & 1, b.arrived, b.count, static_cast<long long>(b.tx));
+  return buf;
+}
+inline std::string emu_mbar_text(uint32_t byte) {
+  const int i = emu_mbar_holding(byte);
+  if (i < 0) return "a live mbarrier's byte";
+  const EmuMbar& b = emu_mbars[i];
+  char buf[512];
+  snprintf(buf, sizeof buf,
+           "it belongs to the mbarrier at shared %u (initialized by thread %d at %s), which only "
+           "mbarrier operations may touch",
+           b.addr, b.init.tid, emu_site_text(b.init.site).c_str());
+  return buf;
+}
+inline std::string emu_tma_text(uint32_t byte) {
+  char buf[768];
+  auto describe = [&](const EmuTma& c, const char* state) {
+    snprintf(buf, sizeof buf,
+             "thread %d's TMA at %s into shared [%u, %u) is in flight (%s; its bytes land when "
+             "that phase completes, for the threads that observe it)",
+             c.issuer, emu_site_text(c.site).c_str(), c.dst, c.dst + c.bytes, state);
+  };
+  for (const EmuTma& c : emu_tmas) {
+    if (byte < c.dst || byte >= c.dst + c.bytes) continue;
+    char state[256];
+    snprintf(state, sizeof state, "its complete_tx has not reached the mbarrier at shared %u yet",
+             c.bar);
+    describe(c, state);
+    return buf;
+  }
+  for (const EmuMbar& b : emu_mbars) {
+    for (const EmuTma& c : b.landing) {
+      if (byte < c.dst || byte >= c.dst + c.bytes) continue;
+      const std::string state =
+          "the mbarrier at shared " + std::to_string(b.addr) + " is at " + emu_mbar_state(b);
+      describe(c, state.c_str());
+      return buf;
+    }
+  }
+  return "a TMA into it is in flight";
+}
+inline std::string emu_landing_text(const EmuAccess& landed) {
+  const int i = landed.tid - emu_vc_n;
+  char buf[512];
+  snprintf(buf, sizeof buf,
+           "a TMA issued by thread %d (warp %d lane %d) at %s landed in it at completion %u of the "
+           "mbarrier at shared %u",
+           landed.issuer, landed.issuer / 32, landed.issuer % 32,
+           emu_site_text(landed.site).c_str(), landed.clock,
+           i >= 0 && i < static_cast<int>(emu_mbars.size()) ? emu_mbars[i].addr : 0u);
+  return buf;
+}
+// Every live mbarrier (the deadlock report).
+inline void emu_mbar_report() {
+  for (const EmuMbar& b : emu_mbars) {
+    if (!b.live) continue;
+    size_t flying = 0;
+    for (const EmuTma& c : emu_tmas) flying += c.bar == b.addr;
+    fprintf(stderr,
+            "  mbarrier at shared %u (initialized by thread %d at %s): %s, %zu waiting, %zu TMA "
+            "copies counted and %zu not yet\n",
+            b.addr, b.init.tid, emu_site_text(b.init.site).c_str(), emu_mbar_state(b).c_str(),
+            b.waiters.size(), b.landing.size(), flying);
+  }
+}
+
+// The phase of mbarrier i completes: the bytes of the copies it counted land, its waiters take its
+// row (with the new completion in its agent column) and run again, the next phase begins.
+EMU_NOSAN inline void emu_mbar_complete(int i) {
+  namespace kbc = kiln::backends::cuda;
+  EmuMbar& b = emu_mbars[i];
+  ++b.phase;
+  ++b.completions;
+  const int column = emu_vc_n + i;
+  b.acc[column] = b.completions;
+  b.done = b.acc;
+  for (const EmuTma& c : b.landing) {
+    b.landed = b.completions;
+    b.last_copy = EmuTma{c.dst, c.bytes, c.bar, c.issuer, c.site, {}};
+    std::memcpy(kbc::smem + c.dst, c.data.data(), c.bytes);
+    EmuAccess landed;
+    landed.site = c.site;
+    landed.block = UINT32_MAX; // a __syncthreads orders it only through the agent column
+    landed.clock = b.completions;
+    landed.tid = static_cast<int16_t>(column);
+    landed.issuer = static_cast<int16_t>(c.issuer);
+    for (uint32_t j = c.dst; j < c.dst + c.bytes; ++j) {
+      EmuShadow& s = emu_shadow[j];
+      s.pending = -1;
+      s.tma = false;
+      s.write = landed;
+      s.read[0] = s.read[1] = EmuAccess{};
+    }
+  }
+  b.landing.clear();
+  b.arrived = 0;
+  b.tx = 0;
+  b.first_tid = -1;
+  for (int u : b.waiters) {
+    emu_vc_join(emu_vc_row(emu_vc, u), b.done.data());
+    emu_sched.runnable.push_back(u);
+  }
+  b.waiters.clear();
+  emu_vc_dirty = true;
+}
+inline void emu_mbar_check_tx(const EmuMbar& b, const char* what, const EmuSite& site) {
+  constexpr int64_t kMax = (int64_t{1} << 20) - 1;
+  if (b.tx > kMax || b.tx < -kMax) {
+    emu_fail(
+        "%s at %s takes the tx-count of the mbarrier at shared %u to %lld, outside PTX's "
+        "range +-(2^20 - 1)\n",
+        what, emu_site_text(site).c_str(), b.addr, static_cast<long long>(b.tx));
+  }
+}
+// A TMA copy's complete_tx reaches its mbarrier (which may complete the phase).
+EMU_NOSAN inline void emu_tma_complete_tx(EmuTma&& c) {
+  const int i = emu_mbar_find(c.bar);
+  if (i < 0 || !emu_mbars[i].live) {
+    emu_fail("the TMA issued by thread %d at %s completes on shared %u, where no mbarrier lives\n",
+             c.issuer, emu_site_text(c.site).c_str(), c.bar);
+  }
+  EmuMbar& b = emu_mbars[i];
+  b.tx -= c.bytes;
+  emu_mbar_check_tx(b, "a TMA's complete_tx", c.site);
+  b.landing.push_back(std::move(c));
+  if (b.arrived == b.count && b.tx == 0) emu_mbar_complete(i);
+}
+inline bool emu_tma_progress(bool all) {
+  if (emu_tmas.empty()) return false;
+  if (!all && emu_sched.rng() % 4 != 0) return false;
+  do {
+    EmuTma c = std::move(emu_tmas.front());
+    emu_tmas.pop_front();
+    emu_tma_complete_tx(std::move(c));
+  } while (all && !emu_tmas.empty());
+  return true;
+}
+
+// The mbarrier at `bar` for an operation of thread t: it must be live, and its init ordered
+// before (fence_mbarrier_init and a barrier, as the real device.cuh's comment asks).
+inline int emu_mbar_use(uint32_t bar, const char* what, const EmuLoc& loc) {
+  const int t = emu_sched.current, i = emu_mbar_find(bar);
+  if (i < 0 || !emu_mbars[i].live) {
+    emu_fail("thread %d: %s at %s:%u on shared %u, where no mbarrier_init has made an mbarrier\n",
+             t, what, loc.file_name(), loc.line(), bar);
+  }
+  const EmuAccess& init = emu_mbars[i].init;
+  if (!emu_ordered(init, t)) {
+    emu_fail(
+        "thread %d: %s at %s:%u on the mbarrier at shared %u, whose mbarrier_init by thread "
+        "%d at %s is not ordered before it (fence_mbarrier_init, then a barrier)\n",
+        t, what, loc.file_name(), loc.line(), bar, init.tid, emu_site_text(init.site).c_str());
+  }
+  return i;
+}
+// fence.mbarrier_init (or fence.proxy.async): this thread's initialized mbarriers are visible to
+// the async proxy (the TMA unit's complete_tx) from here on.
+EMU_NOSAN inline void emu_mbar_fence(const EmuLoc& loc) {
+  const int t = emu_sched.current;
+  for (EmuMbar& b : emu_mbars) {
+    if (b.live && b.init.tid == t) b.fence = emu_now(emu_site(loc));
+  }
+}
+
+// Whether a 16-byte chunk of the wgmma operand `desc` (128-byte swizzle; `rows` rows of a K-major
+// operand, or N / M indices of an MN-major one, for k 0..15) lies in [lo, hi).
+EMU_NOSAN inline bool emu_operand_overlaps(uint64_t desc, bool mn_major, int rows, uint32_t lo,
+                                           uint32_t hi) {
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+  const uint32_t lbo = static_cast<uint32_t>((desc >> 16) & 0x3FFF) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3FFF) << 4;
+  auto hits = [&](uint32_t logical) {
+    const uint32_t chunk = (logical ^ (((logical >> 7) & 7) << 4)) & ~15u;
+    return chunk < hi && chunk + 16 > lo;
+  };
+  for (int r = 0; r < rows; r += mn_major ? 8 : 1) {
+    for (int k = 0; k < 16; k += mn_major ? 1 : 8) {
+      const uint32_t logical =
+          mn_major ? start + (r % 64) * 2 + (r / 64) * lbo + (k % 8) * 128 + (k / 8) * sbo
+                   : start + (r / 8) * sbo + (r % 8) * 128 + k * 2;
+      if (hits(logical)) return true;
+    }
+  }
+  return false;
+}
+// A TMA into [lo, hi) while a wgmma that reads some of those bytes has not retired (it reads them
+// at its wgmma_wait here, any time before it on the GPU): reported, whichever thread issued it.
+EMU_NOSAN inline void emu_tma_vs_products(uint32_t lo, uint32_t hi, const EmuSite& site) {
+  const int t = emu_sched.current;
+  std::vector<const EmuProduct*> seen; // a warpgroup's threads issue the same operands
+  for (int u = 0; u < emu_vc_n; ++u) {
+    for (const EmuProduct& p : emu_products[u]) {
+      auto same = [&](const EmuProduct* q) {
+        return q->a == p.a && q->b == p.b && q->n == p.n && q->a_in_registers == p.a_in_registers &&
+               q->mn_major_a == p.mn_major_a && q->mn_major_b == p.mn_major_b;
+      };
+      if (std::any_of(seen.begin(), seen.end(), same)) continue;
+      seen.push_back(&p);
+      if ((!p.a_in_registers && emu_operand_overlaps(p.a, p.mn_major_a, 64, lo, hi)) ||
+          emu_operand_overlaps(p.b, p.mn_major_b, 2 * p.n, lo, hi)) {
+        emu_fail(
+            "thread %d (warp %d lane %d): TMA at %s into shared [%u, %u) overwrites bytes "
+            "that thread %d's wgmma issued at %s reads and has not retired (its wgmma_wait "
+            "comes later)\n",
+            t, t / 32, t % 32, emu_site_text(site).c_str(), lo, hi, u,
+            emu_site_text(p.site).c_str());
+      }
+    }
+  }
+}
+
+// The fields of an emulated CUtensorMap at `map` (a kernel's __grid_constant__ parameter).
+inline EmuTensorMap emu_tensor_map(const void* map, const EmuLoc& loc) {
+  EmuTensorMap m{};
+  if (map == nullptr || reinterpret_cast<uintptr_t>(map) % 64 != 0) {
+    emu_fail("thread %d: TMA at %s:%u with a tensor map at %p (not 64-byte aligned)\n", emu_tid,
+             loc.file_name(), loc.line(), map);
+  }
+  std::memcpy(&m, map, sizeof m);
+  if (m.magic != kEmuTensorMapMagic) {
+    emu_fail(
+        "thread %d: TMA at %s:%u with a tensor map that cuTensorMapEncodeTiled (from "
+        "cudaGetDriverEntryPointByVersion) did not encode\n",
+        emu_tid, loc.file_name(), loc.line());
+  }
+  return m;
+}
+
+// atomic_add_acq_rel's work (below): the add, then the acquire and the release.
+EMU_NOSAN inline uint32_t emu_atomic_add_acq_rel(uint32_t addr, uint32_t value, const EmuLoc& loc) {
+  const int t = emu_sched.current;
+  if (addr % 4 != 0 || addr + 4 > emu_dynamic_smem) {
+    emu_fail(
+        "thread %d: atomic_add_acq_rel at %s:%u on shared %u: %s (%zu bytes of dynamic "
+        "shared memory)\n",
+        t, loc.file_name(), loc.line(), addr,
+        addr % 4 != 0 ? "not 4-byte aligned" : "past the dynamic shared memory", emu_dynamic_smem);
+  }
+  for (uint32_t j = addr; j < addr + 4; ++j) {
+    const EmuShadow& s = emu_shadow[j];
+    if (s.pending == -1) continue;
+    emu_fail("thread %d: atomic_add_acq_rel at %s:%u on shared byte %u: %s\n", t, loc.file_name(),
+             loc.line(), j,
+             s.pending == kEmuMbarByte ? emu_mbar_text(j).c_str()
+             : s.tma                   ? emu_tma_text(j).c_str()
+                                       : "a cp.async into it is in flight");
+  }
+  uint32_t old;
+  std::memcpy(&old, kiln::backends::cuda::smem + addr, 4);
+  const uint32_t sum = old + value;
+  std::memcpy(kiln::backends::cuda::smem + addr, &sum, 4);
+  std::vector<uint32_t>& word = emu_atomic_vc[addr];
+  word.resize(static_cast<size_t>(emu_vc_w), 0u);
+  uint32_t* mine = emu_vc_row(emu_vc, t);
+  emu_vc_join(mine, word.data());
+  emu_vc_join(word.data(), mine);
+  ++mine[t]; // later accesses are not covered by this release
+  emu_vc_dirty = true;
+  return old;
 }
 
 namespace kiln::backends::cuda::dev {
@@ -1026,8 +1650,11 @@ __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) {
 __device__ __forceinline__ void wgmma_fence() {
   emu_wgmma_fenced[emu_sched.current] = true;
 }
-__device__ __forceinline__ void fence_proxy_async() {
+// fence.proxy.async: generic-proxy writes before it reach the async proxy (wgmma reads, and an
+// mbarrier's init for the TMA unit's complete_tx).
+__device__ __forceinline__ void fence_proxy_async(EmuLoc loc = EmuLoc::current()) {
   ++emu_proxy_fences[emu_sched.current];
+  emu_mbar_fence(loc);
 }
 
 // One operand element from shared memory, read by the async proxy at `site`.
@@ -1213,7 +1840,7 @@ EMU_NOSAN inline void emu_named_barrier(int id, int threads, bool wait, const Em
     }
     b.count = b.arrived = 0;
     b.waiters.clear();
-    std::fill(phase, phase + emu_vc_n, 0u);
+    std::fill(phase, phase + emu_vc_w, 0u);
     return;
   }
   if (!wait) return;
@@ -1301,6 +1928,188 @@ __device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[32], const uint32_
   }
   emu_wait(*emu_group_bar[group], "wgmma (A in registers)", loc);
   emu_issue_product(d, 32, 0, b, accumulate, false, false, loc, rows);
+}
+
+// ---- mbarriers, TMA, acq_rel atomics (the model: "mbarriers, TMA copies" above) ----------------
+/// mbarrier.init.shared::cta.b64: a new mbarrier at `bar` of `count` arrivals per phase (1..2^20 -
+/// 1), phase 0. A write of its 8 bytes (checked like one); from here on only mbarrier operations
+/// may touch them. Re-initializing a live mbarrier is allowed only between phases.
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count,
+                                              EmuLoc loc = EmuLoc::current()) {
+  const int t = emu_sched.current;
+  const char* why = nullptr;
+  if (bar % 8 != 0) {
+    why = "an address that is not 8-byte aligned";
+  } else if (bar + 8 > emu_dynamic_smem) {
+    why = "an address outside the launch's dynamic shared memory";
+  } else if (count < 1 || count > (1u << 20) - 1) {
+    why = "a count outside 1..2^20 - 1";
+  }
+  if (why != nullptr) {
+    emu_fail(
+        "thread %d: mbarrier_init(%u, %u) at %s:%u: %s (%zu bytes of dynamic shared "
+        "memory)\n",
+        t, bar, count, loc.file_name(), loc.line(), why, emu_dynamic_smem);
+  }
+  int i = emu_mbar_find(bar);
+  if (i >= 0 && emu_mbars[i].live) {
+    const EmuMbar& b = emu_mbars[i];
+    bool flying = !b.landing.empty();
+    for (const EmuTma& c : emu_tmas) flying |= c.bar == bar;
+    if (b.arrived != 0 || b.tx != 0 || !b.waiters.empty() || flying) {
+      emu_fail(
+          "thread %d: mbarrier_init at %s:%u re-initializes the mbarrier at shared %u in "
+          "the middle of its %s%s\n",
+          t, loc.file_name(), loc.line(), bar, emu_mbar_state(b).c_str(),
+          flying ? " (TMA copies count toward it)" : "");
+    }
+    for (uint32_t j = bar; j < bar + 8; ++j) emu_shadow[j].pending = -1;
+    emu_mbars[i].live = false;
+  }
+  const EmuSite site = emu_site(loc);
+  emu_access(bar, 8, EmuKind::kWrite, site);
+  for (uint32_t j = bar; j < bar + 8; ++j) emu_shadow[j].pending = kEmuMbarByte;
+  if (i < 0) i = emu_mbar_add(bar);
+  EmuMbar& b = emu_mbars[i];
+  b.live = true;
+  b.count = count;
+  b.arrived = 0;
+  b.tx = 0;
+  b.phase = 0;
+  b.init = emu_now(site);
+  b.fence = EmuAccess{};
+  b.first_tid = -1;
+}
+/// fence.mbarrier_init.release.cluster: this thread's mbarrier inits are visible from here on
+/// (to the async proxy too: a TMA may complete on them).
+__device__ __forceinline__ void fence_mbarrier_init(EmuLoc loc = EmuLoc::current()) {
+  emu_mbar_fence(loc);
+}
+/// mbarrier.arrive.expect_tx.release.cta: tx-count += bytes, then one arrival (a release).
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes,
+                                                          EmuLoc loc = EmuLoc::current()) {
+  const char* what = "mbarrier_arrive_expect_tx";
+  const int t = emu_sched.current, i = emu_mbar_use(bar, what, loc);
+  EmuMbar& b = emu_mbars[i];
+  b.tx += bytes;
+  emu_mbar_check_tx(b, what, emu_site(loc));
+  if (b.arrived == b.count) {
+    emu_fail(
+        "thread %d: %s at %s:%u: one arrival more than its count: the mbarrier at shared %u is "
+        "at %s (all arrived, waiting for bytes)\n",
+        t, what, loc.file_name(), loc.line(), bar, emu_mbar_state(b).c_str());
+  }
+  if (b.arrived++ == 0) {
+    b.first_tid = t;
+    b.first_site = emu_site(loc);
+  }
+  uint32_t* mine = emu_vc_row(emu_vc, t);
+  emu_vc_join(b.acc.data(), mine);
+  ++mine[t]; // later accesses are not covered by this arrival
+  emu_vc_dirty = true;
+  if (b.arrived == b.count && b.tx == 0) emu_mbar_complete(i);
+}
+/// mbarrier.try_wait.parity loop: returns once the phase of parity `parity` has completed (at once
+/// when the current phase's parity differs), having acquired what that completion publishes.
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity,
+                                              EmuLoc loc = EmuLoc::current()) {
+  const int t = emu_sched.current, i = emu_mbar_use(bar, "mbarrier_wait", loc);
+  if (parity > 1) {
+    emu_fail("thread %d: mbarrier_wait(%u, %u) at %s:%u: a phase parity other than 0 or 1\n", t,
+             bar, parity, loc.file_name(), loc.line());
+  }
+  EmuMbar& b = emu_mbars[i];
+  if ((b.phase & 1) != parity) {
+    emu_vc_join(emu_vc_row(emu_vc, t), b.done.data());
+    emu_vc_dirty = true;
+    return;
+  }
+  b.waiters.push_back(t); // released (and joined) by the completion: emu_mbar_complete
+  EmuWhere& where = emu_sched.fibers[t].where;
+  where = {"mbarrier_wait", loc.file_name(), loc.line()};
+  emu_yield();
+  where.what = nullptr;
+}
+/// cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes: the box at
+/// (x, y) of the rank-2 map (element x + i of row y + r at address + (y + r) * stride + (x + i) *
+/// element size; zero outside [0, dim0) x [0, dim1)) is read now and lands at dst, swizzled as
+/// the map says: no swizzle, rows packed; 128-byte swizzle (rows of 128 bytes), 16-byte chunk c
+/// of the row at shared address A at chunk c ^ ((A >> 7) & 7), the pattern the wgmma descriptors
+/// read (dst 1024-byte aligned). The full box's bytes count toward mbarrier `bar`'s tx-count.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int x, int y,
+                                            uint32_t bar, EmuLoc loc = EmuLoc::current()) {
+  const int t = emu_sched.current;
+  const EmuTensorMap m = emu_tensor_map(map, loc);
+  if (m.rank != 2) {
+    emu_fail("thread %d: tma_load_2d at %s:%u with a tensor map of rank %u\n", t, loc.file_name(),
+             loc.line(), m.rank);
+  }
+  const int i = emu_mbar_use(bar, "tma_load_2d", loc);
+  const EmuAccess& fence = emu_mbars[i].fence;
+  if (fence.tid < 0 || !emu_ordered(fence, t)) {
+    emu_fail(
+        "thread %d: tma_load_2d at %s:%u completes on the mbarrier at shared %u, but no "
+        "fence_mbarrier_init (or fence_proxy_async) of its initializing thread after the "
+        "init is ordered before: the async proxy may not see the init\n",
+        t, loc.file_name(), loc.line(), bar);
+  }
+  const uint32_t row = uint32_t{m.box[0]} * m.elem_bytes, bytes = row * m.box[1];
+  const uint32_t align = m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 1024 : 128;
+  if (dst % align != 0) {
+    emu_fail("thread %d: tma_load_2d at %s:%u into shared %u: not %u-byte aligned%s\n", t,
+             loc.file_name(), loc.line(), dst, align, align == 1024 ? " (128-byte swizzle)" : "");
+  }
+  if (dst + bytes > emu_dynamic_smem) {
+    emu_fail(
+        "thread %d: tma_load_2d at %s:%u into shared [%u, %u): past the launch's %zu bytes "
+        "of dynamic shared memory\n",
+        t, loc.file_name(), loc.line(), dst, dst + bytes, emu_dynamic_smem);
+  }
+  EmuTma c;
+  c.dst = dst;
+  c.bytes = bytes;
+  c.bar = bar;
+  c.issuer = t;
+  c.site = emu_site(loc);
+  c.data.assign(bytes, 0);
+  const auto* base = reinterpret_cast<const unsigned char*>(m.address);
+  std::vector<unsigned char> line(row);
+  for (uint32_t r = 0; r < m.box[1]; ++r) {
+    const int64_t gy = int64_t{y} + r;
+    for (uint32_t e = 0; e < m.box[0]; ++e) {
+      const int64_t gx = int64_t{x} + e;
+      unsigned char* to = line.data() + e * m.elem_bytes;
+      if (gx < 0 || gy < 0 || static_cast<uint64_t>(gx) >= m.dim[0] ||
+          static_cast<uint64_t>(gy) >= m.dim[1]) {
+        std::memset(to, 0, m.elem_bytes);
+      } else {
+        std::memcpy(to,
+                    base + static_cast<uint64_t>(gy) * m.stride[0] +
+                        static_cast<uint64_t>(gx) * m.elem_bytes,
+                    m.elem_bytes);
+      }
+    }
+    for (uint32_t chunk = 0; chunk < row / 16; ++chunk) {
+      uint32_t at = r * row + chunk * 16;
+      if (m.swizzle == CU_TENSOR_MAP_SWIZZLE_128B) {
+        at = r * 128 + ((chunk ^ (((dst + r * 128) >> 7) & 7)) * 16);
+      }
+      std::memcpy(c.data.data() + at, line.data() + chunk * 16, 16);
+    }
+  }
+  emu_tma_vs_products(dst, dst + bytes, c.site);
+  emu_access(dst, bytes, EmuKind::kTmaIssue, c.site);
+  emu_tmas.push_back(std::move(c));
+}
+/// atom.acq_rel.cta.shared::cta.add.u32: adds `value` to the shared word at `addr`, returns the
+/// old value. Not checked against plain accesses (as every atomic), but an acquire-release: the
+/// word keeps a vector clock row; the thread joins it (acquire), then the word joins the thread's
+/// (release), so a chain of these orders the threads as release sequences do.
+/// (The work is emu_atomic_add_acq_rel's: an always-inline function is instrumented as part of
+/// its caller, whatever its own attributes.)
+__device__ __forceinline__ uint32_t atomic_add_acq_rel(uint32_t addr, uint32_t value,
+                                                       EmuLoc loc = EmuLoc::current()) {
+  return emu_atomic_add_acq_rel(addr, value, loc);
 }
 
 } // namespace kiln::backends::cuda::dev
@@ -1397,6 +2206,7 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
   }
   blockDim = {cfg.block.x, cfg.block.y, cfg.block.z};
   gridDim = {cfg.grid.x, cfg.grid.y, cfg.grid.z};
+  emu_dynamic_smem = cfg.smem;
   s.body = [&] { kernel(args...); };
   s.fibers.resize(static_cast<size_t>(threads));
   for (EmuFiber& f : s.fibers) {
@@ -1437,6 +2247,9 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
         }
         emu_block_bar = &block_bar;
         emu_vc_reset(threads);
+        emu_mbars.clear();
+        emu_tmas.clear();
+        emu_atomic_vc.clear();
         for (EmuNamedBar& b : emu_named) {
           b.count = b.arrived = 0;
           b.waiters.clear();
@@ -1477,6 +2290,37 @@ inline void emu_launch(K kernel, EmuCfg cfg, Args... args) {
                   "cuda_emu: block (%u, %u, %u) ended with named barrier %d mid-phase: %d of %d "
                   "threads arrived (first: thread %d at %s:%u); its arrivals do not balance\n",
                   bx, by, bz, id, b.arrived, b.count, b.first_tid, b.first_file, b.first_line);
+          abort();
+        }
+        // A TMA copy still in flight, or landed at a completion no thread observed (on the GPU
+        // it may still be in flight when the block exits), and an mbarrier mid-phase (arrivals
+        // or announced bytes its protocol does not balance).
+        for (size_t i = 0; i < emu_mbars.size(); ++i) {
+          const EmuMbar& b = emu_mbars[i];
+          uint32_t known = 0; // the latest of its completions that some thread observed
+          for (int t = 0; t < threads; ++t) {
+            known = std::max(known, emu_vc_row(emu_vc, t)[emu_vc_n + static_cast<int>(i)]);
+          }
+          const EmuTma* c = !emu_tmas.empty()    ? &emu_tmas.front()
+                            : !b.landing.empty() ? &b.landing.front()
+                            : b.landed > known   ? &b.last_copy
+                                                 : nullptr;
+          if (c != nullptr) {
+            fprintf(stderr,
+                    "cuda_emu: block (%u, %u, %u) ended with thread %d's TMA at %s into shared "
+                    "[%u, %u) in flight (as far as any thread knows): no thread waited for the "
+                    "completion of the phase of the mbarrier at shared %u that it counts toward\n",
+                    bx, by, bz, c->issuer, emu_site_text(c->site).c_str(), c->dst,
+                    c->dst + c->bytes, c->bar);
+            abort();
+          }
+          if (!b.live || (b.arrived == 0 && b.tx == 0)) continue;
+          fprintf(stderr,
+                  "cuda_emu: block (%u, %u, %u) ended with the mbarrier at shared %u mid-phase: "
+                  "%s (first arrival: thread %d at %s); its arrivals or announced bytes do not "
+                  "balance\n",
+                  bx, by, bz, b.addr, emu_mbar_state(b).c_str(), b.first_tid,
+                  b.first_tid >= 0 ? emu_site_text(b.first_site).c_str() : "none");
           abort();
         }
         for (size_t i = cfg.smem; i < sizeof(kbc::smem); ++i) {

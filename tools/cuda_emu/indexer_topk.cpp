@@ -184,7 +184,7 @@ Inputs make_inputs(const Case& c, uint32_t seed) {
     const int n = *std::min_element(in.hi.begin(), in.hi.end());
     Plan plan;
     int rank = 0;
-    const int blocks = make_plan(c.heads, c.dim, c.topk, in.tq, plan)
+    const int blocks = make_plan(c.heads, c.dim, c.topk, in.tq, true, plan)
                            ? sample_blocks(n, c.topk, c.topk + plan.slack, rank)
                            : 0;
     if (blocks == 0) { // the case would test nothing
@@ -350,7 +350,7 @@ bool run_case(const Case& c, uint32_t seed) {
   }
   const bool ok = bad_rows == 0 && guards;
   Plan plan; // the kernel's: rows per CTA and candidate slack S (a compaction every <= S keys)
-  make_plan(in.heads, in.dim, topk, tq, plan);
+  make_plan(in.heads, in.dim, topk, tq, true, plan);
   printf(
       "%-30s H%-3d D%-3d topk %-4d rows %4d (%4d long) keys %4d  bq %d S %4d  diff/scale %.0e  "
       "guards %s  %5.1f s  %s%s\n",

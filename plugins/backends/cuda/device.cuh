@@ -170,6 +170,59 @@ __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+/// mbarriers (8 bytes of shared memory each, 8-byte aligned): a phase completes when `count`
+/// arrivals have come and every byte that arrivals announced (expect_tx) has landed; waiters
+/// name the phase by its parity (0 for the first). Initialize once, by one thread, and make the
+/// initialization visible (fence_mbarrier_init, then a CTA barrier) before any other use.
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+/// One arrival that also announces `bytes` more to land in this phase (a TMA's complete_tx).
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar),
+               "r"(bytes)
+               : "memory");
+}
+/// Waits until the phase of parity `parity` has completed; what its arrivals wrote (and the
+/// bytes its TMA copies landed) is then visible to this thread, the tensor cores' reads included.
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+/// TMA: the box at (x, y) (elements of dimension 0, rows of dimension 1) of the 2D tensor map
+/// `map` (a __grid_constant__ kernel parameter) into shared memory at `dst` (aligned to the
+/// map's swizzle pattern: 1024 bytes for 128-byte swizzle), zero where the box leaves the
+/// tensor; its bytes count toward the phase of mbarrier `bar` (announced by expect_tx).
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int x, int y,
+                                            uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(map), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
+/// atomicAdd on a shared-memory word with acquire-release order at CTA scope: what this thread
+/// did before (a wgmma_wait's retirement of reads included) happens before what a thread that
+/// later adds does after; returns the old value.
+__device__ __forceinline__ uint32_t atomic_add_acq_rel(uint32_t addr, uint32_t value) {
+  uint32_t old;
+  asm volatile("atom.acq_rel.cta.shared::cta.add.u32 %0, [%1], %2;\n"
+               : "=r"(old)
+               : "r"(addr), "r"(value)
+               : "memory");
+  return old;
+}
+
 /// d (+)= A B^T over k 16 for one warpgroup: A [64, 16] and B [32, 16] K-major in shared memory,
 /// d the m64n32 float32 accumulator (per warp w: rows 16 w + lane / 4 (+8), columns
 /// 8 i + 2 (lane % 4) (+1), in d[4 i .. 4 i + 3] as an m16n8 C fragment). accumulate = false

@@ -16,17 +16,23 @@
 //     of 64, two per warpgroup (a warp's 32 rows are one query's: Epilogue); the columns (N) are
 //     the block's 64 keys. Q is the A operand from registers (m16n8k16 A fragments, loaded once:
 //     D_I / 2 registers at D_I = 128); the K tile, the B operand, is read by both warpgroups from
-//     shared memory (K-major, 128-byte swizzle), 2 cp.async stages deep (3 with 4 selection
-//     warps: blocks in pairs, below). D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4,
-//     8, 16}). All 4 M tiles run whatever BQ * H_p is (no wgmma behind a branch): padding rows
-//     (zero Q, zero weight) cost MMA time only when BQ * H_p < 256 (decode, small H_I).
+//     shared memory (K-major, 128-byte swizzle), 2 stages deep (3 with 4 selection warps:
+//     blocks in pairs, below), copied by cp.async, or with 8 selection warps by TMA (below).
+//     D_I is padded to 16 * KSTEPS with zeros (KSTEPS in {2, 4, 8, 16}). All 4 M tiles run whatever
+//     BQ * H_p is (no wgmma behind a branch): padding rows (zero Q, zero weight) cost MMA time only
+//     when BQ * H_p < 256 (decode, small H_I).
 //   Overlap: each warpgroup runs its two M tiles half a block apart (one commit group each):
 //     tile 1's scores of block j - 1 are weighed while the tensor cores run tile 0 of block j,
 //     tile 0's while they run tile 1 (the loop's comment has the order). The tensor cores
 //     drain once a block, at the barrier of the MMA warps that makes the next K tile visible;
 //     with 4 selection warps once a pair of blocks (the second block's barrier and M tile 0 run
 //     while the first's M tile 1 is in flight; a third K stage, whose 16 KiB would cost the
-//     8-query CTA candidate slots).
+//     8-query CTA candidate slots). With 8 selection warps there is no such barrier: a stream
+//     block's tile comes by TMA (one thread issues it), each MMA warp waits for the tile's
+//     mbarrier, and the last MMA warp to retire a stage (a shared count) refills it, so each
+//     warpgroup drains on its own, under the other's MMAs; and the MMA warps issue no copies
+//     (56 of their 342 instructions a block in version 20). The sampled blocks' rows, gathered,
+//     still come by cp.async behind the barrier.
 //   Warp specialization (H_p >= 32, D_I <= 128): the MMA warps store each block's partial sums
 //     in a ring of 6 slots of 2 blocks and go on; the selection warps take them a slot at a time
 //     (named barriers: one "full" and one "empty" per slot; both blocks of a slot offered in one
@@ -160,6 +166,7 @@
 #include "device.cuh"
 #include "launch.h"
 
+#include <cuda.h>
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -218,6 +225,15 @@ static_assert(2 * 128 * mma_regs(8) + 32 * 8 * select_regs(8) <= 65536, "the SM'
 constexpr int ws_stages(int sel) {
   return sel == 4 ? 3 : kStages;
 }
+// With 8 selection warps the stream's K tiles come by TMA (tma_tiles; the sampled blocks' rows,
+// gathered, still by cp.async): one thread issues a tile's copies, each MMA warp waits for its
+// mbarrier, and the last MMA warp to retire a stage refills it, so the MMA warps neither copy
+// (56 of their ~340 instructions a block) nor meet at a barrier each block. A plan takes it only
+// where K suits a tensor map (launch_indexer_topk: 16-byte aligned rows); else the lockstep kernel.
+constexpr bool tma_tiles(int sel) {
+  return sel == 8;
+}
+constexpr int kTmaStages = kStages;
 // K rows between one thread's copies of a tile (kRowStep in the kernel): its kThreads each copy one
 // of a row's 2 * ksteps 16-byte chunks.
 constexpr int copy_row_step(int ksteps) {
@@ -276,6 +292,7 @@ struct Plan {
   int part_offset = 0;  // float partial sums [ring][kParts][kBlockKeys], a block a slot
   int win_offset = 0;   // int windows lo[kMaxQueries], hi[kMaxQueries]
   int seg_offset = 0;   // int block intervals first[kMaxQueries], last[...], count, sample[3], gang
+  int bar_offset = 0;   // TMA (kTmaStages): mbarriers full[stage], then uint32 retired[stage]
   int query_offset = 0; // per query: keys[topk + S], nidx[S], scratch[S]
   int query_bytes = 0;
   int smem_bytes = 0;
@@ -296,7 +313,8 @@ bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
   p.ring = p.sel > 0 ? kRing * kSlotBlocks : 1;
   p.win_offset = p.part_offset + p.ring * kParts * kBlockKeys * 4;
   p.seg_offset = p.win_offset + 2 * kMaxQueries * 4;
-  p.query_offset = p.seg_offset + (2 * kMaxQueries + 8) * 4; // + 3 unused: 16-byte aligned
+  p.bar_offset = p.seg_offset + (2 * kMaxQueries + 8) * 4; // + 3 unused: 16-byte aligned
+  p.query_offset = p.bar_offset + (tma_tiles(p.sel) ? kTmaStages * 16 : 0);
   const int max_slack = std::min(kMaxSlack, (topk + kBlockKeys - 1) / kBlockKeys * kBlockKeys);
   for (int bq = std::min({kMaxQueries, kCols / p.hp, rows}); bq >= 1; --bq) {
     const int min_slack = bq == 1 ? kBlockKeys : std::max(kBlockKeys, std::min(max_slack, 512));
@@ -319,9 +337,10 @@ bool fit_queries(Plan p, int topk, int rows, Plan& plan) {
 
 // Fills `plan` for these sizes; false when they are outside the kernel's limits. `rows` (>= 1)
 // caps the queries per CTA (a decode call with one row gives all the shared memory to it).
-// Warp-specialized where specialized() says so and its ring of partial sums still leaves room
-// for as many queries per CTA as without it (so it never narrows what the kernel takes).
-bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
+// Warp-specialized where select_warps() says so and its ring of partial sums still leaves room
+// for as many queries per CTA as without it (so it never narrows what the kernel takes), and,
+// with 8 selection warps, where K's tiles can come by TMA (`tma`).
+bool make_plan(int heads, int dim, int topk, int rows, bool tma, Plan& plan) {
   if (heads < 1 || dim < 8 || dim % 8 != 0 || dim > 256 || topk < 1 || rows < 1) return false;
   Plan p;
   p.hp = 8;
@@ -336,6 +355,7 @@ bool make_plan(int heads, int dim, int topk, int rows, Plan& plan) {
   if (select_warps(p.ksteps, p.hp) > 0) {
     // 4 selection warps where a CTA holds at most 4 queries (decode: more registers each)
     p.sel = plan.bq <= 4 ? 4 : select_warps(p.ksteps, p.hp);
+    if (tma_tiles(p.sel) && !tma) return true;
     p.part_offset = ws_stages(p.sel) * p.stage_bytes;
     Plan ws;
     if (fit_queries(p, topk, rows, ws) && ws.bq == plan.bq) plan = ws;
@@ -768,10 +788,13 @@ __device__ void sample_threshold(Candidates& c, int rank, int slack, int lane) {
 
 template <int KSTEPS, int SEL>
 __global__ void __launch_bounds__(block_threads(SEL), 1)
-    indexer_topk_kernel(const IndexerTopkParams p, const Plan plan) {
+    indexer_topk_kernel(const IndexerTopkParams p, const Plan plan,
+                        const __grid_constant__ CUtensorMap k_map) {
   static_assert(SEL == 0 || KSTEPS <= 8, "Q's registers leave the selection warps no room");
   constexpr bool kWs = SEL > 0;
   constexpr bool kPairs = SEL == 4; // the MMA loop takes blocks in pairs (3 K stages: ws_stages)
+  constexpr bool kTma = tma_tiles(SEL); // the stream's K tiles by TMA (k_map; unused otherwise)
+  static_assert(!kTma || (kWs && !kPairs && ws_stages(SEL) == kTmaStages));
   constexpr int kBlockThreads = block_threads(SEL);
   // Sampled thresholds (header) where Q's registers leave room for the second pass: D_I <= 128.
   // At D_I 256 (KSTEPS 16) its registers would spill in the MMA loop.
@@ -791,6 +814,10 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   int* seg_count = seg_last + kMaxQueries;
   int* sample = seg_count + 1; // sampled blocks | rank << 8, first key, keys (sample_blocks)
   int* gang_at = sample + 3;   // warp-specialized: the latest slot a selection warp compacts at
+  // TMA: mbarrier full[s] completes when stage s's tile has landed; retired[s] counts the MMA
+  // warps' retirements of stage s (the last of 8 refills it).
+  const uint32_t full_bars = dev::smem_addr(sm + plan.bar_offset);
+  const uint32_t retired = full_bars + 8 * kTmaStages;
 
   // Windows; short ones (<= topk keys, padding rows too) are answered here and leave the stream.
   if (tid < kMaxQueries) {
@@ -846,6 +873,13 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     sample[1] = lo_all;
     sample[2] = hi_all - lo_all;
     *gang_at = -1;
+    if constexpr (kTma) {
+      for (int s = 0; s < kTmaStages; ++s) {
+        dev::mbarrier_init(full_bars + 8 * s, 1);
+        reinterpret_cast<uint32_t*>(sm + plan.bar_offset + 8 * kTmaStages)[s] = 0;
+      }
+      dev::fence_mbarrier_init();
+    }
   }
   __syncthreads();
   const int segments = *seg_count;
@@ -1053,23 +1087,38 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       }
       return;
     }
-    const __nv_bfloat16* src = k_first + block * plan.k_block;
-    // Every copy of every thread exists (any block but a partial last one, where D_I needs no
-    // padding): a warp-uniform test, no per-thread row arithmetic on the loop's path.
-    if (all_chunks && (block + 1) * kBlockKeys <= p.tk) {
+    if constexpr (!kTma) { // (TMA: a stream block's tile is tma_tile's)
+      const __nv_bfloat16* src = k_first + block * plan.k_block;
+      // Every copy of every thread exists (any block but a partial last one, where D_I needs no
+      // padding): a warp-uniform test, no per-thread row arithmetic on the loop's path.
+      if (all_chunks && (block + 1) * kBlockKeys <= p.tk) {
 #pragma unroll
-      for (int m = 0; m < kLoads; ++m)
-        dev::cp_async_16(dst + m * kRowStep * 128, src + m * src_step, 16);
-      return;
-    }
-    const int rows = p.tk - block * kBlockKeys - r0; // copies m with m * kRowStep < rows exist
+        for (int m = 0; m < kLoads; ++m)
+          dev::cp_async_16(dst + m * kRowStep * 128, src + m * src_step, 16);
+        return;
+      }
+      const int rows = p.tk - block * kBlockKeys - r0; // copies m with m * kRowStep < rows exist
 #pragma unroll
-    for (int m = 0; m < kLoads; ++m) {
-      const bool ok = chunk_ok && m * kRowStep < rows;
-      dev::cp_async_16(dst + m * kRowStep * 128,
-                       ok ? static_cast<const void*>(src + m * src_step) : p.k, ok ? 16 : 0);
+      for (int m = 0; m < kLoads; ++m) {
+        const bool ok = chunk_ok && m * kRowStep < rows;
+        dev::cp_async_16(dst + m * kRowStep * 128,
+                         ok ? static_cast<const void*>(src + m * src_step) : p.k, ok ? 16 : 0);
+      }
     }
   };
+  // TMA, by one thread: stream block `block`'s tile into `stage`, one box of 64 keys and 64
+  // channels (a 128-byte-swizzled atom; zeros past tk and D_I) per atom, landing on full[stage].
+  auto tma_tile = [&](int block, int stage) {
+    constexpr int kAtoms = (kChunks + 7) / 8; // plan.atoms; kAtoms boxes are plan.stage_bytes
+    const uint32_t bar = full_bars + 8 * stage;
+    dev::mbarrier_arrive_expect_tx(bar, kAtoms * kBlockKeys * 128);
+#pragma unroll
+    for (int a = 0; a < kAtoms; ++a) {
+      dev::tma_load_2d(tiles + stage * plan.stage_bytes + a * kBlockKeys * 128, &k_map, 64 * a,
+                       block * kBlockKeys, bar);
+    }
+  };
+  uint32_t phases = 0; // TMA: bit s, the parity of the next phase of full[s] to wait for
 
   // The block's 16 weighted sums per lane after M tile 0 (v), or, at KSTEPS 16, where Q's
   // registers leave no room to keep them across the loop, their reduce-scatter (first).
@@ -1104,10 +1153,12 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // one tile's scores while the tensor cores run the other's MMA. Per block j:
   //   B1  tile j is visible; every MMA warp has retired both M tiles of block j - 1 (whose
   //       stage the next copy reuses); not warp-specialized: whether some query must compact at
-  //       this block (select_block)
+  //       this block (select_block). TMA, a stream block: the wait for tile j's mbarrier instead
   //       issue M tile 0 of block j
-  //       warp-specialized: copy tile j + 1 into the other stage; publish block j - 1 (M tile
-  //       1's rows, held since its retirement)
+  //       warp-specialized: copy tile j + 1 into the other stage (TMA: only where block j is
+  //       a sampled one; else the warp counts its retirement of block j - 1, and the last one
+  //       to retire it copies tile j + 1); publish block j - 1 (M tile 1's rows, held since
+  //       its retirement)
   //       otherwise: finish block j - 1 into `part`; B2 (the partials are visible); copy tile
   //       j + 1; select block j - 1 (under the MMAs)
   //       issue M tile 1 of block j
@@ -1128,20 +1179,54 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     total = blocks + sampled;
     Candidates cand = candidates(sel_q);
     Cursor load = start(sampled), cur = load; // the next tile to copy, the next to compute
-    load_tile(load.block, 0);
-    advance(load);
-    dev::cp_async_commit();
+    int j = 0;                                // blocks issued
+    int stage = 0; // the stage of tile j: j % 2 (j % 3 with blocks in pairs)
+    // Copies: tile j + 1's, by every MMA thread after block j's barrier B1 (below), where B1 says
+    // that every MMA warp has retired block j - 1, the stage's previous tile. TMA: where block j
+    // is a stream block (no B1), the last MMA warp to retire block j copies tile j + 2 instead
+    // (retire); the sampled blocks, a prefix of pass 0, and the first stream block after them
+    // still come after B1. So where block j + 1 is a stream block, tile j + 2 is not yet copied
+    // when block j retires, and where it is a sampled one, it is (at B1 of block j + 1).
+    if (kTma && load.block >= 0) { // tiles 0 and 1 of stream blocks
+      if (tid == 0) tma_tile(load.block, 0);
+      advance(load);
+      if (load.block != INT_MAX) {
+        if (tid == 0) tma_tile(load.block, 1);
+        advance(load);
+      }
+    } else {
+      load_tile(load.block, 0);
+      advance(load);
+      dev::cp_async_commit();
+    }
     auto load_next = [&](int stage) {
       if (load.block != INT_MAX) {
-        load_tile(load.block, stage);
+        if (kTma && load.block >= 0) {
+          if (tid == 0) tma_tile(load.block, stage);
+        } else {
+          load_tile(load.block, stage);
+        }
         advance(load);
       }
       dev::cp_async_commit();
     };
+    // TMA: block b (the one before `cur`), in `stage`, retired by this warp (both M tiles' wgmma
+    // waits behind it); the warp that retires it last copies tile b + 2 (`load`) into the stage
+    // where block b + 1 is a stream block (else B1 copied tile b + 2) and there is a tile b + 2.
+    // The count's acquire-release add orders every warp's retirement before the copy. (Called
+    // under the next block's M tile 0: at the end of block b's iteration, ptxas would move M tile
+    // 0's weighing below the last wgmma wait.)
+    auto retire = [&](int stage) {
+      const bool refill = cur.block >= 0 && load.block != INT_MAX;
+      __syncwarp(); // every lane's wgmma wait before lane 0's release
+      if (lane == 0) {
+        const uint32_t before = dev::atomic_add_acq_rel(retired + 4 * stage, 1);
+        if (refill && before % kWarps == kWarps - 1) tma_tile(load.block, stage);
+      }
+      if (refill) advance(load);
+    };
     int prev_block = INT_MIN; // the block whose M tile 1 is held (finished in the next one)
-    int need = 0;  // not warp-specialized: this warp's query must compact at its next block
-    int j = 0;     // blocks issued
-    int stage = 0; // the stage of tile j: j % 2
+    int need = 0; // not warp-specialized: this warp's query must compact at its next block
     float acc[2][32];
     float held[32] = {}; // M tile 1's scores of block j - 1 (the first iteration's are unused)
 #pragma unroll
@@ -1174,13 +1259,19 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
     // and every MMA warp has retired block j - 1; lockstep: the barrier also says whether some
     // query must compact at this block (gang). Returns tile j's descriptor.
     bool gang = false;
+    // TMA, a stream block: the tile's mbarrier instead, no barrier of the MMA warps.
     auto begin_block = [&] {
-      dev::cp_async_wait<0>();
-      dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
-      if constexpr (kWs) {
-        dev::named_barrier_sync(kMmaBarrier, kThreads);
+      if (kTma && cur.block >= 0) {
+        dev::mbarrier_wait(full_bars + 8 * stage, phases >> stage & 1u);
+        phases ^= 1u << stage;
       } else {
-        gang = __syncthreads_or(need) != 0;
+        dev::cp_async_wait<0>();
+        dev::fence_proxy_async(); // the tensor cores read this thread's copies of tile j
+        if constexpr (kWs) {
+          dev::named_barrier_sync(kMmaBarrier, kThreads);
+        } else {
+          gang = __syncthreads_or(need) != 0;
+        }
       }
       return dev::sw128_desc(tiles + stage * plan.stage_bytes);
     };
@@ -1226,7 +1317,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
         const uint64_t desc = begin_block();
         issue(0, desc);
         if constexpr (kWs) {
-          load_next(stage ^ 1);
+          if (!kTma || cur.block < 0) load_next(stage ^ 1);
+          if (kTma && j > 0) retire(stage ^ 1); // block j - 1
           if (j > 0) publish(held, j - 1);
           issue(1, desc);
         } else {
@@ -1251,7 +1343,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
       }
       bool again = false;
       if constexpr (kWs) {
-        publish(held, j - 1); // the last block's partials
+        if (kTma) retire(stage ^ 1); // block j - 1 (counted: nothing left to copy)
+        publish(held, j - 1);        // the last block's partials
       } else {
         // The last block: its tile 1, its partials, its selection.
         __syncthreads(); // the selection of the block before has read the partials
@@ -1274,36 +1367,76 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
 }
 
 template <int KSTEPS, int SEL>
-cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
+cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, const CUtensorMap& k_map,
+                   cudaStream_t stream) {
   auto* kernel = &indexer_topk_kernel<KSTEPS, SEL>;
   cudaError_t status =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, plan.smem_bytes);
   if (status != cudaSuccess) return status;
   const int blocks = (p.tq + plan.bq - 1) / plan.bq;
-  kernel<<<blocks, block_threads(SEL), plan.smem_bytes, stream>>>(p, plan);
+  kernel<<<blocks, block_threads(SEL), plan.smem_bytes, stream>>>(p, plan, k_map);
   return cudaGetLastError();
 }
 
 template <int KSTEPS>
-cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, cudaStream_t stream) {
+cudaError_t launch(const IndexerTopkParams& p, const Plan& plan, const CUtensorMap& k_map,
+                   cudaStream_t stream) {
   if constexpr (KSTEPS <= 8) {
-    if (plan.sel == 8) return launch<KSTEPS, 8>(p, plan, stream);
-    if (plan.sel == 4) return launch<KSTEPS, 4>(p, plan, stream);
+    if (plan.sel == 8) return launch<KSTEPS, 8>(p, plan, k_map, stream);
+    if (plan.sel == 4) return launch<KSTEPS, 4>(p, plan, k_map, stream);
   }
-  return launch<KSTEPS, 0>(p, plan, stream);
+  return launch<KSTEPS, 0>(p, plan, k_map, stream);
+}
+
+// The driver's tensor-map encoder (through the runtime: no link to libcuda), or null.
+decltype(&cuTensorMapEncodeTiled) tensor_map_encoder() {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault,
+                                         &found) != cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      (void)cudaGetLastError(); // not the launch's error
+      fn = nullptr;
+    }
+    return reinterpret_cast<decltype(&cuTensorMapEncodeTiled)>(fn);
+  }();
+  return encode;
+}
+
+// K [tk, D_I] (row stride k_t) as a TMA tensor map of 64-key, 64-channel boxes with the wgmma
+// tiles' 128-byte swizzle; false where TMA cannot read it (rows not 16-byte aligned).
+bool encode_k_map(const IndexerTopkParams& p, CUtensorMap& map) {
+  const auto encode = tensor_map_encoder();
+  if (encode == nullptr || p.tk < 1 || reinterpret_cast<uintptr_t>(p.k) % 16 != 0 ||
+      p.k_t % 8 != 0) {
+    return false;
+  }
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(p.dim), static_cast<cuuint64_t>(p.tk)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(p.k_t) * 2};
+  const cuuint32_t box[2] = {64, kBlockKeys};
+  const cuuint32_t steps[2] = {1, 1};
+  return encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(p.k), dims, strides,
+                box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 } // namespace
 
 bool indexer_topk_supported(int heads, int dim, int topk) {
   Plan plan;
-  return make_plan(heads, dim, topk, kMaxQueries, plan);
+  return make_plan(heads, dim, topk, kMaxQueries, true, plan);
 }
 
 cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream) {
   Plan plan;
   if (p.tq <= 0) return cudaSuccess;
-  if (!make_plan(p.heads, p.dim, p.topk, p.tq, plan)) return cudaErrorInvalidValue;
+  if (!make_plan(p.heads, p.dim, p.topk, p.tq, true, plan)) return cudaErrorInvalidValue;
+  CUtensorMap k_map{}; // read only by the kernels with 8 selection warps (tma_tiles)
+  if (tma_tiles(plan.sel) && !encode_k_map(p, k_map)) {
+    make_plan(p.heads, p.dim, p.topk, p.tq, false, plan); // the lockstep kernel
+  }
   plan.k_block = int64_t{kBlockKeys} * p.k_t;
   plan.k_rows = int64_t{copy_row_step(plan.ksteps)} * p.k_t;
   int device = 0, optin = 0;
@@ -1315,13 +1448,13 @@ cudaError_t launch_indexer_topk(const IndexerTopkParams& p, cudaStream_t stream)
   if (plan.smem_bytes > optin) return cudaErrorInvalidConfiguration;
   switch (plan.ksteps) {
     case 2:
-      return launch<2>(p, plan, stream);
+      return launch<2>(p, plan, k_map, stream);
     case 4:
-      return launch<4>(p, plan, stream);
+      return launch<4>(p, plan, k_map, stream);
     case 8:
-      return launch<8>(p, plan, stream);
+      return launch<8>(p, plan, k_map, stream);
     default:
-      return launch<16>(p, plan, stream);
+      return launch<16>(p, plan, k_map, stream);
   }
 }
 
