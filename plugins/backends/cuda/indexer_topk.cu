@@ -128,8 +128,10 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-06 (eighth session)"; topk 2048, D_I 128, one
-// causal document, median of 5): version 19 H_I 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (second session)"; topk 2048, D_I 128, one
+// causal document, median of 5): version 21 (TMA) H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K
+// (version 20 in the same run: 38.1, 37.2%). Before ("2026-12-06 (eighth session)"):
+// version 19 H_I 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at
 // 16K, 44.8% at 32K; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4,
 // 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5%
 // at 16K. Still under the 40% bar at H_I 32 for T 4K and 8K (16K on it: 39.9-40.6% in three
@@ -143,8 +145,8 @@
 // (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC, the wgmma waits
 // 5% of the loop's stalls: the MMA warps are bound by their own instruction stream (the MMA loop
 // alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one waited at
-// the CTA's start for thread 0's sample rank search (version 20: closed form; not yet measured on
-// the GPU). Before
+// the CTA's start for thread 0's sample rank search (version 20: closed form; 36.8 -> 38.1% at
+// 4K, 35.8 -> 37.2% at 8K). Before
 // (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
 // 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
 // scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:

@@ -123,7 +123,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "20",
+                                    .version = "21",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
