@@ -541,6 +541,22 @@ __device__ void init_barriers(uint32_t full_count, uint32_t empty_count) {
   }
   __syncthreads();
 }
+// Threads 0..127 store the operand tiles (fenced for the tensor cores), every thread meets at
+// the barrier, and the warpgroup's threads (the caller's, t < 128) issue the wgmma that
+// multiplies them, not yet retired. Called by every thread, with d used by t < 128 only.
+__device__ void issue_stored_wgmma(float (&d)[16]) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < 128) {
+    store_operands();
+    dev::fence_proxy_async();
+  }
+  __syncthreads();
+  if (t < 128) {
+    dev::wgmma_fence();
+    dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
+    dev::wgmma_commit();
+  }
+}
 // Element (r, c) of a 128-byte-swizzled tile of 128-byte rows at `base` (sw128's layout).
 __device__ uint16_t tile_bits(uint32_t base, int r, int c) {
   uint16_t h;
@@ -842,16 +858,9 @@ __global__ void reads_landed_tma_bytes_unobserved(const __grid_constant__ CUtens
 __global__ void tma_over_unretired_wgmma(const __grid_constant__ CUtensorMap map_a) {
   const int t = static_cast<int>(threadIdx.x);
   init_barriers(1, 1);
+  float d[16];
+  issue_stored_wgmma(d);
   if (t < 128) {
-    store_operands();
-    dev::fence_proxy_async();
-  }
-  __syncthreads();
-  if (t < 128) {
-    float d[16];
-    dev::wgmma_fence();
-    dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
-    dev::wgmma_commit();
     dev::named_barrier_arrive(1, 160);
     dev::named_barrier_sync(2, 160);
     dev::wgmma_wait<0>();
@@ -870,16 +879,9 @@ __global__ void tma_over_unretired_wgmma(const __grid_constant__ CUtensorMap map
 __global__ void tma_before_wgmma_retires(const __grid_constant__ CUtensorMap map_a) {
   const int t = static_cast<int>(threadIdx.x);
   init_barriers(1, 128);
+  float d[16];
+  issue_stored_wgmma(d);
   if (t < 128) {
-    store_operands();
-    dev::fence_proxy_async();
-  }
-  __syncthreads();
-  if (t < 128) {
-    float d[16];
-    dev::wgmma_fence();
-    dev::wgmma_m64n32k16(d, dev::sw128_desc(0), dev::sw128_desc(8192), false);
-    dev::wgmma_commit();
     dev::mbarrier_arrive_expect_tx(kEmpty, 0);
     dev::wgmma_wait<0>();
   } else if (t == 128) {
