@@ -145,8 +145,8 @@
 // (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC, the wgmma waits
 // 5% of the loop's stalls: the MMA warps are bound by their own instruction stream (the MMA loop
 // alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one waited at
-// the CTA's start for thread 0's sample rank search (version 20: closed form; 36.8 -> 38.1% at
-// 4K, 35.8 -> 37.2% at 8K). Before
+// the CTA's start for thread 0's sample rank search (version 20: closed form; 37.0 -> 38.1% at
+// 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before
 // (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
 // 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
 // scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
