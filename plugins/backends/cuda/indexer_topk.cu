@@ -130,29 +130,28 @@
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
 // Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (second session)"; topk 2048, D_I 128, one
 // causal document, median of 5): version 21 (TMA) H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K
-// (version 20 in the same run: 38.1, 37.2%). Before ("2026-12-06 (eighth session)"):
-// version 19 H_I 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at
-// 16K, 44.8% at 32K; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4,
-// 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5%
-// at 16K. Still under the 40% bar at H_I 32 for T 4K and 8K (16K on it: 39.9-40.6% in three
-// sessions' runs). clock64 probes of version 19 at H_I 32 (4K / 8K; the probes cost ~8%): the MMA
-// warps take ~2.2-2.4K cycles a block against 1,024 of tensor-core work, with no ring stalls (~10
-// cycles a block) and ~100 cycles at B1; the selection warps are busy ~2.1K cycles a block even
-// where nothing compacts (likely: both roles share the SM's issue); at each CTA's end the MMA
-// warps wait ~36K cycles (18-26% of their time), the final compaction (one warp per query, ~2,600
-// entries to 2,048) taking 25-28K of them. ncu of version 19 at H_I 32, T 8K (ninth session):
-// the tensor pipe busy 36% of the time, issue slots 44%; per MMA warp and block 342 instructions
-// (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC, the wgmma waits
-// 5% of the loop's stalls: the MMA warps are bound by their own instruction stream (the MMA loop
-// alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one waited at
-// the CTA's start for thread 0's sample rank search (version 20: closed form; 37.0 -> 38.1% at
-// 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before
-// (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
-// 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
-// scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
-// without the selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at
-// H_I 32 with 4 selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before
-// gang compaction at 30.9-36.3%.
+// (version 20 in the same run: 38.1, 37.2%). Before ("2026-12-06 (eighth session)"): version 19 H_I
+// 32: 37.0% of 989 at T=4K, 36.1% at 8K, 39.9% at 16K, 44.8% at 32K; H_I 64: 45.8, 42.9, 45.8,
+// 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I
+// 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K. Still under the 40% bar at H_I 32 for T 4K
+// and 8K (16K on it: 39.9-40.6% in three sessions' runs). clock64 probes of version 19 at H_I 32
+// (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
+// tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
+// warps are busy ~2.1K cycles a block even where nothing compacts (likely: both roles share the
+// SM's issue); at each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final
+// compaction (one warp per query, ~2,600 entries to 2,048) taking 25-28K of them. ncu of version 19
+// at H_I 32, T 8K (ninth session): the tensor pipe busy 36% of the time, issue slots 44%; per MMA
+// warp and block 342 instructions (the weighing 128, the reduce-scatter ~56, the K copies 56, B1
+// 37) at 0.17 IPC, the wgmma waits 5% of the loop's stalls: the MMA warps are bound by their own
+// instruction stream (the MMA loop alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time
+// every warp but one waited at the CTA's start for thread 0's sample rank search (version 20:
+// closed form; 37.0 -> 38.1% at 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before (version 12,
+// lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the
+// instructions, the selection's fast path 15%, compaction 19%; with 2 warps per scheduler the
+// epilogue and the selection were latency-bound. Diagnostic builds of version 8: without the
+// selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4
+// selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction
+// at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
 //     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
