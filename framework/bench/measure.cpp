@@ -59,17 +59,31 @@ void release_cached_memory(c10::Device device) {
 #endif
 }
 
-std::optional<int64_t> peak_memory(c10::Device device) {
+namespace {
+// The caching allocator's allocated bytes on `device` (all pools): the peak since the last reset,
+// or what is allocated now; nullopt on the CPU and without the CUDA runtime headers.
+std::optional<int64_t> allocated_bytes(c10::Device device, bool peak) {
 #if KILN_BENCH_CUDA_EVENTS
   if (device.is_cuda()) {
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device));
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
-        .peak;
+    const auto& bytes =
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    return peak ? bytes.peak : bytes.current;
   }
 #else
   (void)device;
+  (void)peak;
 #endif
   return std::nullopt;
+}
+} // namespace
+
+std::optional<int64_t> peak_memory(c10::Device device) {
+  return allocated_bytes(device, true);
+}
+
+std::optional<int64_t> allocated_memory(c10::Device device) {
+  return allocated_bytes(device, false);
 }
 
 Timing time_runs(c10::Device device, int64_t warmup, int64_t steps,

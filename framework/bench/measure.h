@@ -38,6 +38,8 @@ void reset_peak_memory(c10::Device device);
 /// That peak since the last reset_peak_memory; nullopt on the CPU (no allocator statistics) and
 /// in builds without the CUDA runtime headers.
 std::optional<int64_t> peak_memory(c10::Device device);
+/// The caching allocator's bytes allocated now on `device`; nullopt where peak_memory is.
+std::optional<int64_t> allocated_memory(c10::Device device);
 /// Returns the caching allocator's unused blocks to the device (CUDA; nothing on the CPU), e.g.
 /// after a setting ran out of memory, so the next one starts from what is really free.
 void release_cached_memory(c10::Device device);

@@ -99,6 +99,25 @@ void check_backend(const OpSpec& spec, const std::string& backend, c10::Device d
              backend, spec.name, device_name(device.type()), join(here));
 }
 
+void prime_backends(const OpSpec& spec, const OpBenchOptions& o,
+                    const std::vector<std::string>& backends) {
+  if (!o.device.is_cuda()) return;
+  const bool backward = o.backward && spec.backward_flops != nullptr;
+  at::manual_seed(o.seed);
+  OpInputs in = spec.make_inputs(o.shape, o.dtype, o.device);
+  auto once = [&](const std::string& backend, std::vector<at::Tensor> tensors) {
+    force_backend(backend);
+    const c10::AutoGradMode grad_mode(backward);
+    if (backward) require_grads(tensors, in.differentiable);
+    const at::Tensor out = spec.run(o.shape, tensors);
+    if (backward) out.backward(at::randn_like(out));
+  };
+  for (const auto& b : backends) once(b, in.tensors);
+  once("torch", in.tensors); // the torch backend at the bench's dtype, then as the reference
+  once("torch", upcast(in.tensors));
+  synchronize(o.device);
+}
+
 BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
                             const std::string& backend) {
   const std::string device_name = device_description(o.device);
@@ -106,6 +125,12 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
   result.backend = backend;
   const bool backward = o.backward && spec.backward_flops != nullptr;
 
+  // What earlier rows left allocated is not this backend's: peaks count from here.
+  const std::optional<int64_t> base = allocated_memory(o.device);
+  auto own = [&](Timing t) {
+    if (t.peak_bytes && base) *t.peak_bytes -= *base;
+    return t;
+  };
   at::manual_seed(o.seed);
   OpInputs in = spec.make_inputs(o.shape, o.dtype, o.device);
   force_backend(backend);
@@ -117,14 +142,14 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
   {
     const at::NoGradGuard no_grad;
     at::Tensor out;
-    fwd.timing = time_runs(
+    fwd.timing = own(time_runs(
         o.device, o.warmup, o.steps,
         [&] {
           poison_like(out);
           out = at::Tensor();
         },
         [&] { out = spec.run(o.shape, in.tensors); },
-        [&] { fwd.nonfinite_runs += output_ok(out) ? 0 : 1; });
+        [&] { fwd.nonfinite_runs += output_ok(out) ? 0 : 1; }));
   }
   result.chosen = chosen_backend(spec.name, backend);
 
@@ -135,7 +160,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     bwd.flops = spec.backward_flops(o.shape);
     require_grads(in.tensors, in.differentiable);
     at::Tensor out, seed;
-    bwd.timing = time_runs(
+    bwd.timing = own(time_runs(
         o.device, o.warmup, o.steps,
         [&] {
           clear_grads(in.tensors, in.differentiable);
@@ -147,7 +172,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
           for (size_t i : in.differentiable) {
             bwd.nonfinite_runs += output_ok(in.tensors[i].grad()) ? 0 : 1;
           }
-        });
+        }));
     clear_grads(in.tensors, in.differentiable);
   }
   // Forward (under autograd) and backward together: what a training step pays for the op, also
@@ -157,7 +182,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     both.pass = "f+b";
     both.flops = fwd.flops + bwd.flops;
     at::Tensor seed;
-    both.timing = time_runs(
+    both.timing = own(time_runs(
         o.device, o.warmup, o.steps, [&] { clear_grads(in.tensors, in.differentiable); },
         [&] {
           const at::Tensor out = spec.run(o.shape, in.tensors);
@@ -168,7 +193,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
           for (size_t i : in.differentiable) {
             both.nonfinite_runs += output_ok(in.tensors[i].grad()) ? 0 : 1;
           }
-        });
+        }));
     clear_grads(in.tensors, in.differentiable);
   }
 

@@ -47,8 +47,18 @@ struct BackendResult {
 /// kernel for the op on `device`, naming what is registered.
 void check_backend(const OpSpec& spec, const std::string& backend, c10::Device device);
 
+/// Runs the op once with each of `backends`, then with torch, then with the torch reference's
+/// float32 inputs (forward, and backward where options.backward), before any is measured. State that a backend
+/// creates on first use and keeps (cuBLAS's workspace, autotune tables, cached descriptors) then
+/// exists before every backend's measurement, instead of counting in the peak memory of the first
+/// row that needed it. CUDA only (no peak memory on the CPU).
+void prime_backends(const OpSpec& spec, const OpBenchOptions& options,
+                    const std::vector<std::string>& backends);
+
 /// Measures `backend` (see the file comment). Inputs are fresh, drawn after seeding the default
-/// generators with options.seed, so every backend sees the same values.
+/// generators with options.seed, so every backend sees the same values. Each pass's peak_bytes is
+/// the allocator's peak over its timed runs less what was allocated before the inputs were drawn
+/// (the inputs count, whatever earlier rows left allocated does not).
 BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& options,
                             const std::string& backend);
 

@@ -187,6 +187,7 @@ int bench_op(const std::vector<std::string>& args) {
   bench::check_backend(spec, "torch", o.device); // the reference
 
   const std::string device_name = bench::device_description(o.device);
+  bench::prime_backends(spec, o, backends);
   std::vector<bench::BackendResult> rows;
   for (const auto& b : backends) rows.push_back(bench::bench_backend(spec, o, b));
   print_table(spec, o, device_name, rows);
