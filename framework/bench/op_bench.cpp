@@ -113,8 +113,7 @@ void prime_backends(const OpSpec& spec, const OpBenchOptions& o,
     if (backward) out.backward(at::randn_like(out));
   };
   for (const auto& b : backends) once(b, in.tensors);
-  once("torch", in.tensors); // the torch backend at the bench's dtype, then as the reference
-  once("torch", upcast(in.tensors));
+  once("torch", upcast(in.tensors)); // the reference
   synchronize(o.device);
 }
 

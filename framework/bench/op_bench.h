@@ -47,8 +47,8 @@ struct BackendResult {
 /// kernel for the op on `device`, naming what is registered.
 void check_backend(const OpSpec& spec, const std::string& backend, c10::Device device);
 
-/// Runs the op once with each of `backends`, then with torch, then with the torch reference's
-/// float32 inputs (forward, and backward where options.backward), before any is measured. State that a backend
+/// Runs the op once with each of `backends`, then as the torch reference on float32 inputs
+/// (forward, and backward where options.backward), before any is measured. State that a backend
 /// creates on first use and keeps (cuBLAS's workspace, autotune tables, cached descriptors) then
 /// exists before every backend's measurement, instead of counting in the peak memory of the first
 /// row that needed it. CUDA only (no peak memory on the CPU).
