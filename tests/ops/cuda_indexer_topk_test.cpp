@@ -372,6 +372,33 @@ TEST_F(CudaIndexerTopkBehaviour, Glm5At32KTokensWithoutATokensSquaredBuffer) {
   EXPECT_TRUE(same_selection(in, cuda_out, torch_out));
 }
 
+// Q, K and the head weights as views into wider tensors, as a fused projection leaves them: row
+// strides past the rows' widths, Q and K starting 8 and 64 channels in, the weights 1 head in.
+// The kernel reads such views in place (their rows stay 16-byte aligned), K's stream tiles by TMA
+// with its own row stride at H_I 32, by cp.async at H_I 64 and in the lockstep kernel (H_I 8).
+TEST_F(CudaIndexerTopkBehaviour, ViewsIntoWiderTensorsSelectTheSame) {
+  const Case cases[] = {{"H32", 32, 128, 512, {4096}},
+                        {"H64Varlen", 64, 128, 512, {3000, 1000}},
+                        {"H8Lockstep", 8, 32, 64, {700}}};
+  for (const Case& c : cases) {
+    Inputs in = make_inputs(c, 85);
+    const int64_t tq = in.q.size(0), tk = in.k.size(0);
+    const at::Tensor wide_q = at::zeros({tq, c.heads, c.dim + 16}, in.q.options());
+    wide_q.narrow(2, 8, c.dim).copy_(in.q);
+    in.q = wide_q.narrow(2, 8, c.dim);
+    const at::Tensor wide_k = at::zeros({tk, c.dim + 128}, in.k.options());
+    wide_k.narrow(1, 64, c.dim).copy_(in.k);
+    in.k = wide_k.narrow(1, 64, c.dim);
+    const at::Tensor wide_w = at::zeros({tq, c.heads + 3}, in.w.options());
+    wide_w.narrow(1, 1, c.heads).copy_(in.w);
+    in.w = wide_w.narrow(1, 1, c.heads);
+    ASSERT_EQ(in.k.stride(0), c.dim + 128) << c.name;
+    const at::Tensor cuda_out = run(in, kBackend);
+    ASSERT_EQ(chosen_backend(), kBackend) << c.name;
+    EXPECT_TRUE(same_selection(in, cuda_out, run(in, "torch"))) << c.name;
+  }
+}
+
 TEST_F(CudaIndexerTopkBehaviour, Float32IsNotTakenByTheCudaKernel) {
   const Case c{"", 8, 32, 8, {40}};
   Inputs in = make_inputs(c, 82);
