@@ -380,18 +380,20 @@ TEST_F(CudaIndexerTopkBehaviour, ViewsIntoWiderTensorsSelectTheSame) {
   const Case cases[] = {{"H32", 32, 128, 512, {4096}},
                         {"H64Varlen", 64, 128, 512, {3000, 1000}},
                         {"H8Lockstep", 8, 32, 64, {700}}};
+  // t's values in a view `before` elements into rows `extra` wider (the last dimension).
+  auto widen = [](const at::Tensor& t, int64_t before, int64_t extra) {
+    std::vector<int64_t> sizes = t.sizes().vec();
+    const int64_t width = sizes.back();
+    sizes.back() += extra;
+    const at::Tensor view = at::zeros(sizes, t.options()).narrow(-1, before, width);
+    view.copy_(t);
+    return view;
+  };
   for (const Case& c : cases) {
     Inputs in = make_inputs(c, 85);
-    const int64_t tq = in.q.size(0), tk = in.k.size(0);
-    const at::Tensor wide_q = at::zeros({tq, c.heads, c.dim + 16}, in.q.options());
-    wide_q.narrow(2, 8, c.dim).copy_(in.q);
-    in.q = wide_q.narrow(2, 8, c.dim);
-    const at::Tensor wide_k = at::zeros({tk, c.dim + 128}, in.k.options());
-    wide_k.narrow(1, 64, c.dim).copy_(in.k);
-    in.k = wide_k.narrow(1, 64, c.dim);
-    const at::Tensor wide_w = at::zeros({tq, c.heads + 3}, in.w.options());
-    wide_w.narrow(1, 1, c.heads).copy_(in.w);
-    in.w = wide_w.narrow(1, 1, c.heads);
+    in.q = widen(in.q, 8, 16);
+    in.k = widen(in.k, 64, 128);
+    in.w = widen(in.w, 1, 3);
     ASSERT_EQ(in.k.stride(0), c.dim + 128) << c.name;
     const at::Tensor cuda_out = run(in, kBackend);
     ASSERT_EQ(chosen_backend(), kBackend) << c.name;
