@@ -59,6 +59,40 @@ void release_cached_memory(c10::Device device) {
 #endif
 }
 
+bool poison_free_memory(c10::Device device, bool integer) {
+#if KILN_BENCH_CUDA_EVENTS
+  if (!device.is_cuda()) return false;
+  const c10::DeviceIndex index = cuda_index(device);
+  const c10::DeviceGuard guard(c10::Device(c10::kCUDA, index));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(index).stream();
+  const int byte = integer ? 0x80 : 0xff;
+  // A segment's blocks follow each other from its address, in the snapshot's order.
+  const auto snapshot = c10::cuda::CUDACachingAllocator::snapshot({0, 0}, /*include_traces=*/false);
+  for (const auto& segment : snapshot.segments) {
+    if (segment.device != index) continue;
+    size_t at = segment.address;
+    for (const auto& block : segment.blocks) {
+      if (!block.allocated && !block.active) {
+        const cudaError_t err =
+            cudaMemsetAsync(reinterpret_cast<void*>(at), byte, block.size, stream);
+        if (err != cudaSuccess) {
+          internal_error(
+              "poisoning {} unused bytes at {:#x} on cuda:{} before a run failed: {} "
+              "(an earlier kernel's error shows up here too)",
+              block.size, at, index, cudaGetErrorString(err));
+        }
+      }
+      at += block.size;
+    }
+  }
+  return true;
+#else
+  (void)device;
+  (void)integer;
+  return false;
+#endif
+}
+
 namespace {
 // The caching allocator's allocated bytes on `device` (all pools): the peak since the last reset,
 // or what is allocated now; nullopt on the CPU and without the CUDA runtime headers.

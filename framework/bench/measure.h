@@ -44,6 +44,14 @@ std::optional<int64_t> allocated_memory(c10::Device device);
 /// after a setting ran out of memory, so the next one starts from what is really free.
 void release_cached_memory(c10::Device device);
 
+/// Fills every block the CUDA caching allocator holds unused on `device` with bytes no kernel
+/// writes as output: 0xff (NaN in every float format) or, for `integer` outputs, 0x80 (below -1
+/// as int32 and int64). An output that lands in any of them and is left partly unwritten then
+/// reads as not finite / below -1, instead of holding an earlier run's or an earlier backend's
+/// values. Enqueued on the current stream (ahead of the next run). Returns false where there is
+/// no such allocator to ask: the CPU, builds without the CUDA runtime headers.
+bool poison_free_memory(c10::Device device, bool integer);
+
 /// "NVIDIA H200", or "cpu".
 std::string device_description(c10::Device device);
 

@@ -33,17 +33,24 @@ std::string chosen_backend(std::string_view op, const std::string& requested) {
   return requested;
 }
 
-// Fills the allocator block the next output of this size will most likely reuse with a value no
-// kernel produces (NaN, or INT_MIN for integers), so a kernel that leaves part of its output
-// unwritten shows up as non-finite instead of silently reusing the previous run's values.
-void poison_like(const at::Tensor& t) {
-  if (!t.defined()) return;
-  at::Tensor p = at::empty(t.sizes(), t.options());
-  if (at::isFloatingType(t.scalar_type())) {
-    p.fill_(std::numeric_limits<double>::quiet_NaN());
-  } else {
-    p.fill_(std::numeric_limits<int32_t>::min());
+// Before a run: `out` (the previous run's output) released, and the memory the next output may
+// take filled with values no kernel produces (NaN, or below -1 for integers), so a kernel that
+// leaves part of its output unwritten shows up as non-finite / below -1 instead of silently
+// holding earlier values. On CUDA every block the caching allocator holds unused is poisoned: the
+// allocator may hand the output any of them, e.g. the one an earlier backend's row left its
+// correct output in. Elsewhere (the CPU, with no allocator to ask) only a block of the previous
+// output's size, which the next output will most likely reuse.
+void release_and_poison(at::Tensor& out, c10::Device device, bool integer) {
+  if (out.defined() && !device.is_cuda()) {
+    at::Tensor p = at::empty(out.sizes(), out.options());
+    if (at::isFloatingType(out.scalar_type())) {
+      p.fill_(std::numeric_limits<double>::quiet_NaN());
+    } else {
+      p.fill_(std::numeric_limits<int32_t>::min());
+    }
   }
+  out = at::Tensor();
+  poison_free_memory(device, integer);
 }
 
 bool output_ok(const at::Tensor& t) {
@@ -143,10 +150,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     at::Tensor out;
     fwd.timing = own(time_runs(
         o.device, o.warmup, o.steps,
-        [&] {
-          poison_like(out);
-          out = at::Tensor();
-        },
+        [&] { release_and_poison(out, o.device, spec.integer_output); },
         [&] { out = spec.run(o.shape, in.tensors); },
         [&] { fwd.nonfinite_runs += output_ok(out) ? 0 : 1; }));
   }
@@ -165,6 +169,7 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
           clear_grads(in.tensors, in.differentiable);
           out = spec.run(o.shape, in.tensors);
           if (!seed.defined()) seed = at::randn_like(out);
+          poison_free_memory(o.device, /*integer=*/false); // where the gradients will land
         },
         [&] { out.backward(seed); },
         [&] {
@@ -182,7 +187,11 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     both.flops = fwd.flops + bwd.flops;
     at::Tensor seed;
     both.timing = own(time_runs(
-        o.device, o.warmup, o.steps, [&] { clear_grads(in.tensors, in.differentiable); },
+        o.device, o.warmup, o.steps,
+        [&] {
+          clear_grads(in.tensors, in.differentiable);
+          poison_free_memory(o.device, /*integer=*/false); // float outputs and gradients
+        },
         [&] {
           const at::Tensor out = spec.run(o.shape, in.tensors);
           if (!seed.defined()) seed = at::randn_like(out);
@@ -203,11 +212,14 @@ BackendResult bench_backend(const OpSpec& spec, const OpBenchOptions& o,
     for (const at::Tensor& t : in.tensors) before.push_back(t.clone());
   }
   at::manual_seed(o.seed + 1);
+  poison_free_memory(o.device, spec.integer_output); // not the timed runs' (or rows') outputs
   const at::Tensor out = spec.run(o.shape, in.tensors);
   fwd.nonfinite_runs += output_ok(out) ? 0 : 1;
   if (backward) {
     grad_seed = at::randn(out.sizes(), out.options().dtype(at::kFloat));
-    out.backward(grad_seed.to(out.scalar_type()));
+    const at::Tensor seed = grad_seed.to(out.scalar_type());
+    poison_free_memory(o.device, /*integer=*/false);
+    out.backward(seed);
   }
 
   std::vector<at::Tensor> ref_in = upcast(spec.in_place ? before : in.tensors);

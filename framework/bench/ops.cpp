@@ -91,16 +91,19 @@ at::Tensor indexer_topk_run(const Shape& s, const std::vector<at::Tensor>& t) {
   return ops::indexer_topk(t[0], t[1], t[2], t[3], s.at("topk"));
 }
 
-// score[q, t] = sum_h w[q, h] * relu(q[q, h] . k[t]), for the given rows and keys.
+// score[q, t] = sum_h w[q, h] * relu(q[q, h] . k[t]), for the given rows and keys; -inf for a
+// key outside [0, Tk) (a -1 slot, or whatever a broken kernel wrote there: never indexed).
 at::Tensor indexer_topk_score(const std::vector<at::Tensor>& t, const at::Tensor& rows,
                               const at::Tensor& keys) {
+  const int64_t tk = t[1].size(0);
   const at::Tensor q = t[0].index_select(0, rows).to(at::kFloat); // [R, H, D]
   const at::Tensor k = t[1].to(at::kFloat)
-                           .index_select(0, keys.clamp_min(0).flatten())
+                           .index_select(0, keys.clamp(0, tk - 1).flatten())
                            .view({keys.size(0), keys.size(1), -1}); // [R, K, D]
   const at::Tensor w = t[2].index_select(0, rows).to(at::kFloat);   // [R, H]
   const at::Tensor s = at::relu(at::matmul(q, k.transpose(1, 2)));  // [R, H, K]
-  return (s * w.unsqueeze(-1)).sum(1);                              // [R, K]
+  const at::Tensor score = (s * w.unsqueeze(-1)).sum(1);            // [R, K]
+  return at::where(keys.ge(0) & keys.lt(tk), score, -INFINITY);
 }
 
 double indexer_fwd(const Shape& s) {
