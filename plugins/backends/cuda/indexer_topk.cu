@@ -135,7 +135,11 @@
 // version 20 H_I 32 38.1, 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1,
 // 39.9, 44.8%; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6;
 // 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
-// Still under the 40% bar at H_I 32 for T 4K and 8K. clock64 probes of version 19 at H_I 32
+// Still under the 40% bar at H_I 32 for T 4K and 8K. Diagnostic builds ("2026-12-07 (fifth
+// session)"; one line each, results wrong), H_I 32 at 4K / 8K: without the final compaction 43.2 /
+// 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the MMA
+// warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
+// instruction count, is the lever left. clock64 probes of version 19 at H_I 32
 // (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
 // tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
 // warps are busy ~2.1K cycles a block even where nothing compacts (likely: both roles share the
