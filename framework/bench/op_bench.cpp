@@ -38,19 +38,21 @@ std::string chosen_backend(std::string_view op, const std::string& requested) {
 // leaves part of its output unwritten shows up as non-finite / below -1 instead of silently
 // holding earlier values. On CUDA every block the caching allocator holds unused is poisoned: the
 // allocator may hand the output any of them, e.g. the one an earlier backend's row left its
-// correct output in. Elsewhere (the CPU, with no allocator to ask) only a block of the previous
-// output's size, which the next output will most likely reuse.
+// correct output in. Where there is no allocator to ask (the CPU; a build without the CUDA
+// runtime headers) only a block of the previous output's size, which the next output will most
+// likely reuse.
 void release_and_poison(at::Tensor& out, c10::Device device, bool integer) {
-  if (out.defined() && !device.is_cuda()) {
-    at::Tensor p = at::empty(out.sizes(), out.options());
-    if (at::isFloatingType(out.scalar_type())) {
-      p.fill_(std::numeric_limits<double>::quiet_NaN());
-    } else {
-      p.fill_(std::numeric_limits<int32_t>::min());
-    }
-  }
+  const bool had = out.defined();
+  const std::vector<int64_t> sizes = had ? out.sizes().vec() : std::vector<int64_t>{};
+  const at::TensorOptions options = had ? out.options() : at::TensorOptions();
   out = at::Tensor();
-  poison_free_memory(device, integer);
+  if (poison_free_memory(device, integer) || !had) return;
+  at::Tensor p = at::empty(sizes, options);
+  if (at::isFloatingType(options.dtype().toScalarType())) {
+    p.fill_(std::numeric_limits<double>::quiet_NaN());
+  } else {
+    p.fill_(std::numeric_limits<int32_t>::min());
+  }
 }
 
 bool output_ok(const at::Tensor& t) {
