@@ -4,6 +4,7 @@
 #include "support/run_kiln.h"
 #include "support/scratch_dir.h"
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 

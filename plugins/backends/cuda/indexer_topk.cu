@@ -140,7 +140,8 @@
 // 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the MMA
 // warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
 // instruction count, is the lever left; shared by selection warp q and MMA warp q (a branch, same
-// session) it read 1.00x. clock64 probes of version 19 at H_I 32
+// session) it read 1.00x, 0.94-0.97x in a later form (sixth session: the pair's per-level trades
+// cost more than the halved counting saves). clock64 probes of version 19 at H_I 32
 // (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
 // tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
 // warps are busy ~2.1K cycles a block even where nothing compacts (likely: both roles share the
