@@ -655,6 +655,11 @@ EMU_NOSAN inline unsigned atomicOr(unsigned* p, unsigned v) {
   *p |= v;
   return old;
 }
+EMU_NOSAN inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p += v;
+  return old;
+}
 EMU_NOSAN inline int atomicMax(int* p, int v) {
   const int old = *p;
   if (v > old) *p = v;

@@ -492,26 +492,22 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
 
 // How many of src[0, n) lie in each of the bins [base + d 2^shift, base + (d + 1) 2^shift),
 // d < bins <= 16, as 16 16-bit fields of total (the same in every lane; digit_count reads them;
-// n < 65536, make_plan; digits from `bins` up count nothing). kAll: every key lies in one of the
-// 16 bins (the first level of a compaction, whose bins cover the buffer's [kmin, kmax]): no range
-// test.
+// n < 65536, make_plan; digits from `bins` up count nothing). find_cut's levels after the first
+// (count_bins).
 // Each lane counts its keys in three levels of registers, so nothing waits on a shared-memory
 // read-modify-write and a key costs two funnel shifts and two adds: 16 4-bit fields of two 32-bit
 // values (digit d at bit 4 d of the pair, digits 8..15 in the second) for kGroup keys, in two such
 // pairs (even and odd unrolled keys: two independent add chains), added into 16 8-bit fields (4
 // registers) after each group, and those into the 16-bit fields after kGroupsPerFlush groups.
-// kList: the keys in range are also copied to list[0, ..) in slot order (the caller knows how
-// many there are); a template flag, so the plain count carries no ballot or branch per key.
-template <int kUnroll, bool kList, bool kAll>
+template <int kUnroll>
 __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shift, uint32_t bins,
-                             uint32_t* list, int lane, uint32_t (&total)[8]) {
+                             int lane, uint32_t (&total)[8]) {
   constexpr int kGroup = 15 / kUnroll * kUnroll; // keys per lane under 4-bit fields (<= 15)
   constexpr int kGroupsPerFlush = 255 / kGroup;  // groups per lane under 8-bit fields (<= 255)
   constexpr int kGroupKeys = 32 * kGroup;
   constexpr int kFlushKeys = kGroupKeys * kGroupsPerFlush;
 #pragma unroll
   for (int w = 0; w < 8; ++w) total[w] = 0;
-  int listed = 0;
   for (int flush = 0; flush < n; flush += kFlushKeys) {
     const int flush_end = min(n, flush + kFlushKeys);
     // bytes[0]: digits 0, 2, 4, 6 (byte k: digit 2 k); [1]: 1, 3, 5, 7; [2], [3]: the same + 8
@@ -521,16 +517,11 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shif
       uint32_t lo[2] = {0u, 0u}, hi[2] = {0u, 0u}; // [u % 2]: digits 0..7, 8..15 (bits 4 d % 32)
       for_each_key<kUnroll>(src, group, group_end, lane, [&](uint32_t key, int, bool valid, int u) {
         const uint32_t d = (key - base) >> shift;
-        const bool in_range = valid && (kAll || (key >= base && d < bins));
+        const bool in_range = valid && key >= base && d < bins;
         // a funnel shift clamps at 32: one of the two adds gets 0
         const uint32_t one = in_range ? 1u : 0u, at = d << 2;
         lo[u % 2] += __funnelshift_lc(0u, one, at);
         hi[u % 2] += __funnelshift_lc(0u, one, at ^ 32u);
-        if constexpr (kList) {
-          const uint32_t ins = __ballot_sync(kFull, in_range);
-          if (in_range) list[listed + __popc(ins & lanes_below(lane))] = key;
-          listed += __popc(ins);
-        }
       });
       const uint32_t l = lo[0] + lo[1], h = hi[0] + hi[1]; // <= 15 keys per field in all
       bytes[0] += l & 0x0f0f0f0fu;
@@ -546,7 +537,6 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shif
   }
 #pragma unroll
   for (int w = 0; w < 8; ++w) total[w] = __reduce_add_sync(kFull, total[w]);
-  if constexpr (kList) __syncwarp(); // the list is complete for every lane
 }
 
 // Digit d's count in count_digits' total: bytes[b] with b = 2 (d / 8) + d % 2 held digit d in
@@ -559,21 +549,82 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
 
 // Where the rank-th largest of the buffer's first n entries lies (rank <= n): the bin [lo, ..)
 // that holds it, `rank` now how many of the bin's entries rank among the rank largest, and
-// whether that is all of them (`whole`; otherwise the bin is one key value: ties). Radix select
-// over 16 bins a level: the first level's bins start at the smallest key kmin and are as narrow
-// as still covers the largest kmax (2^shift keys each, not aligned to a digit: every bin of the
-// first pass is in use); each later level splits the bin that holds the rank-th largest into 16
-// (shift - 4), or, where the bin is narrower than 16 keys, into its single key values (shift 0,
-// fewer bins: those past the bin would count entries of the bins above it, already ranked), until
-// that bin is taken whole or is one key value. The first level counts all n
-// entries; once the keys still in the running are at most half of them and fit in the S-word
-// scratch, the next count copies them there and the later levels count only them.
-// Cost: ~2 passes over the entries.
+// whether that is all of them (`whole`; otherwise the bin is one key value: ties). Radix select:
+// the first level (count_bins) counts all n entries into as many bins as the S-word scratch holds,
+// up to 1024, by shared-memory atomics; its bins start at the smallest key kmin and are as narrow
+// as still covers the largest kmax (2^shift keys each, not aligned to a digit). Each later level
+// splits the bin that holds the rank-th largest into 16 (shift - 4; count_digits, in registers),
+// or, where the bin is narrower than 16 keys, into its single key values (shift 0, fewer bins:
+// those past the bin would count entries of the bins above it, already ranked), until that bin is
+// taken whole or is one key value. Once that bin's entries fit the scratch, a list-only pass
+// (list_bin) copies them there and the later levels count only them.
+// Cost: ~2 passes over the entries (the histogram, ~4 instructions a key; the listing).
+// The 16-bin first level it replaced (version 21) left the bench's signed scores in 2 of its 16
+// bins, so that level and usually the next were whole-buffer passes of ~14 instructions a key.
 struct Cut {
   uint32_t lo;
   int rank;
   bool whole;
 };
+
+// A warp's suffix sums: lanes >= lane's values added (inclusive).
+__device__ __forceinline__ uint32_t suffix_sum(uint32_t x, int lane) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t y = __shfl_down_sync(kFull, x, o);
+    if (lane + o < 32) x += y;
+  }
+  return x;
+}
+
+// find_cut's first level: keys[0, n) counted into `bins` (a power of 2, 64..1024) bins of 2^shift
+// keys from kmin, hist[d] in shared memory (the query's scratch) by shared-memory atomics, then
+// the bin of the rank-th largest: cut.lo and cut.rank moved to it; returns its count. Every key
+// lies in a bin (kmax - kmin < bins 2^shift): no range test.
+template <int kUnroll>
+__device__ uint32_t count_bins(const uint32_t* keys, int n, int shift, int bins, uint32_t* hist,
+                               Cut& cut, int lane) {
+  for (int d = lane; d < bins; d += 32) hist[d] = 0u;
+  __syncwarp();
+  const uint32_t kmin = cut.lo;
+  for_each_key<kUnroll>(keys, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
+    if (valid) atomicAdd(hist + ((key - kmin) >> shift), 1u);
+  });
+  __syncwarp();
+  // Lane l sums its run of bins [l per, (l + 1) per), read rotated: the lanes' reads of one step
+  // fall in distinct banks (per 32) or two lanes a bank.
+  const int per = bins / 32;
+  uint32_t run = 0u;
+  for (int i = 0; i < per; ++i) run += hist[lane * per + ((i + lane) & (per - 1))];
+  // The run of the rank-th largest: the highest lane whose suffix reaches rank (lane 0's is n).
+  const uint32_t rank = static_cast<uint32_t>(cut.rank);
+  const uint32_t suffix = suffix_sum(run, lane);
+  const int at = 31 - __clz(static_cast<int>(__ballot_sync(kFull, suffix >= rank)));
+  const uint32_t above_run = __shfl_sync(kFull, suffix - run, at);
+  // Within it, the same over its bins, one a lane.
+  const uint32_t in_d = lane < per ? hist[at * per + lane] : 0u;
+  const uint32_t inner = suffix_sum(in_d, lane) + above_run;
+  const int d = 31 - __clz(static_cast<int>(__ballot_sync(kFull, lane < per && inner >= rank)));
+  const uint32_t in_bin = __shfl_sync(kFull, in_d, d);
+  cut.rank -= static_cast<int>(__shfl_sync(kFull, inner, d) - in_bin);
+  cut.lo = kmin + (static_cast<uint32_t>(at * per + d) << shift);
+  __syncwarp(); // every lane has read the bins before the scratch is written again
+  return in_bin;
+}
+
+// Copies the keys of src[0, n) in [lo, lo + 2^shift) to list[0, ..) in slot order.
+template <int kUnroll>
+__device__ void list_bin(const uint32_t* src, int n, uint32_t lo, int shift, uint32_t* list,
+                         int lane) {
+  int listed = 0;
+  for_each_key<kUnroll>(src, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
+    const bool in = valid && key >= lo && ((key - lo) >> shift) == 0u;
+    const uint32_t ins = __ballot_sync(kFull, in);
+    if (in) list[listed + __popc(ins & lanes_below(lane))] = key;
+    listed += __popc(ins);
+  });
+  __syncwarp(); // the list is complete for every lane
+}
 
 template <int kUnroll>
 __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lane) {
@@ -581,30 +632,31 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
   const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
   Cut cut{kmin, rank, false};
   if (kmin == kmax) return cut;
-  // (kmax - kmin) >> shift < 16: the span's highest bit at most 3 above the shift
-  int shift = max(0, 28 - __clz(static_cast<int>(kmax - kmin)));
+  // The first level: as many bins as the scratch holds, up to 1024 (slack >= 64, make_plan), as
+  // narrow as still covers kmax.
+  const int bin_bits = min(10, 31 - __clz(slack));
+  int shift = max(0, 32 - __clz(static_cast<int>(kmax - kmin)) - bin_bits);
+  uint32_t in_bin = count_bins<kUnroll>(c.keys, n, shift, 1 << bin_bits, c.scratch, cut, lane);
   const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
   int src_n = n;
-  uint32_t bins = 16; // the level's bins: the running bin [lo, lo + bins 2^shift) split
-  int running = n;    // entries in that bin (every one at first)
   bool listed = false;
-  for (bool first = true;; first = false) {
-    const bool list_now = !listed && running <= slack && 2 * running <= n;
-    uint32_t total[8];
-    if (first) {
-      count_digits<kUnroll, false, true>(src, src_n, cut.lo, shift, bins, nullptr, lane, total);
-    } else if (list_now) {
-      count_digits<kUnroll, true, false>(src, src_n, cut.lo, shift, bins, c.scratch, lane, total);
+  while (in_bin != static_cast<uint32_t>(cut.rank) && shift > 0) {
+    if (!listed && in_bin <= static_cast<uint32_t>(slack)) {
+      list_bin<kUnroll>(c.keys, n, cut.lo, shift, c.scratch, lane);
       src = c.scratch;
-      src_n = running;
+      src_n = static_cast<int>(in_bin);
       listed = true;
-    } else {
-      count_digits<kUnroll, false, false>(src, src_n, cut.lo, shift, bins, nullptr, lane, total);
     }
+    const int wider = shift;
+    shift = max(shift - 4, 0);
+    const uint32_t bins = 1u << (wider - shift); // 16, or the bin's 2..8 key values
+    uint32_t total[8];
+    count_digits<kUnroll>(src, src_n, cut.lo, shift, bins, lane, total);
     // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
-    uint32_t above = 0, in_bin = 0, above_bin = 0;
+    uint32_t above = 0, above_bin = 0;
     int bin = 0;
     bool found = false;
+    in_bin = 0;
 #pragma unroll
     for (int d = 15; d >= 0; --d) {
       const uint32_t in_d = digit_count(total, d);
@@ -619,16 +671,8 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
     }
     cut.rank -= static_cast<int>(above_bin);
     cut.lo += static_cast<uint32_t>(bin) << shift;
-    running = static_cast<int>(in_bin);
-    if (in_bin == static_cast<uint32_t>(cut.rank)) {
-      cut.whole = true;
-      break;
-    }
-    if (shift == 0) break; // one key value: ties
-    const int wider = shift;
-    shift = max(shift - 4, 0);
-    bins = 1u << (wider - shift); // 16, or the bin's 2..8 key values
   }
+  cut.whole = in_bin == static_cast<uint32_t>(cut.rank);
   __syncwarp(); // the caller may rewrite the scratch
   return cut;
 }
