@@ -58,11 +58,12 @@
 //     threshold `thr` (one compare for most scores once `thr` has risen). Candidates append to a
 //     buffer of C = topk + S entries: keys in shared memory, key indices in the query's output
 //     row (slots [0, topk)) and in shared memory (slots [topk, C)). When a block could overflow
-//     it, the warp compacts the buffer to exactly its topk largest (radix select, 16 bins a
-//     level counted in 4-bit register fields; the first level's bins start at the buffer's
-//     smallest key and are as narrow as still covers its largest; once the keys still in the
-//     running fit in an S-word scratch they are copied there and the later levels count only
-//     them) and raises `thr` to the smallest key kept. Compaction fills the holes of slots
+//     it, the warp compacts the buffer to exactly its topk largest (radix select: the first
+//     level a histogram of up to 1024 bins by shared-memory atomics in the query's S-word
+//     scratch, its bins starting at the buffer's smallest key and as narrow as still covers its
+//     largest; the cut bin's keys then copied to the scratch where they fit, and the later
+//     levels 16 bins each, counted in 4-bit register fields, over those only: find_cut) and
+//     raises `thr` to the smallest key kept. Compaction fills the holes of slots
 //     [0, topk) with the survivors of [topk, C), so the output row is never read back.
 //     After the last block one more compaction leaves the exact top-k in the output row.
 //     Invariant (what makes the result exact): the buffer holds every seen visible key whose
@@ -119,7 +120,8 @@
 // the whole buffer for ~3-4 digits before the keys still in the running fit the scratch (scores
 // crowd into few 4-bit bins), ~35K keys counted per query. Counting costs ~14 instructions per key
 // (4-bit fields of one 64-bit value per lane; 28 with the 8-bit fields and the listing branch of
-// version 4), the keep passes ~10.
+// version 4), the keep passes ~10. Version 22 counts the whole buffer once, into a histogram of up
+// to 1024 bins, and lists the cut bin's keys in a second pass (find_cut).
 //
 // Budget at T = 32768, H_I = 32, D_I = 128, one document: 4.4 TFLOP by the convention (2 * causal
 // pairs * H_I * D_I); the MMA work computed is that plus the 64-key and 8-query block edges
@@ -128,10 +130,17 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (fourth session)"; topk 2048, D_I 128, one
-// causal document, median of 20 after 5 warm-up; an A/A run of this kernel against itself agreed
+// Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (seventh session)"; topk 2048, D_I 128, one
+// causal document; version 22 and 21 side by side in one process, 1-5 such runs a shape, each the
+// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5
+// runs, 34.2-39.2%), 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K
+// (4 runs, 43.0-45.6%), 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version
+// 22's): 1.04x at H_I 32 4K and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64
+// 4K, 1.01x at 8K, 1.00x at 16K; in the same runs version 21 read 35.6% at 4K and 36.4% at 8K.
+// ("2026-12-07 (fourth session)", median of 20; an A/A run of this kernel against itself agreed
 // within 0.5% up to 16K): version 21 H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6%
-// at 32K; H_I 64: 47.3, 44.4, 47.5, 48.3%. Before ("2026-12-07 (second session)", median of 5):
+// at 32K; H_I 64: 47.3, 44.4, 47.5, 48.3%. Before
+// ("2026-12-07 (second session)", median of 5):
 // version 20 H_I 32 38.1, 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1,
 // 39.9, 44.8%; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6;
 // 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
@@ -159,18 +168,22 @@
 // selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4
 // selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction
 // at 30.9-36.3%.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v), per D_I instantiation (two inlined passes up to D_I 128):
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 22), per D_I instantiation (two inlined passes up
+// to D_I 128):
 //   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  201 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  221 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 252 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 16 bytes stack frame, 16 spill stores, 36 spill loads
+//     KSTEPS  2 (D_I <= 32):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  229 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 242 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 24 bytes stack frame, 24 spill stores, 28 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
 //   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 184 / 72), 16
-//   barriers:
-//     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
+//   barriers (the spills: the selection warps' 72 registers; version 21 had none and was 1.03-1.04x
+//   slower at H_I 32 4K-16K):
+//     KSTEPS 2: 16 bytes stack frame, 32 spill stores, 40 spill loads
+//     KSTEPS 4:  8 bytes stack frame,  8 spill stores,  8 spill loads
+//     KSTEPS 8: 16 bytes stack frame, 16 spill stores, 16 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -558,7 +571,8 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
 // those past the bin would count entries of the bins above it, already ranked), until that bin is
 // taken whole or is one key value. Once that bin's entries fit the scratch, a list-only pass
 // (list_bin) copies them there and the later levels count only them.
-// Cost: ~2 passes over the entries (the histogram, ~4 instructions a key; the listing).
+// Cost: ~2 passes over the entries (the histogram: ~12 instructions a key in the SASS, 4 of them
+// the count, the rest for_each_key's bound test and branch; the listing).
 // The 16-bin first level it replaced (version 21) left the bench's signed scores in 2 of its 16
 // bins, so that level and usually the next were whole-buffer passes of ~14 instructions a key.
 struct Cut {
