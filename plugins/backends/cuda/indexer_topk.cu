@@ -132,15 +132,14 @@
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
 // Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (seventh session)"; topk 2048, D_I 128, one
 // causal document; version 22 and 21 side by side in one process, 1-5 such runs a shape, each the
-// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5
-// runs, 34.2-39.2%), 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K
-// (4 runs, 43.0-45.6%), 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version
-// 22's): 1.04x at H_I 32 4K and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64
-// 4K, 1.01x at 8K, 1.00x at 16K; in the same runs version 21 read 35.6% at 4K and 36.4% at 8K.
-// ("2026-12-07 (fourth session)", median of 20; an A/A run of this kernel against itself agreed
-// within 0.5% up to 16K): version 21 H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6%
-// at 32K; H_I 64: 47.3, 44.4, 47.5, 48.3%. Before
-// ("2026-12-07 (second session)", median of 5):
+// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs, 34.2-39.2%),
+// 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs, 43.0-45.6%),
+// 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x at H_I 32 4K
+// and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K, 1.00x at 16K;
+// in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth session)",
+// median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K): version 21
+// H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3, 44.4, 47.5,
+// 48.3%. Before ("2026-12-07 (second session)", median of 5):
 // version 20 H_I 32 38.1, 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1,
 // 39.9, 44.8%; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6;
 // 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
