@@ -130,59 +130,64 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100, tools/bench/RESULTS.md "2026-12-07 (seventh session)"; topk 2048, D_I 128, one
-// causal document; version 22 and 21 side by side in one process, 1-5 such runs a shape, each the
-// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs, 34.2-39.2%),
-// 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs, 43.0-45.6%),
-// 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x at H_I 32 4K
-// and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K, 1.00x at 16K;
-// in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth session)",
-// median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K): version 21
-// H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3, 44.4, 47.5,
-// 48.3%. Before ("2026-12-07 (second session)", median of 5):
-// version 20 H_I 32 38.1, 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1,
-// 39.9, 44.8%; H_I 64: 45.8, 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6;
-// 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
-// Still under the 40% bar at H_I 32 for T 4K and 8K. Diagnostic builds ("2026-12-07 (fifth
-// session)"; one line each, results wrong), H_I 32 at 4K / 8K: without the final compaction 43.2 /
-// 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the MMA
-// warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
+// Achieved (H100; topk 2048, D_I 128, one causal document; tools/bench/RESULTS.md): version 23
+// ("2026-12-07 (eighth session)"; version 22 and 23 side by side in one process, each row the
+// median of 50): H_I 32: 41.4 / 41.1% of 989 at T=4K (two runs), 39.4 / 40.0% at 8K, 43.1% at 16K;
+// H_I 64: 49.7% at 4K. Speed-up over version 22: 1.02 / 1.14x at H_I 32 4K, 1.02 / 1.03x at 8K,
+// 1.00x at 16K, 1.04x at H_I 64 4K (version 22 in those runs: 40.5 / 36.0%, 38.6 / 38.7%, 43.2%,
+// 47.6%). ("2026-12-07 (seventh session)"; version 22 and 21 side by side, 1-5 runs a shape, each
+// the median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs,
+// 34.2-39.2%), 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs,
+// 43.0-45.6%), 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x
+// at H_I 32 4K and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K,
+// 1.00x at 16K; in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth
+// session)", median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K):
+// version 21 H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3,
+// 44.4, 47.5, 48.3%. Before ("2026-12-07 (second session)", median of 5): version 20 H_I 32 38.1,
+// 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1, 39.9, 44.8%; H_I 64: 45.8,
+// 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2).
+// D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
+// At H_I 32, T 8K sits at the 40% bar (version 23: 39.4 / 40.0%). Diagnostic builds ("2026-12-07
+// (fifth session)"; one line each, results wrong), H_I 32 at 4K / 8K: without the final compaction
+// 43.2 / 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the
+// MMA warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
 // instruction count, is the lever left; shared by selection warp q and MMA warp q (a branch, same
 // session) it read 1.00x, 0.94-0.97x in a later form (sixth session: the pair's per-level trades
-// cost more than the halved counting saves). clock64 probes of version 19 at H_I 32
-// (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of
-// tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection
-// warps are busy ~2.1K cycles a block even where nothing compacts (likely: both roles share the
-// SM's issue); at each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final
-// compaction (one warp per query, ~2,600 entries to 2,048) taking 25-28K of them. ncu of version 19
-// at H_I 32, T 8K (ninth session): the tensor pipe busy 36% of the time, issue slots 44%; per MMA
-// warp and block 342 instructions (the weighing 128, the reduce-scatter ~56, the K copies 56, B1
-// 37) at 0.17 IPC, the wgmma waits 5% of the loop's stalls: the MMA warps are bound by their own
-// instruction stream (the MMA loop alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time
-// every warp but one waited at the CTA's start for thread 0's sample rank search (version 20:
-// closed form; 37.0 -> 38.1% at 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before (version 12,
-// lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the
-// instructions, the selection's fast path 15%, compaction 19%; with 2 warps per scheduler the
-// epilogue and the selection were latency-bound. Diagnostic builds of version 8: without the
-// selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4
-// selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction
-// at 30.9-36.3%.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 22), per D_I instantiation (two inlined passes up
+// cost more than the halved counting saves). clock64 probes of version 19 at H_I 32 (4K / 8K; the
+// probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of tensor-core work,
+// with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection warps are busy
+// ~2.1K cycles a block even where nothing compacts (likely: both roles share the SM's issue); at
+// each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final compaction (one
+// warp per query, ~2,600 entries to 2,048) taking 25-28K of them. ncu of version 19 at H_I 32, T 8K
+// (ninth session): the tensor pipe busy 36% of the time, issue slots 44%; per MMA warp and block
+// 342 instructions (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC,
+// the wgmma waits 5% of the loop's stalls: the MMA warps are bound by their own instruction stream
+// (the MMA loop alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one
+// waited at the CTA's start for thread 0's sample rank search (version 20: closed form; 37.0 ->
+// 38.1% at 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before (version 12, lockstep at H_I 32,
+// ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the instructions, the
+// selection's fast path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the
+// selection were latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
+// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of
+// 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 23), per D_I instantiation (two inlined passes up
 // to D_I 128):
-//   lockstep, 256 threads, 1 barrier:
-//     KSTEPS  2 (D_I <= 32):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  229 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 242 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 24 bytes stack frame, 24 spill stores, 28 spill loads
+//   lockstep, 256 threads, 1 barrier (version 22: 213 / 229 / 242 registers at KSTEPS 2 / 4 / 8,
+//   24 bytes of spill at 16):
+//     KSTEPS  2 (D_I <= 32):  247 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 254 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 48 bytes stack frame, 44 spill stores, 96 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
 //   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 184 / 72), 16
-//   barriers (the spills: the selection warps' 72 registers; version 21 had none and was 1.03-1.04x
-//   slower at H_I 32 4K-16K):
-//     KSTEPS 2: 16 bytes stack frame, 32 spill stores, 40 spill loads
-//     KSTEPS 4:  8 bytes stack frame,  8 spill stores,  8 spill loads
-//     KSTEPS 8: 16 bytes stack frame, 16 spill stores, 16 spill loads
+//   barriers (the spills: the selection warps' 72 registers, stored at the warp's start and
+//   reloaded once a pass, not in a loop; version 22 spilled 8-40 bytes and was 1.02-1.14x slower
+//   at H_I 32 4K / 8K, version 21 none and 1.03-1.04x slower than 22):
+//     KSTEPS 2: 40 bytes stack frame, 72 spill stores, 92 spill loads
+//     KSTEPS 4: 40 bytes stack frame, 48 spill stores, 60 spill loads
+//     KSTEPS 8: 40 bytes stack frame, 48 spill stores, 60 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -483,11 +488,22 @@ struct Candidates {
 // Calls f(key, i, valid, u) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
 // (every lane calls f as often, with valid = i < end and key = keys[i] or 0: f may use warp
 // collectives), kUnroll keys loaded ahead of the calls; u < kUnroll is the call's place among
-// them (a constant once unrolled: it may index registers).
+// them (a constant once unrolled: it may index registers). The whole steps of 32 kUnroll keys
+// come first, with valid the constant true (f inlined without its bound tests and the branches
+// they guard), then the last partial step.
 template <int kUnroll, typename F>
 __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, int end, int lane,
                                              F&& f) {
-  for (int base = begin; base < end; base += 32 * kUnroll) {
+  constexpr int kStep = 32 * kUnroll;
+  const int whole_end = begin + (end - begin) / kStep * kStep;
+  for (int base = begin; base < whole_end; base += kStep) {
+    uint32_t key[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) key[u] = keys[base + 32 * u + lane];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) f(key[u], base + 32 * u + lane, true, u);
+  }
+  for (int base = whole_end; base < end; base += kStep) { // one step at most
     uint32_t key[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -570,8 +586,7 @@ __device__ __forceinline__ uint32_t digit_count(const uint32_t (&total)[8], int 
 // those past the bin would count entries of the bins above it, already ranked), until that bin is
 // taken whole or is one key value. Once that bin's entries fit the scratch, a list-only pass
 // (list_bin) copies them there and the later levels count only them.
-// Cost: ~2 passes over the entries (the histogram: ~12 instructions a key in the SASS, 4 of them
-// the count, the rest for_each_key's bound test and branch; the listing).
+// Cost: ~2 passes over the entries (the histogram; the listing).
 // The 16-bin first level it replaced (version 21) left the bench's signed scores in 2 of its 16
 // bins, so that level and usually the next were whole-buffer passes of ~14 instructions a key.
 struct Cut {

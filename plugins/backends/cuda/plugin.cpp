@@ -109,7 +109,10 @@ constexpr int kPriority = 100;
 // the rest of the window would not fit; 18: 8 selection warps at 72 registers (184 for the MMA
 // warps), and with 4 the MMA loop takes blocks in pairs over 3 K stages; 19: a radix select
 // level that splits a bin narrower than 16 keys counts only that bin's values (it counted the 16
-// from its start, so near ties could leave a compaction fewer or more than topk entries).
+// from its start, so near ties could leave a compaction fewer or more than topk entries);
+// 20: the sampled threshold's rank from a closed form; 21: with 8 selection warps the K tiles
+// come by TMA; 22: compaction's first radix level a shared-memory histogram of up to 1024 bins;
+// 23: the selection passes take their whole steps without per-key bound tests.
 // linear_cross_entropy, moe_experts, rms_norm 1: their first kernels; linear_cross_entropy 2:
 // gradients formed in the forward pass. adamw 1: its first kernel.
 
@@ -123,7 +126,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "21",
+                                    .version = "23",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
