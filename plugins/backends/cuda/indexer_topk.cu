@@ -130,24 +130,28 @@
 // Budget per key block and CTA at GLM-5 shapes: 4.2 MFLOP of MMA (~1,024 cycles at the SM's
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
-// Achieved (H100; topk 2048, D_I 128, one causal document; tools/bench/RESULTS.md): version 23
-// ("2026-12-07 (eighth session)"; version 22 and 23 side by side in one process, each row the
-// median of 50): H_I 32: 41.4 / 41.1% of 989 at T=4K (two runs), 39.4 / 40.0% at 8K, 43.1% at 16K;
-// H_I 64: 49.7% at 4K. Speed-up over version 22: 1.02 / 1.14x at H_I 32 4K, 1.02 / 1.03x at 8K,
-// 1.00x at 16K, 1.04x at H_I 64 4K (version 22 in those runs: 40.5 / 36.0%, 38.6 / 38.7%, 43.2%,
-// 47.6%). ("2026-12-07 (seventh session)"; version 22 and 21 side by side, 1-5 runs a shape, each
-// the median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs,
-// 34.2-39.2%), 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs,
-// 43.0-45.6%), 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x
-// at H_I 32 4K and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K,
-// 1.00x at 16K; in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth
-// session)", median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K):
-// version 21 H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3,
-// 44.4, 47.5, 48.3%. Before ("2026-12-07 (second session)", median of 5): version 20 H_I 32 38.1,
-// 37.2%; ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1, 39.9, 44.8%; H_I 64: 45.8,
-// 42.9, 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2).
-// D_I 256, H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
-// At H_I 32, T 8K sits at the 40% bar (version 23: 39.4 / 40.0%). Diagnostic builds ("2026-12-07
+// Achieved (H100; topk 2048, D_I 128, one causal document; tools/bench/RESULTS.md, "2026-12-07
+// (eighth session)"; each row the median of 50 after 10 warm-up): version 24 (version 23 side by
+// side in one process): H_I 32: 40.7 / 42.0 / 42.4% of 989 at T=4K (three runs), 39.2 / 41.2 /
+// 40.9% at 8K, 44.9% at 16K, 48.1% at 32K; H_I 64: 49.0% at 4K, 46.1% at 8K; D_I 256 (lockstep)
+// 48.1% at 4K. Speed-up over version 23: 1.00 / 1.01 / 1.03x at H_I 32 4K, 1.03-1.04x at 8K, 1.03x
+// at 16K and 32K, 1.00x / 1.01x at H_I 64 4K / 8K, 1.03x at D_I 256. Version 23 (version 22 side by
+// side): H_I 32: 41.4 / 41.1% of 989 at T=4K (two runs), 39.4 / 40.0% at 8K, 43.1% at 16K; H_I 64:
+// 49.7% at 4K. Speed-up over version 22: 1.02 / 1.14x at H_I 32 4K, 1.02 / 1.03x at 8K, 1.00x at
+// 16K, 1.04x at H_I 64 4K (version 22 in those runs: 40.5 / 36.0%, 38.6 / 38.7%, 43.2%, 47.6%).
+// ("2026-12-07 (seventh session)"; version 22 and 21 side by side, 1-5 runs a shape, each the
+// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs, 34.2-39.2%),
+// 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs, 43.0-45.6%),
+// 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x at H_I 32 4K
+// and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K, 1.00x at 16K;
+// in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth session)",
+// median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K): version 21
+// H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3, 44.4, 47.5,
+// 48.3%. Before ("2026-12-07 (second session)", median of 5): version 20 H_I 32 38.1, 37.2%;
+// ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1, 39.9, 44.8%; H_I 64: 45.8, 42.9,
+// 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256,
+// H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
+// At H_I 32, T 8K sits at the 40% bar (version 24: 39.2-41.2%). Diagnostic builds ("2026-12-07
 // (fifth session)"; one line each, results wrong), H_I 32 at 4K / 8K: without the final compaction
 // 43.2 / 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the
 // MMA warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
@@ -170,24 +174,23 @@
 // selection were latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
 // without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of
 // 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
-// ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 23), per D_I instantiation (two inlined passes up
+// ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 24), per D_I instantiation (two inlined passes up
 // to D_I 128):
-//   lockstep, 256 threads, 1 barrier (version 22: 213 / 229 / 242 registers at KSTEPS 2 / 4 / 8,
-//   24 bytes of spill at 16):
-//     KSTEPS  2 (D_I <= 32):  247 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  4 (D_I <= 64):  243 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS  8 (D_I <= 128): 254 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
-//     KSTEPS 16 (D_I <= 256): 255 registers, 48 bytes stack frame, 44 spill stores, 96 spill loads
+//   lockstep, 256 threads, 1 barrier (SASS as version 22's; version 23 took 247 / 243 / 254
+//   registers at KSTEPS 2 / 4 / 8 and spilled 44 bytes at 16):
+//     KSTEPS  2 (D_I <= 32):  213 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  4 (D_I <= 64):  229 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS  8 (D_I <= 128): 242 registers, 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 16 (D_I <= 256): 255 registers, 24 bytes stack frame, 24 spill stores, 28 spill loads
 //   warp-specialized, 4 selection warps, 384 threads (168 registers at launch; setmaxnreg 192 /
 //   120), 16 barriers, blocks in pairs:
 //     KSTEPS 2, 4, 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 //   warp-specialized, 8 selection warps, 512 threads (128 at launch; setmaxnreg 184 / 72), 16
-//   barriers (the spills: the selection warps' 72 registers, stored at the warp's start and
-//   reloaded once a pass, not in a loop; version 22 spilled 8-40 bytes and was 1.02-1.14x slower
-//   at H_I 32 4K / 8K, version 21 none and 1.03-1.04x slower than 22):
-//     KSTEPS 2: 40 bytes stack frame, 72 spill stores, 92 spill loads
-//     KSTEPS 4: 40 bytes stack frame, 48 spill stores, 60 spill loads
-//     KSTEPS 8: 40 bytes stack frame, 48 spill stores, 60 spill loads
+//   barriers (version 23 spilled 48-72 bytes in the selection warps' 72 registers; 64 / 64 of the
+//   MMA loop's weighing instructions between the wgmma waits, 43 / 32 in version 23):
+//     KSTEPS 2: 8 bytes stack frame, 24 spill stores, 32 spill loads
+//     KSTEPS 4: 0 bytes stack frame, 0 spill stores, 0 spill loads
+//     KSTEPS 8: 0 bytes stack frame, 0 spill stores, 0 spill loads
 #include "device.cuh"
 #include "launch.h"
 
@@ -485,25 +488,41 @@ struct Candidates {
   uint32_t kmax;     // key (per lane: of the keys it appended, or of the buffer after a compaction)
 };
 
+// How a selection pass walks a buffer: kUnroll keys a lane loaded ahead, and, where kWhole, the
+// whole steps of 32 kUnroll keys first, without per-key bound tests. The warp-specialized
+// kernels' selection warps take 8 keys and whole steps (version 24 against 23's 4 keys: 1.03x at
+// H_I 32 8K-32K, 1.01x at 4K; their 72 registers spill less). The lockstep kernel, whose
+// selection shares the MMA warps' registers, takes 4 (2 at D_I > 128) without whole steps: with
+// them (version 23) its registers grew (242 -> 254 at D_I 128) and it spilled more at D_I 256,
+// 0.95-0.97x there.
+template <int kUnrollKeys, bool kWholeSteps>
+struct Walk {
+  static constexpr int kUnroll = kUnrollKeys;
+  static constexpr bool kWhole = kWholeSteps;
+};
+
 // Calls f(key, i, valid, u) for i = begin + lane, + 32, ... while i < end, in warp-uniform steps
 // (every lane calls f as often, with valid = i < end and key = keys[i] or 0: f may use warp
-// collectives), kUnroll keys loaded ahead of the calls; u < kUnroll is the call's place among
-// them (a constant once unrolled: it may index registers). The whole steps of 32 kUnroll keys
+// collectives), W::kUnroll keys loaded ahead of the calls; u < W::kUnroll is the call's place
+// among them (a constant once unrolled: it may index registers). Where W::kWhole, the whole steps
 // come first, with valid the constant true (f inlined without its bound tests and the branches
 // they guard), then the last partial step.
-template <int kUnroll, typename F>
+template <typename W, typename F>
 __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, int end, int lane,
                                              F&& f) {
-  constexpr int kStep = 32 * kUnroll;
-  const int whole_end = begin + (end - begin) / kStep * kStep;
-  for (int base = begin; base < whole_end; base += kStep) {
-    uint32_t key[kUnroll];
+  constexpr int kUnroll = W::kUnroll, kStep = 32 * kUnroll;
+  int base = begin;
+  if constexpr (W::kWhole) {
+    for (const int whole_end = begin + (end - begin) / kStep * kStep; base < whole_end;
+         base += kStep) {
+      uint32_t key[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) key[u] = keys[base + 32 * u + lane];
+      for (int u = 0; u < kUnroll; ++u) key[u] = keys[base + 32 * u + lane];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) f(key[u], base + 32 * u + lane, true, u);
+      for (int u = 0; u < kUnroll; ++u) f(key[u], base + 32 * u + lane, true, u);
+    }
   }
-  for (int base = whole_end; base < end; base += kStep) { // one step at most
+  for (; base < end; base += kStep) { // one step at most where W::kWhole
     uint32_t key[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -527,11 +546,12 @@ __device__ __forceinline__ void for_each_key(const uint32_t* keys, int begin, in
 // values (digit d at bit 4 d of the pair, digits 8..15 in the second) for kGroup keys, in two such
 // pairs (even and odd unrolled keys: two independent add chains), added into 16 8-bit fields (4
 // registers) after each group, and those into the 16-bit fields after kGroupsPerFlush groups.
-template <int kUnroll>
+template <typename W>
 __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shift, uint32_t bins,
                              int lane, uint32_t (&total)[8]) {
-  constexpr int kGroup = 15 / kUnroll * kUnroll; // keys per lane under 4-bit fields (<= 15)
-  constexpr int kGroupsPerFlush = 255 / kGroup;  // groups per lane under 8-bit fields (<= 255)
+  static_assert(W::kUnroll <= 15, "a 4-bit field counts up to 15 keys a lane");
+  constexpr int kGroup = 15 / W::kUnroll * W::kUnroll; // keys per lane under 4-bit fields
+  constexpr int kGroupsPerFlush = 255 / kGroup; // groups per lane under 8-bit fields (<= 255)
   constexpr int kGroupKeys = 32 * kGroup;
   constexpr int kFlushKeys = kGroupKeys * kGroupsPerFlush;
 #pragma unroll
@@ -543,7 +563,7 @@ __device__ void count_digits(const uint32_t* src, int n, uint32_t base, int shif
     for (int group = flush; group < flush_end; group += kGroupKeys) {
       const int group_end = min(flush_end, group + kGroupKeys);
       uint32_t lo[2] = {0u, 0u}, hi[2] = {0u, 0u}; // [u % 2]: digits 0..7, 8..15 (bits 4 d % 32)
-      for_each_key<kUnroll>(src, group, group_end, lane, [&](uint32_t key, int, bool valid, int u) {
+      for_each_key<W>(src, group, group_end, lane, [&](uint32_t key, int, bool valid, int u) {
         const uint32_t d = (key - base) >> shift;
         const bool in_range = valid && key >= base && d < bins;
         // a funnel shift clamps at 32: one of the two adds gets 0
@@ -609,13 +629,13 @@ __device__ __forceinline__ uint32_t suffix_sum(uint32_t x, int lane) {
 // keys from kmin, hist[d] in shared memory (the query's scratch) by shared-memory atomics, then
 // the bin of the rank-th largest: cut.lo and cut.rank moved to it; returns its count. Every key
 // lies in a bin (kmax - kmin < bins 2^shift): no range test.
-template <int kUnroll>
+template <typename W>
 __device__ uint32_t count_bins(const uint32_t* keys, int n, int shift, int bins, uint32_t* hist,
                                Cut& cut, int lane) {
   for (int d = lane; d < bins; d += 32) hist[d] = 0u;
   __syncwarp();
   const uint32_t kmin = cut.lo;
-  for_each_key<kUnroll>(keys, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
+  for_each_key<W>(keys, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
     if (valid) atomicAdd(hist + ((key - kmin) >> shift), 1u);
   });
   __syncwarp();
@@ -641,11 +661,11 @@ __device__ uint32_t count_bins(const uint32_t* keys, int n, int shift, int bins,
 }
 
 // Copies the keys of src[0, n) in [lo, lo + 2^shift) to list[0, ..) in slot order.
-template <int kUnroll>
+template <typename W>
 __device__ void list_bin(const uint32_t* src, int n, uint32_t lo, int shift, uint32_t* list,
                          int lane) {
   int listed = 0;
-  for_each_key<kUnroll>(src, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
+  for_each_key<W>(src, 0, n, lane, [&](uint32_t key, int, bool valid, int) {
     const bool in = valid && key >= lo && ((key - lo) >> shift) == 0u;
     const uint32_t ins = __ballot_sync(kFull, in);
     if (in) list[listed + __popc(ins & lanes_below(lane))] = key;
@@ -654,7 +674,7 @@ __device__ void list_bin(const uint32_t* src, int n, uint32_t lo, int shift, uin
   __syncwarp(); // the list is complete for every lane
 }
 
-template <int kUnroll>
+template <typename W>
 __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lane) {
   __syncwarp(); // the buffer entries other lanes just stored are visible to every lane
   const uint32_t kmin = __reduce_min_sync(kFull, c.kmin), kmax = __reduce_max_sync(kFull, c.kmax);
@@ -664,13 +684,13 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
   // narrow as still covers kmax.
   const int bin_bits = min(10, 31 - __clz(slack));
   int shift = max(0, 32 - __clz(static_cast<int>(kmax - kmin)) - bin_bits);
-  uint32_t in_bin = count_bins<kUnroll>(c.keys, n, shift, 1 << bin_bits, c.scratch, cut, lane);
+  uint32_t in_bin = count_bins<W>(c.keys, n, shift, 1 << bin_bits, c.scratch, cut, lane);
   const uint32_t* src = c.keys; // the entries counted: the buffer, or the running ones
   int src_n = n;
   bool listed = false;
   while (in_bin != static_cast<uint32_t>(cut.rank) && shift > 0) {
     if (!listed && in_bin <= static_cast<uint32_t>(slack)) {
-      list_bin<kUnroll>(c.keys, n, cut.lo, shift, c.scratch, lane);
+      list_bin<W>(c.keys, n, cut.lo, shift, c.scratch, lane);
       src = c.scratch;
       src_n = static_cast<int>(in_bin);
       listed = true;
@@ -679,7 +699,7 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
     shift = max(shift - 4, 0);
     const uint32_t bins = 1u << (wider - shift); // 16, or the bin's 2..8 key values
     uint32_t total[8];
-    count_digits<kUnroll>(src, src_n, cut.lo, shift, bins, lane, total);
+    count_digits<W>(src, src_n, cut.lo, shift, bins, lane, total);
     // The bin of the rank-th largest: the highest d with (entries in bins >= d) >= rank.
     uint32_t above = 0, above_bin = 0;
     int bin = 0;
@@ -710,11 +730,11 @@ __device__ Cut find_cut(const Candidates& c, int n, int rank, int slack, int lan
 // set: every entry above the bin, and the bin's entries: all of them, or (one key value, ties)
 // the first `rank` in slot order.
 // Cost: ~2 passes over the buffer for the levels, 1 for the kept set.
-template <int kUnroll>
+template <typename W>
 __device__ void compact(Candidates& c, int topk, int slack, int lane) {
   const int n = c.count;
   const uint32_t kmax = __reduce_max_sync(kFull, c.kmax);
-  const Cut cut = find_cut<kUnroll>(c, n, topk, slack, lane);
+  const Cut cut = find_cut<W>(c, n, topk, slack, lane);
   const uint32_t lo = cut.lo;
   const int rank = cut.rank;
   const bool whole = cut.whole;
@@ -740,7 +760,7 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
       }
     };
     int hole_count = 0;
-    for_each_key<kUnroll>(c.keys, 0, topk, lane, [&](uint32_t key, int i, bool valid, int) {
+    for_each_key<W>(c.keys, 0, topk, lane, [&](uint32_t key, int i, bool valid, int) {
       const bool keep = keep_of(key, valid); // every lane (keep_of may ballot)
       if (kWhole && keep) kept_min = min(kept_min, key);
       const bool hole = valid && !keep;
@@ -750,7 +770,7 @@ __device__ void compact(Candidates& c, int topk, int slack, int lane) {
     });
     __syncwarp();
     int filled = 0;
-    for_each_key<kUnroll>(c.keys, topk, n, lane, [&](uint32_t key, int i, bool valid, int) {
+    for_each_key<W>(c.keys, topk, n, lane, [&](uint32_t key, int i, bool valid, int) {
       const bool keep = keep_of(key, valid);
       const uint32_t keep_mask = __ballot_sync(kFull, keep);
       if (keep) {
@@ -792,13 +812,13 @@ __device__ __forceinline__ float query_score(const float* from, int parts) {
 // and this one holds more than S / 4 extra entries: the CTA waits for its slowest compaction at
 // the next barrier anyway, so compactions done together cost the time of one. Returns whether
 // the buffer must compact before the next kBlocks blocks (kBlocks * 64 <= S).
-template <int kUnroll, int kBlocks = 1>
+template <typename W, int kBlocks = 1>
 __device__ bool select_block(Candidates& c, const float* part, int block_stride, int q, int parts,
                              const int (&block)[kBlocks], int lo, int hi, int topk, int slack,
                              bool gang, int lane) {
   const int capacity = topk + slack;
   if (c.count > capacity - kBlocks * kBlockKeys || (gang && c.count > topk + slack / 4)) {
-    compact<kUnroll>(c, topk, slack, lane);
+    compact<W>(c, topk, slack, lane);
   }
   // Every 32-key half scored and balloted before any appends (independent work in flight).
   constexpr int kHalves = kBlocks * kBlockKeys / 32;
@@ -848,13 +868,13 @@ __device__ void sample_block(Candidates& c, const float* part, int q, int parts,
 
 // After the last sampled block: the query's threshold from the sample's rank-th largest key
 // (admitting that key's value: thr one below it), then an empty buffer for the stream.
-template <int kUnroll>
+template <typename W>
 __device__ void sample_threshold(Candidates& c, int rank, int slack, int lane) {
-  const Cut cut = find_cut<kUnroll>(c, c.count, rank, slack, lane);
+  const Cut cut = find_cut<W>(c, c.count, rank, slack, lane);
   uint32_t kth = cut.lo; // the bin is one key value, or taken whole: then its smallest entry
   if (cut.whole) {
     uint32_t least = ~0u;
-    for_each_key<kUnroll>(c.keys, 0, c.count, lane, [&](uint32_t key, int, bool valid, int) {
+    for_each_key<W>(c.keys, 0, c.count, lane, [&](uint32_t key, int, bool valid, int) {
       if (valid && key >= cut.lo) least = min(least, key);
     });
     kth = __reduce_min_sync(kFull, least);
@@ -1005,8 +1025,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   };
   int blocks = 0; // key blocks in all
   for (int s = 0; s < segments; ++s) blocks += seg_last[s] - seg_first[s] + 1;
-  // A compaction reads kUnroll keys per lane ahead; 2 where Q's registers leave too few for 4.
-  constexpr int kUnroll = KSTEPS >= 16 ? 2 : 4;
+  // The selection passes' walk (Walk): 2 keys ahead where Q's registers leave too few for 4.
+  using W = Walk<(SEL > 0 ? 8 : KSTEPS >= 16 ? 2 : 4), (SEL > 0)>;
   float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [ring][kParts][kBlockKeys]
   // Offers block b's scores of query q (partials in `from`) to its buffer: a sampled block's
   // to the sample, whose last one sets the threshold. Returns whether the buffer must compact
@@ -1014,12 +1034,11 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   auto offer = [&](Candidates& cand, const float* from, int q, int b, int lo, int hi, bool gang) {
     if (b < 0) {
       sample_block(cand, from, q, parts, lane);
-      if (b == -1) sample_threshold<kUnroll>(cand, sample_rank, plan.slack, lane);
+      if (b == -1) sample_threshold<W>(cand, sample_rank, plan.slack, lane);
       return false;
     }
     const int one[1] = {b};
-    return select_block<kUnroll>(cand, from, 0, q, parts, one, lo, hi, topk, plan.slack, gang,
-                                 lane);
+    return select_block<W>(cand, from, 0, q, parts, one, lo, hi, topk, plan.slack, gang, lane);
   };
   // After a pass over the blocks, whether a query must stream again: from a threshold of 0 a long
   // window's keys were all candidates until the first compaction, so count >= topk; from a
@@ -1027,7 +1046,7 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   // top-k.
   auto finish = [&](Candidates& cand, bool mine, int sampled) {
     const bool again = mine && sampled > 0 && cand.count < topk;
-    if (mine && !again && cand.count > topk) compact<kUnroll>(cand, topk, plan.slack, lane);
+    if (mine && !again && cand.count > topk) compact<W>(cand, topk, plan.slack, lane);
     return again;
   };
 
@@ -1077,8 +1096,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
                 (cand.count > topk + plan.slack / 4 && cand.count + rest > capacity &&
                  __shfl_sync(kFull, *reinterpret_cast<volatile int*>(gang_at), 0) >= stamp - 1);
             if (pair[0] >= 0 && pair[1] != INT_MAX && plan.slack >= 2 * kBlockKeys) {
-              select_block<kUnroll, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi,
-                                       topk, plan.slack, gang, lane);
+              select_block<W, 2>(cand, part_s, kParts * kBlockKeys, q, parts, pair, lo, hi, topk,
+                                 plan.slack, gang, lane);
             } else {
               offer(cand, part_s, q, pair[0], lo, hi, gang);
               if (pair[1] != INT_MAX) {

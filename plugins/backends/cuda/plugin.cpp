@@ -112,7 +112,8 @@ constexpr int kPriority = 100;
 // from its start, so near ties could leave a compaction fewer or more than topk entries);
 // 20: the sampled threshold's rank from a closed form; 21: with 8 selection warps the K tiles
 // come by TMA; 22: compaction's first radix level a shared-memory histogram of up to 1024 bins;
-// 23: the selection passes take their whole steps without per-key bound tests.
+// 23: the selection passes take their whole steps without per-key bound tests; 24: whole steps
+// and 8 keys a lane ahead in the warp-specialized kernels only, the lockstep kernel's as in 22.
 // linear_cross_entropy, moe_experts, rms_norm 1: their first kernels; linear_cross_entropy 2:
 // gradients formed in the forward pass. adamw 1: its first kernel.
 
@@ -126,7 +127,7 @@ void register_cuda_backend(sdk::Registrar& r) {
   r.add_kernel<ops::IndexerTopkOp>({.backend = KILN_CUDA_BACKEND_NAME,
                                     .device = c10::DeviceType::CUDA,
                                     .priority = kPriority,
-                                    .version = "23",
+                                    .version = "24",
                                     .run = &indexer_topk,
                                     .supports = &indexer_topk_supports});
   r.add_kernel<ops::LinearCrossEntropyOp>({.backend = KILN_CUDA_BACKEND_NAME,
