@@ -131,49 +131,52 @@
 // dense bf16 wgmma rate), overlapped with the selection of the previous block; shared-memory
 // operand traffic 64 KiB (B only: Q comes from registers), half what the SM reads in that time.
 // Achieved (H100; topk 2048, D_I 128, one causal document; tools/bench/RESULTS.md, "2026-12-07
-// (eighth session)"; each row the median of 50 after 10 warm-up): version 24 (version 23 side by
-// side in one process): H_I 32: 40.7 / 42.0 / 42.4% of 989 at T=4K (three runs), 39.2 / 41.2 /
-// 40.9% at 8K, 44.9% at 16K, 48.1% at 32K; H_I 64: 49.0% at 4K, 46.1% at 8K; D_I 256 (lockstep)
-// 48.1% at 4K. Speed-up over version 23: 1.00 / 1.01 / 1.03x at H_I 32 4K, 1.03-1.04x at 8K, 1.03x
-// at 16K and 32K, 1.00x / 1.01x at H_I 64 4K / 8K, 1.03x at D_I 256. Version 23 (version 22 side by
-// side): H_I 32: 41.4 / 41.1% of 989 at T=4K (two runs), 39.4 / 40.0% at 8K, 43.1% at 16K; H_I 64:
-// 49.7% at 4K. Speed-up over version 22: 1.02 / 1.14x at H_I 32 4K, 1.02 / 1.03x at 8K, 1.00x at
-// 16K, 1.04x at H_I 64 4K (version 22 in those runs: 40.5 / 36.0%, 38.6 / 38.7%, 43.2%, 47.6%).
-// ("2026-12-07 (seventh session)"; version 22 and 21 side by side, 1-5 runs a shape, each the
-// median of 20 or 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs, 34.2-39.2%),
-// 37.8% at 8K (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs, 43.0-45.6%),
-// 44.7% at 8K, 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x at H_I 32 4K
-// and 8K (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K, 1.00x at 16K;
-// in the same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth session)",
-// median of 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K): version 21
-// H_I 32: 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3, 44.4, 47.5,
-// 48.3%. Before ("2026-12-07 (second session)", median of 5): version 20 H_I 32 38.1, 37.2%;
-// ("2026-12-06 (eighth session)") version 19 H_I 32: 37.0, 36.1, 39.9, 44.8%; H_I 64: 45.8, 42.9,
-// 45.8, 49.0% (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256,
-// H_I 32 (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
-// At H_I 32, T 8K sits at the 40% bar (version 24: 39.2-41.2%). Diagnostic builds ("2026-12-07
-// (fifth session)"; one line each, results wrong), H_I 32 at 4K / 8K: without the final compaction
-// 43.2 / 42.9% (1.14x), without any selection 55.4 / 51.9%, with w * |s| for w * relu(s) (64 of the
-// MMA warps' ~280 instructions a block gone) 1.03 / 1.05x: the final compaction, not the MMA warps'
-// instruction count, is the lever left; shared by selection warp q and MMA warp q (a branch, same
-// session) it read 1.00x, 0.94-0.97x in a later form (sixth session: the pair's per-level trades
-// cost more than the halved counting saves). clock64 probes of version 19 at H_I 32 (4K / 8K; the
-// probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block against 1,024 of tensor-core work,
-// with no ring stalls (~10 cycles a block) and ~100 cycles at B1; the selection warps are busy
-// ~2.1K cycles a block even where nothing compacts (likely: both roles share the SM's issue); at
-// each CTA's end the MMA warps wait ~36K cycles (18-26% of their time), the final compaction (one
-// warp per query, ~2,600 entries to 2,048) taking 25-28K of them. ncu of version 19 at H_I 32, T 8K
-// (ninth session): the tensor pipe busy 36% of the time, issue slots 44%; per MMA warp and block
-// 342 instructions (the weighing 128, the reduce-scatter ~56, the K copies 56, B1 37) at 0.17 IPC,
-// the wgmma waits 5% of the loop's stalls: the MMA warps are bound by their own instruction stream
-// (the MMA loop alone, tools/bench/wgmma_rate.cu: 89% of peak); 3% of the time every warp but one
-// waited at the CTA's start for thread 0's sample rank search (version 20: closed form; 37.0 ->
-// 38.1% at 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before (version 12, lockstep at H_I 32,
-// ncu at 16K): the head sums (w * relu(s) and the reduce-scatter) 43% of the instructions, the
-// selection's fast path 15%, compaction 19%; with 2 warps per scheduler the epilogue and the
-// selection were latency-bound. Diagnostic builds of version 8: without the selection 53-56%,
-// without the head sums too 62-67%. The warp-specialized kernel at H_I 32 with 4 selection warps of
-// 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before gang compaction at 30.9-36.3%.
+// (eighth session)"; each row the median of 50 after 10 warm-up): version 24 (fifth call, beside a
+// branch): H_I 32: 42.7% of 989 at T=4K (the middle of 5 runs, 41.8-43.0%), 40.8% at 8K
+// (40.0-41.3%), 44.3% at 16K, 47.8% at 32K; H_I 64: 50.0% at 4K, 46.4% at 8K, 48.6% at 16K, 49.0%
+// at 32K. In the fourth call (version 23 side by side in one process): H_I 32 40.7 / 42.0 / 42.4%
+// at 4K, 39.2 / 41.2 / 40.9% at 8K, 44.9% at 16K, 48.1% at 32K; D_I 256 (lockstep) 48.1% at 4K.
+// Speed-up over version 23: 1.00 / 1.01 / 1.03x at H_I 32 4K, 1.03-1.04x at 8K, 1.03x at 16K and
+// 32K, 1.00x / 1.01x at H_I 64 4K / 8K, 1.03x at D_I 256. Version 23 (version 22 side by side): H_I
+// 32: 41.4 / 41.1% of 989 at T=4K (two runs), 39.4 / 40.0% at 8K, 43.1% at 16K; H_I 64: 49.7% at
+// 4K. Speed-up over version 22: 1.02 / 1.14x at H_I 32 4K, 1.02 / 1.03x at 8K, 1.00x at 16K, 1.04x
+// at H_I 64 4K (version 22 in those runs: 40.5 / 36.0%, 38.6 / 38.7%, 43.2%, 47.6%). ("2026-12-07
+// (seventh session)"; version 22 and 21 side by side, 1-5 runs a shape, each the median of 20 or
+// 50): version 22 H_I 32: 36.4% of 989 at T=4K (the middle of 5 runs, 34.2-39.2%), 37.8% at 8K
+// (37.4-38.5%), 42.2% at 16K, 45.9% at 32K; H_I 64: 44.6% at 4K (4 runs, 43.0-45.6%), 44.7% at 8K,
+// 47.9% at 16K. Speed-up over version 21 (its time / version 22's): 1.04x at H_I 32 4K and 8K
+// (0.99-1.06x), 1.03x at 16K, 1.00x at 32K; 1.03x at H_I 64 4K, 1.01x at 8K, 1.00x at 16K; in the
+// same runs version 21 read 35.6% at 4K and 36.4% at 8K. ("2026-12-07 (fourth session)", median of
+// 20; an A/A run of this kernel against itself agreed within 0.5% up to 16K): version 21 H_I 32:
+// 38.3% of 989 at T=4K, 37.7% at 8K, 41.9% at 16K, 46.6% at 32K; H_I 64: 47.3, 44.4, 47.5, 48.3%.
+// Before ("2026-12-07 (second session)", median of 5): version 20 H_I 32 38.1, 37.2%; ("2026-12-06
+// (eighth session)") version 19 H_I 32: 37.0, 36.1, 39.9, 44.8%; H_I 64: 45.8, 42.9, 45.8, 49.0%
+// (version 18, sixth session: 37.5, 36.4, 40.5, 45.6; 46.7, 43.2, 45.4, 48.2). D_I 256, H_I 32
+// (lockstep, version 14): 44.8% at 4K, 40.5% at 16K.
+// The 40% bar holds at every shape; H_I 32 at 8K by about one point (version 24: 39.2-41.3%).
+// Diagnostic builds ("2026-12-07 (fifth session)"; one line each, results wrong), H_I 32 at 4K /
+// 8K: without the final compaction 43.2 / 42.9% (1.14x), without any selection 55.4 / 51.9%, with w
+// * |s| for w * relu(s) (64 of the MMA warps' ~280 instructions a block gone) 1.03 / 1.05x: the
+// final compaction, not the MMA warps' instruction count, is the lever left; shared by selection
+// warp q and MMA warp q (a branch, same session) it read 1.00x, 0.94-0.97x in a later form (sixth
+// session: the pair's per-level trades cost more than the halved counting saves). clock64 probes of
+// version 19 at H_I 32 (4K / 8K; the probes cost ~8%): the MMA warps take ~2.2-2.4K cycles a block
+// against 1,024 of tensor-core work, with no ring stalls (~10 cycles a block) and ~100 cycles at
+// B1; the selection warps are busy ~2.1K cycles a block even where nothing compacts (likely: both
+// roles share the SM's issue); at each CTA's end the MMA warps wait ~36K cycles (18-26% of their
+// time), the final compaction (one warp per query, ~2,600 entries to 2,048) taking 25-28K of them.
+// ncu of version 19 at H_I 32, T 8K (ninth session): the tensor pipe busy 36% of the time, issue
+// slots 44%; per MMA warp and block 342 instructions (the weighing 128, the reduce-scatter ~56, the
+// K copies 56, B1 37) at 0.17 IPC, the wgmma waits 5% of the loop's stalls: the MMA warps are bound
+// by their own instruction stream (the MMA loop alone, tools/bench/wgmma_rate.cu: 89% of peak); 3%
+// of the time every warp but one waited at the CTA's start for thread 0's sample rank search
+// (version 20: closed form; 37.0 -> 38.1% at 4K, 36.1 -> 37.2% at 8K, runs of two sessions). Before
+// (version 12, lockstep at H_I 32, ncu at 16K): the head sums (w * relu(s) and the reduce-scatter)
+// 43% of the instructions, the selection's fast path 15%, compaction 19%; with 2 warps per
+// scheduler the epilogue and the selection were latency-bound. Diagnostic builds of version 8:
+// without the selection 53-56%, without the head sums too 62-67%. The warp-specialized kernel at
+// H_I 32 with 4 selection warps of 2 queries each (not shipped) ran at 32.4-36.3%; with 8 before
+// gang compaction at 30.9-36.3%.
 // ptxas (sm_90a, CUDA 13.0, -Xptxas -v; version 24), per D_I instantiation (two inlined passes up
 // to D_I 128):
 //   lockstep, 256 threads, 1 barrier (SASS as version 22's; version 23 took 247 / 243 / 254
