@@ -1028,7 +1028,8 @@ __global__ void __launch_bounds__(block_threads(SEL), 1)
   };
   int blocks = 0; // key blocks in all
   for (int s = 0; s < segments; ++s) blocks += seg_last[s] - seg_first[s] + 1;
-  // The selection passes' walk (Walk): 2 keys ahead where Q's registers leave too few for 4.
+  // The selection passes' walk (Walk): the selection warps 8 keys ahead in whole steps; the
+  // lockstep kernel 4, or 2 where Q's registers leave too few for 4.
   using W = Walk<(SEL > 0 ? 8 : KSTEPS >= 16 ? 2 : 4), (SEL > 0)>;
   float* part = reinterpret_cast<float*>(sm + plan.part_offset); // [ring][kParts][kBlockKeys]
   // Offers block b's scores of query q (partials in `from`) to its buffer: a sampled block's
